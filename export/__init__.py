@@ -1,0 +1,1 @@
+"""Export searched networks to TFLite and ONNX, physically pruned."""

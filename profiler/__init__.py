@@ -1,0 +1,1 @@
+"""fgnas profiler: conv specs, devices, sweeps, fits and latency tables."""

@@ -1,0 +1,1 @@
+"""FGNAS search: gates, searchable layers, resource regularizers, backbones, training."""
