@@ -1,0 +1,71 @@
+"""Parse a search target such as `53ms`, `150MFLOPs`, `1.2GFLOPs` or `2.7Mparams` into a resource and a value.
+
+Values are kept in the base unit each resource uses everywhere else in fgnas: latency in milliseconds (the latency
+table's unit), FLOPs as a count (2 x MACs, `profiler.spec.flops`), parameters as a count.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from profiler.errors import FgnasError
+
+RESOURCES = ("latency", "flops", "params")
+
+
+@dataclass(frozen=True)
+class Unit:
+    resource: str
+    scale: float  # multiply the written number by this to get the resource's base unit
+
+
+def _with_prefixes(resource: str, base: str, factor: float = 1.0) -> dict[str, Unit]:
+    prefixes = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}
+    return {p + base: Unit(resource, s * factor) for p, s in prefixes.items()}
+
+
+# Suffix -> unit. Matching is case-sensitive so that `M` (mega) and `m` (milli, in `ms`) cannot be confused.
+UNITS: dict[str, Unit] = {
+    "ms": Unit("latency", 1.0),
+    "us": Unit("latency", 1e-3),
+    "s": Unit("latency", 1e3),
+    **_with_prefixes("flops", "FLOPs"),
+    **_with_prefixes("flops", "MACs", factor=2.0),  # a multiply-accumulate is two FLOPs (the paper's convention)
+    **_with_prefixes("params", "params"),
+}
+
+_NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]+)\s*$")
+
+
+@dataclass(frozen=True)
+class Target:
+    resource: str  # one of RESOURCES
+    value: float  # in the resource's base unit (ms, FLOPs, params)
+
+    def __str__(self) -> str:
+        return format_resource(self.resource, self.value)
+
+
+def parse_target(text: str) -> Target:
+    """`53ms` -> Target("latency", 53.0); `1.2GFLOPs` -> Target("flops", 1.2e9); `2.7Mparams` -> Target("params", 2.7e6)."""
+    match = _NUMBER.match(text)
+    unit = UNITS.get(match.group(2)) if match else None
+    if unit is None:
+        known = ", ".join(sorted(UNITS))
+        raise FgnasError(f"cannot read target {text!r}: write a number and a unit, e.g. 53ms, 150MFLOPs, 2.7Mparams "
+                         f"(units: {known})")
+    value = float(match.group(1)) * unit.scale
+    if value <= 0:
+        raise FgnasError(f"target {text!r} must be positive")
+    return Target(unit.resource, value)
+
+
+def format_resource(resource: str, value: float) -> str:
+    """A human-readable amount: `5.31ms`, `40.6MFLOPs`, `0.27Mparams`."""
+    if resource == "latency":
+        return f"{value:.3g}ms"
+    base = "FLOPs" if resource == "flops" else "params"
+    for prefix, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{prefix}{base}"
+    return f"{value:.3g}{base}"
