@@ -1,0 +1,123 @@
+"""The raw measurement log: JSON Lines beside the table, one record per measurement, never rewritten.
+
+Each record is appended, flushed and fsynced before the next measurement starts, so `kill -9` loses at most the
+measurement in flight. A kill in the middle of a write leaves a torn last line: readers drop it, and opening the log
+for appending cuts it off first, so the next record never lands glued to a fragment.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+from profiler.errors import FgnasError
+
+RECORD_VERSION = 1
+RECORD_KINDS = ("conv", "op", "reference")
+_REQUIRED = ("v", "kind", "id", "spec", "m", "device")
+
+
+def raw_log_path(table_path: Path) -> Path:
+    """`device_tables/host.json` -> `device_tables/host.raw.jsonl`."""
+    table_path = Path(table_path)
+    return table_path.with_name(f"{table_path.stem}.raw.jsonl")
+
+
+class RawLog:
+    """Append-only writer; safe to share between the threads of a device farm."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _cut_torn_tail(self.path)
+            self._file = open(self.path, "ab")
+        except OSError as exc:
+            raise FgnasError(f"cannot write the raw log {self.path}: {exc.strerror}; choose a writable --out") from exc
+        self._lock = threading.Lock()
+
+    def append(self, record: dict) -> None:
+        line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+        with self._lock:
+            self._file.write(line)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> RawLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_records(path: Path) -> list[dict]:
+    """All complete records of a raw log ([] when it does not exist); a torn last line is dropped.
+
+    A line that does not parse anywhere but at the end means the file was damaged by something other than a kill:
+    that is an FgnasError naming the file and line, never a silent skip.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    # Everything after the last newline is the line in flight when the writer died (or b"" when none was).
+    complete, tail = lines[:-1], lines[-1]
+    records = []
+    for number, line in enumerate(complete, start=1):
+        if not line.strip():
+            continue
+        records.append(_parse(path, number, line))
+    if tail.strip():
+        try:
+            records.append(_parse(path, len(complete) + 1, tail))
+        except FgnasError:
+            pass  # torn by a kill mid-write: the measurement in flight is the only one lost
+    return records
+
+
+def _parse(path: Path, number: int, line: bytes) -> dict:
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise FgnasError(f"{path}:{number}: corrupted raw-log line; delete that line (it is one lost measurement) "
+                         f"and re-run the same command to measure it again") from None
+    if not isinstance(record, dict) or any(k not in record for k in _REQUIRED):
+        raise FgnasError(f"{path}:{number}: not a raw-log record (needs {', '.join(_REQUIRED)}); "
+                         f"delete that line and re-run the same command")
+    if record["v"] != RECORD_VERSION:
+        raise FgnasError(f"{path}:{number}: raw-log record version {record['v']} is not {RECORD_VERSION}; "
+                         f"use the fgnas version that wrote it, or start a new log with another --out")
+    return record
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Truncate a partial last line left by a kill, so appending continues on a line boundary."""
+    if not path.exists():
+        return
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        # Walk back to the last newline in chunks; the torn line is at most one record long.
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            f.seek(start)
+            chunk = f.read(end - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                f.truncate(start + cut + 1)
+                break
+            end = start
+        else:
+            f.truncate(0)
+        f.flush()
+        os.fsync(f.fileno())
