@@ -1,0 +1,136 @@
+"""A .tflite model per probe, made by TensorFlow's converter and cached under its configuration hash.
+
+We use the converter (the path export takes) rather than writing flatbuffers ourselves, so the profiled graph is by
+construction what a converted network contains. Verified with TF 2.21: conv + bias (folded BN) + relu/relu6 becomes one
+CONV_2D / DEPTHWISE_CONV_2D with the activation fused; tanh becomes a separate TANH op after the conv; PReLU written as
+Keras writes it, `relu(x) + (-alpha) * relu(-x)`, becomes a separate PRELU op (the same ops a Keras Conv2D +
+BatchNormalization + PReLU model converts to). A test checks these ops.
+
+TensorFlow is imported only when a model is missing from the cache (importing it costs seconds).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from profiler.ops import OpProbe
+from profiler.spec import ConvSpec
+
+DEFAULT_CACHE_DIR = Path(".cache/models")
+
+Probe = ConvSpec | OpProbe
+
+
+def model_path(probe: Probe, cache_dir: Path) -> Path:
+    return Path(cache_dir) / f"{probe.config_hash()}.tflite"
+
+
+def build_model(probe: Probe, cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
+    """The cached model of `probe`, converting it first when absent."""
+    path = model_path(probe, cache_dir)
+    if not path.exists():
+        if isinstance(probe, ConvSpec):
+            fn, shapes = _conv_function(probe)
+        else:
+            fn, shapes = _op_function(probe)
+        _write_atomically(path, convert_function(fn, shapes))
+    return path
+
+
+def convert_function(fn: Callable, input_shapes: list[tuple[int, ...]]) -> bytes:
+    """Convert a Python function of float32 tensors of `input_shapes` to a float32 .tflite flatbuffer."""
+    import tensorflow as tf
+
+    signature = [tf.TensorSpec(shape, tf.float32) for shape in input_shapes]
+    function = tf.function(fn, input_signature=signature)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
+    return converter.convert()
+
+
+def _rng(probe: Probe) -> np.random.Generator:
+    return np.random.default_rng(int(probe.config_hash(), 16) % 2**32)
+
+
+def _conv_function(spec: ConvSpec) -> tuple[Callable, list[tuple[int, ...]]]:
+    import tensorflow as tf
+
+    rng = _rng(spec)
+    fan_in = spec.kernel * spec.kernel * (spec.cin // spec.groups)
+    scale = 1.0 / np.sqrt(fan_in)
+    bias = rng.normal(0.0, 0.1, spec.cout).astype(np.float32)
+    if spec.conv_type == "depthwise":
+        kernel = rng.normal(0.0, scale, (spec.kernel, spec.kernel, spec.cin, spec.cout // spec.cin)).astype(np.float32)
+
+        def conv(x):
+            return tf.nn.depthwise_conv2d(x, kernel, [1, spec.stride, spec.stride, 1], "SAME")
+    else:
+        kernel = rng.normal(0.0, scale, (spec.kernel, spec.kernel, spec.cin // spec.groups, spec.cout)).astype(np.float32)
+
+        def conv(x):
+            return tf.nn.conv2d(x, kernel, spec.stride, "SAME")
+    alpha = rng.uniform(0.05, 0.3, (1, 1, spec.cout)).astype(np.float32)
+    activations: dict[str, Callable] = {
+        "none": lambda y: y,
+        "relu": tf.nn.relu,
+        "relu6": tf.nn.relu6,
+        "tanh": tf.math.tanh,
+        "prelu": lambda y: tf.nn.relu(y) + (-alpha) * tf.nn.relu(-y),
+    }
+    activation = activations[spec.activation]
+
+    def layer(x):
+        return activation(tf.nn.bias_add(conv(x), bias))
+
+    return layer, [(1, spec.h, spec.w, spec.cin)]
+
+
+def _op_function(probe: OpProbe) -> tuple[Callable, list[tuple[int, ...]]]:
+    import tensorflow as tf
+
+    rng = _rng(probe)
+    shapes = [tuple(s) for s in probe.input_shapes]
+    out = probe.output_shape
+
+    def fully_connected(x):
+        k, n = shapes[0][-1], out[-1]
+        weights = rng.normal(0.0, 1.0 / np.sqrt(k), (k, n)).astype(np.float32)
+        bias = rng.normal(0.0, 0.1, n).astype(np.float32)
+        return tf.matmul(x, weights) + bias
+
+    def max_pool(x):
+        window = shapes[0][1] // out[1] if out[1] else 2
+        return tf.nn.max_pool2d(x, window, window, "SAME")
+
+    bodies: dict[str, Callable] = {
+        "ADD": lambda x, y: x + y,
+        "MUL": lambda x, y: x * y,
+        "LOGISTIC": tf.math.sigmoid,
+        "HARD_SWISH": lambda x: x * tf.nn.relu6(x + 3.0) * (1.0 / 6.0),
+        "RESHAPE": lambda x: tf.reshape(x, out),
+        "SOFTMAX": tf.nn.softmax,
+        "CONCATENATION": lambda x, y: tf.concat([x, y], axis=-1),
+        "PAD": lambda x: tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]),
+        "MEAN": lambda x: tf.reduce_mean(x, axis=[1, 2], keepdims=True),
+        "AVERAGE_POOL_2D": lambda x: tf.nn.avg_pool2d(x, shapes[0][1:3], shapes[0][1:3], "VALID"),
+        "MAX_POOL_2D": max_pool,
+        "FULLY_CONNECTED": fully_connected,
+    }
+    return bodies[probe.op], shapes
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -1,0 +1,161 @@
+"""Non-conv ops that networks contain (residual ADD, global pooling, the classifier head, ...) and their size units.
+
+The table prices each such op with `latency = a * units + b`. What a "unit" is depends on where the op's work lies:
+output elements for elementwise ops, reshapes, concatenation, padding and softmax; input elements for pooling and
+MEAN (they read the whole input but write little); multiply-accumulates for FULLY_CONNECTED. `op_units` computes
+them from tensor shapes alone, so the sweep (which knows its probes) and the TFLite reader (which reads shapes from a
+model file) count the same way.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from profiler.errors import FgnasError
+
+Shape = tuple[int, ...]
+
+UNIT_OUTPUT_ELEMENTS = "output_elements"
+UNIT_INPUT_ELEMENTS = "input_elements"
+UNIT_MACS = "macs"
+
+
+def _output_elements(inputs: list[Shape], outputs: list[Shape]) -> int:
+    return math.prod(outputs[0])
+
+
+def _input_elements(inputs: list[Shape], outputs: list[Shape]) -> int:
+    return math.prod(inputs[0])
+
+
+def _fc_macs(inputs: list[Shape], outputs: list[Shape]) -> int:
+    # A .tflite FULLY_CONNECTED lists (input, weights [N, K], bias); our probes list only the input [1, K].
+    k = inputs[1][-1] if len(inputs) > 1 else inputs[0][-1]
+    return math.prod(outputs[0]) * k
+
+
+# op name -> (unit name, units from (input shapes, output shapes))
+_UNITS: dict[str, tuple[str, Callable[[list[Shape], list[Shape]], int]]] = {
+    "ADD": (UNIT_OUTPUT_ELEMENTS, _output_elements),
+    "MUL": (UNIT_OUTPUT_ELEMENTS, _output_elements),
+    "LOGISTIC": (UNIT_OUTPUT_ELEMENTS, _output_elements),
+    "HARD_SWISH": (UNIT_OUTPUT_ELEMENTS, _output_elements),
+    "RESHAPE": (UNIT_OUTPUT_ELEMENTS, _output_elements),
+    "SOFTMAX": (UNIT_OUTPUT_ELEMENTS, _output_elements),
+    "CONCATENATION": (UNIT_OUTPUT_ELEMENTS, _output_elements),
+    "PAD": (UNIT_OUTPUT_ELEMENTS, _output_elements),
+    "MEAN": (UNIT_INPUT_ELEMENTS, _input_elements),
+    "AVERAGE_POOL_2D": (UNIT_INPUT_ELEMENTS, _input_elements),
+    "MAX_POOL_2D": (UNIT_INPUT_ELEMENTS, _input_elements),
+    "FULLY_CONNECTED": (UNIT_MACS, _fc_macs),
+}
+
+PRICED_OPS: tuple[str, ...] = tuple(_UNITS)
+
+
+def op_units(op_name: str, input_shapes: list[Shape], output_shapes: list[Shape]) -> tuple[str, int]:
+    """(unit name, units) of one non-conv op; FgnasError for an op the profiler does not measure."""
+    if op_name not in _UNITS:
+        raise FgnasError(f"op {op_name} cannot be priced: the profiler measures {', '.join(PRICED_OPS)} besides convs; "
+                         f"add it to profiler/ops.py (units) and profiler/model_builder.py (a probe), then re-profile")
+    unit, count = _UNITS[op_name]
+    return unit, int(count([tuple(s) for s in input_shapes], [tuple(s) for s in output_shapes]))
+
+
+def _same_shape_binary(h: int, w: int, c: int) -> tuple[list[Shape], Shape]:
+    return [(1, h, w, c), (1, h, w, c)], (1, h, w, c)
+
+
+def _unary(h: int, w: int, c: int) -> tuple[list[Shape], Shape]:
+    return [(1, h, w, c)], (1, h, w, c)
+
+
+def _global_pool(h: int, w: int, c: int) -> tuple[list[Shape], Shape]:
+    return [(1, h, w, c)], (1, 1, 1, c)
+
+
+def _max_pool(h: int, w: int, c: int) -> tuple[list[Shape], Shape]:
+    return [(1, h, w, c)], (1, math.ceil(h / 2), math.ceil(w / 2), c)
+
+
+def _flatten(h: int, w: int, c: int) -> tuple[list[Shape], Shape]:
+    return [(1, h, w, c)], (1, h * w * c)
+
+
+def _concat_halves(h: int, w: int, c: int) -> tuple[list[Shape], Shape]:
+    c = max(c, 2)
+    return [(1, h, w, c // 2), (1, h, w, c - c // 2)], (1, h, w, c)
+
+
+def _pad_one(h: int, w: int, c: int) -> tuple[list[Shape], Shape]:
+    return [(1, h, w, c)], (1, h + 2, w + 2, c)
+
+
+def _classifier(h: int, w: int, c: int) -> tuple[list[Shape], Shape]:
+    # The head of a network: c features in, h * w classes out (spaces pass h=1, w=classes).
+    return [(1, c)], (1, h * w)
+
+
+def _class_scores(h: int, w: int, c: int) -> tuple[list[Shape], Shape]:
+    return [(1, h * w * c)], (1, h * w * c)
+
+
+# op name -> the probe shapes for a feature map of h x w x c, as such an op meets it in a network
+_PROBE_SHAPES: dict[str, Callable[[int, int, int], tuple[list[Shape], Shape]]] = {
+    "ADD": _same_shape_binary,
+    "MUL": _same_shape_binary,
+    "LOGISTIC": _unary,
+    "HARD_SWISH": _unary,
+    "RESHAPE": _flatten,
+    "SOFTMAX": _class_scores,
+    "CONCATENATION": _concat_halves,
+    "PAD": _pad_one,
+    "MEAN": _global_pool,
+    "AVERAGE_POOL_2D": _global_pool,
+    "MAX_POOL_2D": _max_pool,
+    "FULLY_CONNECTED": _classifier,
+}
+
+
+@dataclass(frozen=True)
+class OpProbe:
+    """One non-conv op on float32 tensors of the given shapes (activations only; weights are the builder's job)."""
+
+    op: str
+    input_shapes: tuple[Shape, ...]
+    output_shape: Shape
+
+    def __post_init__(self) -> None:
+        if self.op not in _PROBE_SHAPES:
+            raise FgnasError(f"unknown op {self.op!r}: choose from {', '.join(PRICED_OPS)}")
+
+    @classmethod
+    def for_feature_map(cls, op: str, h: int, w: int, c: int) -> OpProbe:
+        """The op as it meets an h x w x c feature map (FULLY_CONNECTED: c features in, h * w outputs)."""
+        if op not in _PROBE_SHAPES:
+            raise FgnasError(f"unknown op {op!r}: choose from {', '.join(PRICED_OPS)}")
+        inputs, output = _PROBE_SHAPES[op](h, w, c)
+        return cls(op, tuple(tuple(s) for s in inputs), tuple(output))
+
+    @property
+    def units(self) -> tuple[str, int]:
+        return op_units(self.op, list(self.input_shapes), [self.output_shape])
+
+    def to_dict(self) -> dict:
+        return {"op": self.op, "input_shapes": [list(s) for s in self.input_shapes],
+                "output_shape": list(self.output_shape)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> OpProbe:
+        return cls(d["op"], tuple(tuple(s) for s in d["input_shapes"]), tuple(d["output_shape"]))
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def __str__(self) -> str:
+        shapes = ",".join("x".join(map(str, s)) for s in self.input_shapes)
+        return f"{self.op}({shapes})"

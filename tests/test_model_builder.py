@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.interpreter import Interpreter
+
+from profiler.model_builder import build_model, model_path
+from profiler.ops import PRICED_OPS, OpProbe
+from profiler.spec import ConvSpec
+
+_OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+_FUSED = {v: k for k, v in vars(schema.ActivationFunctionType).items() if not k.startswith("_")}
+
+
+def _ops(path):
+    """[(op name, version, fused activation or None)] of the model's main graph, read from the flatbuffer."""
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(path.read_bytes(), 0))
+    result = []
+    for op in model.subgraphs[0].operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        fused = getattr(op.builtinOptions, "fusedActivationFunction", None)
+        result.append((_OP_NAMES[max(code.builtinCode, code.deprecatedBuiltinCode)], code.version,
+                       None if fused is None else _FUSED[fused]))
+    return result
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.mark.parametrize("activation, expected", [
+    ("none", [("CONV_2D", 1, "NONE")]),
+    ("relu", [("CONV_2D", 1, "RELU")]),
+    ("relu6", [("CONV_2D", 1, "RELU6")]),
+    ("tanh", [("CONV_2D", 1, "NONE"), ("TANH", 1, None)]),
+    ("prelu", [("CONV_2D", 1, "NONE"), ("PRELU", 1, None)]),
+])
+def test_normal_conv_converts_to_the_ops_the_converter_emits_for_keras_layers(cache, activation, expected):
+    assert _ops(build_model(ConvSpec(8, 8, 4, 6, 3, 2, 1, activation), cache)) == expected
+
+
+@pytest.mark.parametrize("activation, expected", [
+    ("relu", [("DEPTHWISE_CONV_2D", 1, "RELU")]),
+    ("prelu", [("DEPTHWISE_CONV_2D", 1, "NONE"), ("PRELU", 1, None)]),
+])
+def test_depthwise_conv_is_one_depthwise_op(cache, activation, expected):
+    assert _ops(build_model(ConvSpec.depthwise(8, 8, 16, 5, 1, activation), cache)) == expected
+
+
+def test_conv_model_has_nhwc_float32_batch1_same_padding_shapes(cache):
+    spec = ConvSpec(9, 7, 3, 10, 3, 2, 1, "relu")
+    interpreter = Interpreter(model_path=str(build_model(spec, cache)))
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert list(inp["shape"]) == [1, 9, 7, 3] and inp["dtype"] == np.float32
+    assert list(out["shape"]) == [1, 5, 4, 10]  # SAME: ceil(9/2), ceil(7/2)
+
+
+@pytest.mark.parametrize("op", PRICED_OPS)
+def test_each_priced_op_converts_to_exactly_that_op(cache, op):
+    probe = OpProbe.for_feature_map(op, 1, 10, 32) if op == "FULLY_CONNECTED" else OpProbe.for_feature_map(op, 6, 6, 8)
+    path = build_model(probe, cache)
+    assert [name for name, _, _ in _ops(path)] == [op]
+    interpreter = Interpreter(model_path=str(path))
+    assert [tuple(d["shape"]) for d in interpreter.get_input_details()] == list(probe.input_shapes)
+    assert tuple(interpreter.get_output_details()[0]["shape"]) == probe.output_shape
+
+
+def test_cached_model_is_reused_not_rebuilt(cache):
+    spec = ConvSpec(4, 4, 2, 2, 1)
+    path = build_model(spec, cache)
+    assert path == model_path(spec, cache) and path.name == f"{spec.config_hash()}.tflite"
+    path.write_bytes(b"marker")
+    assert build_model(spec, cache).read_bytes() == b"marker"
