@@ -1,0 +1,361 @@
+"""LatencyTable: a device's fitted latency models (the paper's phi^latency), its file format, and predictions.
+
+Absent conditions fall back, in this order, and the Prediction says which fallback it used:
+1. activation: the fused clamps none / relu / relu6 cost the same inside the conv kernel, so each is priced from
+   another one of the same condition;
+2. resolution: the nearest input size (by pixel count, within RESOLUTION_FALLBACK_RATIO) of the same kernel, stride,
+   conv type and activation, its a and b applied to this conv's own (tiled) FLOPs;
+otherwise FgnasError saying what to profile. Never a silent zero.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+from profiler.errors import FgnasError
+from profiler.fit import ConditionModel, OpModel, fit_condition, fit_op
+from profiler.spec import ConditionKey, ConvSpec
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).with_name("table_schema.json")
+CLAMP_ACTIVATIONS = ("none", "relu", "relu6")
+RESOLUTION_FALLBACK_RATIO = 4.0  # at most one stride-2 step (4x the pixels) away
+FITS = ("selected", "affine")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted latency of one conv. `key` is the spec's condition; `used_key` the one whose fit priced it;
+    `fallback` says why they differ (None when the table has the condition itself)."""
+
+    ms: float
+    key: ConditionKey
+    fallback: str | None
+    used_key: ConditionKey
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_hash(doc: dict) -> str:
+    """sha256 of the canonical JSON of everything except content_hash itself."""
+    body = {k: v for k, v in doc.items() if k != "content_hash"}
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same directory, fsync, rename: a reader sees the old file or the new, never half."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise FgnasError(f"cannot write {path}: {exc.strerror}; choose a writable --out") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _group_conv_records(records: Iterable[dict]) -> dict[ConditionKey, tuple[list[ConvSpec], list[float]]]:
+    groups: dict[ConditionKey, tuple[list[ConvSpec], list[float]]] = defaultdict(lambda: ([], []))
+    for record in records:
+        if record.get("kind") != "conv":
+            continue
+        spec = ConvSpec.from_dict(record["spec"])
+        specs, ms = groups[spec.condition]
+        specs.append(spec)
+        ms.append(float(record["m"]["median_ms"]))
+    return groups
+
+
+def _op_name_and_unit(record: dict) -> tuple[str, str]:
+    """The op probe's name and unit: the probe dict names the op; units come from profiler.ops.op_units."""
+    spec = record["spec"]
+    op = spec.get("op") or spec.get("op_name")
+    if not op:
+        raise FgnasError(f"raw-log op record {record.get('id')!r} names no op; re-run the sweep with this fgnas")
+    unit = record.get("unit") or spec.get("unit") or "units"
+    return op, unit
+
+
+def _group_op_records(records: Iterable[dict]) -> dict[str, tuple[str, list[float], list[float]]]:
+    groups: dict[str, tuple[str, list[float], list[float]]] = {}
+    for record in records:
+        if record.get("kind") != "op":
+            continue
+        op, unit = _op_name_and_unit(record)
+        _, units, ms = groups.setdefault(op, (unit, [], []))
+        units.append(float(record["units"]))
+        ms.append(float(record["m"]["median_ms"]))
+    return groups
+
+
+class LatencyTable:
+    """One device's latency models. Build from raw-log records, save/load as JSON, predict conv and op latency."""
+
+    def __init__(self, doc: dict, path: Path | None = None, raw_log_file: Path | None = None):
+        self._doc = doc
+        self.path = path
+        self._raw_log_file = raw_log_file
+        self.conditions: dict[ConditionKey, ConditionModel] = {}
+        for entry in doc["conditions"]:
+            model = ConditionModel.from_dict(entry)
+            self.conditions[model.key] = model
+        self.ops: dict[str, OpModel] = {op: OpModel.from_dict(op, d) for op, d in doc["ops"].items()}
+
+    # ---- building, saving, loading -------------------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, records: list[dict], device_info: dict, settings: dict, raw_log_path: Path,
+              source: dict | None = None, drift: dict | None = None) -> LatencyTable:
+        """Fit every condition and op in `records` (raw-log dicts, see profiler.rawlog)."""
+        raw_log_path = Path(raw_log_path)
+        if not raw_log_path.is_file():
+            raise FgnasError(f"raw log {raw_log_path} not found: the table must point at the measurements it came from")
+        conditions = []
+        for key, (specs, ms) in sorted(_group_conv_records(records).items(), key=lambda kv: str(kv[0])):
+            conditions.append(fit_condition(key, specs, ms).to_dict())
+        ops = {op: fit_op(op, unit, units, ms).to_dict()
+               for op, (unit, units, ms) in sorted(_group_op_records(records).items())}
+        if not conditions and not ops:
+            raise FgnasError(f"no conv or op measurements in {raw_log_path}: run the sweep first")
+        doc = {
+            "schema_version": SCHEMA_VERSION,
+            "table_version": 1,
+            "content_hash": "",
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "device": dict(device_info),
+            "settings": dict(settings),
+            "source": dict(source) if source else {"kind": "measured"},
+            "raw_log": {"path": raw_log_path.name, "sha256": sha256_file(raw_log_path), "records": len(records)},
+            "drift": drift,
+            "conditions": conditions,
+            "ops": ops,
+        }
+        doc["content_hash"] = content_hash(doc)
+        return cls(doc, None, raw_log_path.resolve())
+
+    def save(self, path: Path) -> Path:
+        """Write atomically; `table_version` becomes the previous one + 1 when `path` holds a table of the same
+        device. The raw log's path is stored relative to the table's directory."""
+        path = Path(path)
+        doc = dict(self._doc)
+        doc["table_version"] = self._previous_version(path, doc["device"].get("name")) + 1
+        if self._raw_log_file is not None:
+            raw = dict(doc["raw_log"])
+            raw["path"] = os.path.relpath(self._raw_log_file, path.parent.resolve())
+            doc["raw_log"] = raw
+        doc["content_hash"] = content_hash(doc)
+        atomic_write_text(path, json.dumps(doc, indent=1, allow_nan=False) + "\n")
+        self._doc = doc
+        self.path = path
+        return path
+
+    @staticmethod
+    def _previous_version(path: Path, device_name: str | None) -> int:
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return 0
+        if isinstance(previous, dict) and previous.get("device", {}).get("name") == device_name:
+            version = previous.get("table_version")
+            return version if isinstance(version, int) else 0
+        return 0
+
+    @classmethod
+    def load(cls, path: Path) -> LatencyTable:
+        """Read and validate a table; FgnasError (one line, what to do) for anything the search cannot trust."""
+        import jsonschema
+
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise FgnasError(f"no latency table at {path}: create it with `fgnas-profile --device NAME --out {path}`")
+        except OSError as exc:
+            raise FgnasError(f"cannot read latency table {path}: {exc.strerror}") from exc
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise FgnasError(f"{path} is not valid JSON ({exc}): restore it from git or re-profile the device") from exc
+        if not isinstance(doc, dict) or "schema_version" not in doc:
+            raise FgnasError(f"{path} is not a latency table (no schema_version): pass a device_tables/*.json file")
+        version = doc["schema_version"]
+        if version != SCHEMA_VERSION:
+            if isinstance(version, int) and version > SCHEMA_VERSION:
+                raise FgnasError(f"{path} has schema_version {version}, newer than this fgnas reads "
+                                 f"({SCHEMA_VERSION}): upgrade fgnas")
+            raise FgnasError(f"{path} has unknown schema_version {version!r} (this fgnas reads {SCHEMA_VERSION}): "
+                             f"re-profile the device or re-import the table")
+        schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(doc))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "top level"
+            raise FgnasError(f"{path} is not a valid latency table ({where}: {error.message}): restore it from git "
+                             f"or re-profile the device")
+        if doc["content_hash"] != content_hash(doc):
+            raise FgnasError(f"{path} was changed after it was written (content_hash mismatch): restore it from git "
+                             f"or rebuild it from its raw log")
+        raw_file = (path.parent / doc["raw_log"]["path"]).resolve()
+        return cls(doc, path, raw_file)
+
+    # ---- metadata --------------------------------------------------------------------------------------------------
+
+    @property
+    def doc(self) -> dict:
+        """The table's JSON document (a copy)."""
+        return json.loads(json.dumps(self._doc))
+
+    @property
+    def device(self) -> dict:
+        return dict(self._doc["device"])
+
+    @property
+    def source(self) -> dict:
+        return dict(self._doc["source"])
+
+    @property
+    def table_version(self) -> int:
+        return self._doc["table_version"]
+
+    @property
+    def content_hash(self) -> str:
+        return self._doc["content_hash"]
+
+    @property
+    def raw_log_file(self) -> Path | None:
+        """The raw log on disk (absolute), or None when unknown."""
+        return self._raw_log_file
+
+    # ---- predictions -----------------------------------------------------------------------------------------------
+
+    def condition(self, key: ConditionKey) -> ConditionModel:
+        """The fitted model of exactly this condition (no fallback)."""
+        try:
+            return self.conditions[key]
+        except KeyError:
+            raise FgnasError(self._missing_message(key)) from None
+
+    def _missing_message(self, key: ConditionKey) -> str:
+        return (f"latency table for {self._doc['device'].get('name')!r} has no condition {key} and no fallback for it: "
+                f"profile it (fgnas-profile with kernel {key.kernel}, stride {key.stride}, {key.conv_type} convs, "
+                f"activation {key.activation} at {key.h}x{key.w})")
+
+    def _fallback(self, key: ConditionKey) -> tuple[ConditionModel, str | None] | None:
+        if key in self.conditions:
+            return self.conditions[key], None
+        if key.activation in CLAMP_ACTIVATIONS:
+            for act in CLAMP_ACTIVATIONS:
+                other = replace(key, activation=act)
+                if other in self.conditions:
+                    return self.conditions[other], (f"activation {key.activation} priced from {act} "
+                                                    f"(fused clamps cost the same)")
+        acts = CLAMP_ACTIVATIONS if key.activation in CLAMP_ACTIVATIONS else (key.activation,)
+        pixels = key.h * key.w
+        best: tuple[float, str, ConditionModel] | None = None
+        for candidate, model in self.conditions.items():
+            if (candidate.kernel, candidate.stride, candidate.conv_type, candidate.groups) != \
+                    (key.kernel, key.stride, key.conv_type, key.groups) or candidate.activation not in acts:
+                continue
+            distance = abs(math.log(candidate.h * candidate.w / pixels))
+            rank = (distance, str(candidate))
+            if distance <= math.log(RESOLUTION_FALLBACK_RATIO) and (best is None or rank < best[:2]):
+                best = (*rank, model)
+        if best is None:
+            return None
+        model = best[2]
+        return model, (f"no {key.h}x{key.w} condition: used the fit of {model.key} on this conv's own FLOPs")
+
+    def resolve(self, key: ConditionKey) -> tuple[ConditionModel, str | None]:
+        """The condition model that prices `key`, and the fallback used (None for an exact match)."""
+        found = self._fallback(key)
+        if found is None:
+            raise FgnasError(self._missing_message(key))
+        return found
+
+    def predict(self, spec: ConvSpec, fit: str = "selected") -> Prediction:
+        """Latency of one conv. `fit="affine"` uses the paper's plain fit instead of the selected (tile-aware) one."""
+        if fit not in FITS:
+            raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
+        model, fallback = self.resolve(spec.condition)
+        ms = model.predict_ms(spec) if fit == "selected" else model.predict_affine_ms(spec)
+        return Prediction(ms, spec.condition, fallback, model.key)
+
+    def predict_ms(self, spec: ConvSpec, fit: str = "selected") -> float:
+        return self.predict(spec, fit).ms
+
+    def predict_op_ms(self, op_name: str, units: float) -> float:
+        """Latency of one non-conv op from its per-op model (units as profiler.ops.op_units counts them)."""
+        try:
+            model = self.ops[op_name]
+        except KeyError:
+            raise FgnasError(f"latency table for {self._doc['device'].get('name')!r} has no model for op {op_name}: "
+                             f"add {op_name} probes to the sweep's op list (profiler/ops.py) and re-profile") from None
+        return model.predict_ms(units)
+
+    def missing_conditions(self, specs: Iterable[ConvSpec], allow_fallback: bool = False) -> list[ConditionKey]:
+        """Conditions of `specs` the table lacks (in first-seen order). With allow_fallback, only those that cannot
+        be priced at all."""
+        missing: dict[ConditionKey, None] = {}
+        for spec in specs:
+            key = spec.condition
+            absent = self._fallback(key) is None if allow_fallback else key not in self.conditions
+            if absent:
+                missing[key] = None
+        return list(missing)
+
+    def latency_torch(self, spec: ConvSpec, cin, cout):
+        """Differentiable latency (ms, a torch scalar tensor) of `spec` with soft channel counts `cin`, `cout`.
+
+        Channels are rounded up to the condition's tiles in the forward pass with a straight-through (identity)
+        gradient, so d(ms)/d(cout) = a * d(FLOPs)/d(cout) on the tiled counts. For a depthwise conv the channel count
+        is `cout` (cin is ignored: it equals cout). Absent conditions use the same fallbacks as `predict`.
+        """
+        import torch
+
+        model, _ = self.resolve(spec.condition)
+        cin = torch.as_tensor(cin, dtype=torch.float32)
+        cout = torch.as_tensor(cout, dtype=torch.float32)
+        ho, wo = spec.out_hw
+        pixels_k2 = ho * wo * spec.kernel * spec.kernel
+        cout_t = _straight_through_round_up(cout, model.cout_tile)
+        if spec.conv_type == "depthwise":
+            macs = pixels_k2 * cout_t
+        else:
+            macs = pixels_k2 * cout_t * _straight_through_round_up(cin / spec.groups, model.cin_tile)
+        return model.a_ms_per_mflop * (2 * macs / 1e6) + model.b_ms
+
+
+def _straight_through_round_up(channels, tile: int):
+    if tile == 1:
+        return channels
+    import torch
+
+    rounded = torch.ceil(channels / tile) * tile
+    return channels + (rounded - channels).detach()

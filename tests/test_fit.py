@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+from sklearn.linear_model import LinearRegression
+from sklearn.model_selection import LeaveOneOut
+
+from profiler.fit import (ConditionModel, detect_tiles, fit_condition, fit_line, fit_op, loo_predictions, mape,
+                          round_up, tiled_macs, tiled_mflops)
+from profiler.spec import ConvSpec, flops
+
+
+def test_round_up_to_tile():
+    assert [round_up(c, 32) for c in (1, 32, 33, 64, 65)] == [32, 32, 64, 64, 96]
+    assert round_up(7, 1) == 7
+
+
+def test_tiled_macs_rounds_cout_and_cin_of_a_normal_conv():
+    spec = ConvSpec(8, 8, 10, 33, 3)
+    # 8*8 pixels * cout 64 * cin 12 * 3*3
+    assert tiled_macs(spec, 32, 4) == 64 * 64 * 12 * 9 == 442368
+    assert tiled_macs(spec) * 2 == flops(spec)
+
+
+def test_tiled_macs_of_a_depthwise_conv_rounds_only_the_channels():
+    spec = ConvSpec.depthwise(8, 8, 20, 3, stride=2)
+    # 4*4 output pixels * channels 32 * 1 * 3*3; the cin tile does not apply
+    assert tiled_macs(spec, 16, 8) == 16 * 32 * 9 == 4608
+    assert tiled_mflops(spec, 16, 8) == pytest.approx(2 * 4608 / 1e6)
+
+
+def test_fit_line_recovers_an_exact_line():
+    x = np.array([1.0, 2.0, 5.0, 9.0])
+    fit = fit_line(x, 2 * x + 1, relative=False)
+    assert fit.a == pytest.approx(2) and fit.b == pytest.approx(1)
+    assert fit.mape == pytest.approx(0, abs=1e-12) and fit.cv_mape == pytest.approx(0, abs=1e-12)
+    assert fit.r2 == pytest.approx(1) and fit.n == 4
+
+
+def test_fit_line_hand_computed_least_squares():
+    # x = 0,1,2; y = 1,2,4: slope = sum((x-1)(y-7/3)) / sum((x-1)^2) = 3/2, intercept = 7/3 - 3/2 = 5/6
+    fit = fit_line(np.array([0.0, 1.0, 2.0]), np.array([1.0, 2.0, 4.0]), relative=False)
+    assert fit.a == pytest.approx(1.5) and fit.b == pytest.approx(5 / 6)
+    # held out: drop x=0 -> line through (1,2),(2,4) predicts 0 (err 1/1); drop x=1 -> (0,1),(2,4) predicts 2.5
+    # (err 0.5/2); drop x=2 -> (0,1),(1,2) predicts 3 (err 1/4)
+    assert fit.cv_mape == pytest.approx((1 + 0.25 + 0.25) / 3)
+
+
+def test_one_sample_gives_a_line_through_the_origin_without_cv():
+    fit = fit_line(np.array([4.0]), np.array([2.0]), relative=True)
+    assert (fit.a, fit.b, fit.cv_mape) == (0.5, 0.0, None)
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_loo_shortcut_equals_explicit_refits(relative):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(1, 50, 12)
+    y = 0.3 * x + 2 + rng.normal(0, 0.5, 12)
+    w = 1 / y**2 if relative else np.ones_like(y)
+    explicit = np.empty_like(y)
+    for train, test in LeaveOneOut().split(x):
+        model = LinearRegression().fit(x[train, None], y[train], sample_weight=w[train])
+        explicit[test] = model.predict(x[test, None])
+    assert loo_predictions(x, y, w) == pytest.approx(explicit, rel=1e-9)
+
+
+def _tiled_condition(cout_tile, cin_tile, channels, a=0.02, b=0.05, noise=0.01, depthwise=False, seed=1):
+    rng = np.random.default_rng(seed)
+    specs = [ConvSpec.depthwise(16, 16, c, 3) if depthwise else ConvSpec(16, 16, cin, c, 3, activation="relu")
+             for c, cin in channels]
+    ms = [(a * tiled_mflops(s, cout_tile, cin_tile) + b) * (1 + rng.uniform(-noise, noise)) for s in specs]
+    return specs, ms
+
+
+MISALIGNED = [(24, 20), (40, 33), (57, 64), (70, 48), (96, 100), (101, 17), (130, 90), (150, 40), (33, 130),
+              (64, 64), (200, 72), (17, 9)]
+
+
+def test_detects_an_output_channel_tile_of_32_and_beats_the_affine_fit():
+    specs, ms = _tiled_condition(32, 1, MISALIGNED)
+    model = fit_condition(specs[0].condition, specs, ms)
+    assert (model.model, model.cout_tile, model.cin_tile) == ("tile", 32, 1)
+    assert model.cv_mape < 0.02 < model.affine.cv_mape
+    assert model.a_ms_per_mflop == pytest.approx(0.02, rel=0.03)
+
+
+def test_detects_other_tiles_from_the_data_too():
+    specs, ms = _tiled_condition(8, 4, MISALIGNED)
+    assert detect_tiles(specs, np.array(ms))[:2] == (8, 4)
+
+
+def test_depthwise_tile_is_detected_on_channels_only():
+    channels = [(c, c) for c in (20, 24, 36, 40, 52, 64, 70, 90, 100, 120, 130, 150)]
+    specs, ms = _tiled_condition(16, 1, channels, depthwise=True)
+    model = fit_condition(specs[0].condition, specs, ms)
+    assert (model.cout_tile, model.cin_tile) == (16, 1)
+
+
+def test_untiled_data_keeps_tile_one():
+    specs, ms = _tiled_condition(1, 1, MISALIGNED)
+    model = fit_condition(specs[0].condition, specs, ms)
+    assert (model.cout_tile, model.cin_tile) == (1, 1)
+
+
+def test_condition_model_predicts_on_tiled_flops_and_round_trips():
+    specs, ms = _tiled_condition(32, 1, MISALIGNED, noise=0.0)
+    model = fit_condition(specs[0].condition, specs, ms)
+    spec = ConvSpec(16, 16, 50, 33, 3, activation="relu")
+    assert model.predict_ms(spec) == pytest.approx(0.02 * 2 * 16 * 16 * 64 * 50 * 9 / 1e6 + 0.05, rel=1e-6)
+    assert ConditionModel.from_dict(model.to_dict()) == model
+
+
+def test_fit_condition_refuses_mixed_conditions_and_bad_latencies():
+    specs, ms = _tiled_condition(1, 1, MISALIGNED[:3])
+    with pytest.raises(ValueError):
+        fit_condition(specs[0].condition, specs + [ConvSpec(8, 8, 4, 4, 1)], ms + [1.0])
+    with pytest.raises(ValueError):
+        fit_condition(specs[0].condition, specs, [1.0, 0.0, 2.0])
+
+
+def test_fit_op_is_affine_in_units():
+    op = fit_op("ADD", "elements", [1000, 2000, 4000, 8000], [0.011, 0.021, 0.041, 0.081])
+    assert op.a_ms_per_unit == pytest.approx(1e-5) and op.b_ms == pytest.approx(0.001)
+    assert op.predict_ms(3000) == pytest.approx(0.031)
+    assert op.mape == pytest.approx(0, abs=1e-9)
+
+
+def test_mape_is_a_fraction():
+    assert mape(np.array([1.1, 1.8]), np.array([1.0, 2.0])) == pytest.approx(0.1)

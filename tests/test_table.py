@@ -1,0 +1,195 @@
+import json
+
+import pytest
+import torch
+
+from profiler.errors import FgnasError
+from profiler.fit import tiled_mflops
+from profiler.spec import ConditionKey, ConvSpec
+from profiler.table import LatencyTable, content_hash, sha256_file
+
+import synthetic_table as syn
+
+
+@pytest.fixture()
+def built(tmp_path):
+    recs = syn.records()
+    raw = syn.write_raw_log(tmp_path / "synthetic.raw.jsonl", recs)
+    return LatencyTable.build(recs, syn.DEVICE, syn.SETTINGS, raw)
+
+
+@pytest.fixture()
+def saved(built, tmp_path):
+    return built.save(tmp_path / "synthetic.json")
+
+
+def test_build_fits_every_condition_and_op(built):
+    keys = {str(k) for k in built.conditions}
+    assert keys == {"16x16:k3:s1:normal:relu", "16x16:k3:s1:depthwise:relu", "8x8:k3:s1:normal:relu",
+                    "8x8:k3:s1:depthwise:relu"}
+    model = built.condition(ConditionKey(16, 16, 3, 1, "normal", "relu"))
+    assert (model.model, model.cout_tile) == ("tile", syn.TILE)
+    assert model.a_ms_per_mflop == pytest.approx(syn.A) and model.b_ms == pytest.approx(syn.B, abs=1e-9)
+    assert built.ops["ADD"].unit == "elements"
+
+
+def test_predict_ms_matches_hand_computed_tiled_flops(built):
+    spec = ConvSpec(16, 16, 50, 33, 3, activation="relu")
+    # cout 33 -> 64 at tile 32: 2 * 16*16 * 64 * 50 * 9 FLOPs = 14.7456 MFLOPs
+    assert built.predict_ms(spec) == pytest.approx(0.02 * 14.7456 + 0.05)
+    prediction = built.predict(spec)
+    assert prediction.fallback is None and prediction.key == spec.condition == prediction.used_key
+
+
+def test_affine_prediction_is_the_papers_fit_on_exact_flops(built):
+    spec = ConvSpec(16, 16, 50, 33, 3, activation="relu")
+    affine = built.condition(spec.condition).affine
+    assert built.predict_ms(spec, fit="affine") == pytest.approx(affine.a * tiled_mflops(spec) + affine.b)
+
+
+def test_save_load_round_trip(saved, built, tmp_path):
+    table = LatencyTable.load(saved)
+    doc = json.loads(saved.read_text())
+    assert doc["raw_log"] == {"path": "synthetic.raw.jsonl", "sha256": sha256_file(tmp_path / "synthetic.raw.jsonl"),
+                              "records": len(syn.records())}
+    assert doc["content_hash"] == content_hash(doc) == table.content_hash
+    assert doc["source"] == {"kind": "measured"} and doc["device"] == syn.DEVICE
+    assert table.conditions == built.conditions
+    assert table.raw_log_file == (tmp_path / "synthetic.raw.jsonl").resolve()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_raw_log_path_is_relative_to_the_table(built, tmp_path):
+    path = built.save(tmp_path / "tables" / "t.json")
+    assert json.loads(path.read_text())["raw_log"]["path"] == "../synthetic.raw.jsonl"
+    assert LatencyTable.load(path).raw_log_file == (tmp_path / "synthetic.raw.jsonl").resolve()
+
+
+def test_table_version_increments_for_the_same_device_only(built, tmp_path):
+    path = tmp_path / "t.json"
+    assert json.loads(built.save(path).read_text())["table_version"] == 1
+    assert json.loads(built.save(path).read_text())["table_version"] == 2
+    recs = syn.records()
+    other = LatencyTable.build(recs, {"name": "phone"}, {}, tmp_path / "synthetic.raw.jsonl")
+    assert LatencyTable.load(other.save(path)).table_version == 1
+
+
+def test_imported_source_is_kept(tmp_path):
+    recs = syn.records()
+    raw = syn.write_raw_log(tmp_path / "r.jsonl", recs)
+    source = {"kind": "imported", "file": "x.csv", "sha256": "0" * 64}
+    path = LatencyTable.build(recs, syn.DEVICE, {}, raw, source=source).save(tmp_path / "t.json")
+    assert LatencyTable.load(path).source == source
+
+
+def _rewrite(path, mutate, rehash=True):
+    doc = json.loads(path.read_text())
+    mutate(doc)
+    if rehash:
+        doc["content_hash"] = content_hash(doc)
+    path.write_text(json.dumps(doc))
+
+
+def test_newer_schema_is_refused_with_upgrade_advice(saved):
+    _rewrite(saved, lambda d: d.update(schema_version=2))
+    with pytest.raises(FgnasError, match="schema_version 2, newer.*upgrade fgnas"):
+        LatencyTable.load(saved)
+
+
+def test_unknown_schema_is_refused(saved):
+    _rewrite(saved, lambda d: d.update(schema_version="one"))
+    with pytest.raises(FgnasError, match="unknown schema_version"):
+        LatencyTable.load(saved)
+
+
+def test_schema_violation_names_the_place(saved):
+    _rewrite(saved, lambda d: d["conditions"][0].pop("b_ms"))
+    with pytest.raises(FgnasError, match="conditions/0.*b_ms"):
+        LatencyTable.load(saved)
+
+
+def test_hand_edited_table_fails_the_content_hash(saved):
+    _rewrite(saved, lambda d: d["conditions"][0].update(b_ms=9.0), rehash=False)
+    with pytest.raises(FgnasError, match="content_hash"):
+        LatencyTable.load(saved)
+
+
+def test_malformed_or_missing_file_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(FgnasError, match="not valid JSON"):
+        LatencyTable.load(bad)
+    with pytest.raises(FgnasError, match="no latency table"):
+        LatencyTable.load(tmp_path / "absent.json")
+
+
+def test_build_without_measurements_or_raw_log_is_refused(tmp_path):
+    with pytest.raises(FgnasError, match="raw log"):
+        LatencyTable.build(syn.records(), syn.DEVICE, {}, tmp_path / "absent.jsonl")
+    raw = syn.write_raw_log(tmp_path / "empty.jsonl", [])
+    with pytest.raises(FgnasError, match="no conv or op measurements"):
+        LatencyTable.build([], syn.DEVICE, {}, raw)
+
+
+def test_clamp_activations_are_priced_from_each_other(built):
+    spec = ConvSpec(16, 16, 50, 33, 3, activation="relu6")
+    prediction = built.predict(spec)
+    assert prediction.ms == pytest.approx(built.predict_ms(ConvSpec(16, 16, 50, 33, 3, activation="relu")))
+    assert "relu6 priced from relu" in prediction.fallback
+
+
+def test_nearest_resolution_fallback_uses_own_flops(built):
+    spec = ConvSpec(14, 14, 50, 33, 3, activation="relu")  # between 16x16 and 8x8; 16x16 is nearer
+    prediction = built.predict(spec)
+    assert prediction.used_key == ConditionKey(16, 16, 3, 1, "normal", "relu")
+    assert "no 14x14 condition" in prediction.fallback
+    assert prediction.ms == pytest.approx(0.02 * 2 * 14 * 14 * 64 * 50 * 9 / 1e6 + 0.05)
+
+
+@pytest.mark.parametrize("spec", [ConvSpec(16, 16, 8, 8, 5, activation="relu"),  # no k5 at all
+                                  ConvSpec(64, 64, 8, 8, 3, activation="relu"),  # 16x the pixels of 16x16
+                                  ConvSpec(16, 16, 8, 8, 3, activation="tanh")])  # tanh is not a clamp
+def test_unpriceable_condition_is_an_error_not_zero(built, spec):
+    with pytest.raises(FgnasError, match=f"no condition {spec.condition}.*profile it"):
+        built.predict_ms(spec)
+    with pytest.raises(FgnasError):
+        built.latency_torch(spec, 8.0, 8.0)
+
+
+def test_missing_conditions_lists_each_absent_key_once(built):
+    specs = [ConvSpec(16, 16, 8, 8, 3, activation="relu"), ConvSpec(16, 16, 8, 8, 3, activation="relu6"),
+             ConvSpec(16, 16, 9, 9, 3, activation="relu6"), ConvSpec(16, 16, 8, 8, 5, activation="relu")]
+    relu6, k5 = specs[1].condition, specs[3].condition
+    assert built.missing_conditions(specs) == [relu6, k5]
+    assert built.missing_conditions(specs, allow_fallback=True) == [k5]
+
+
+def test_op_prediction_and_missing_op(built):
+    assert built.predict_op_ms("ADD", 2000) == pytest.approx(syn.OP_A * 2000 + syn.OP_B)
+    with pytest.raises(FgnasError, match="no model for op SOFTMAX"):
+        built.predict_op_ms("SOFTMAX", 10)
+
+
+def test_latency_torch_forward_equals_predict_ms(built):
+    spec = ConvSpec(16, 16, 50, 33, 3, activation="relu")
+    ms = built.latency_torch(spec, torch.tensor(50.0), torch.tensor(33.0))
+    assert float(ms) == pytest.approx(built.predict_ms(spec), rel=1e-6)
+
+
+def test_latency_torch_gradient_is_straight_through_a_times_dflops(built):
+    spec = ConvSpec(16, 16, 50, 33, 3, activation="relu")
+    cin = torch.tensor(49.5, requires_grad=True)
+    cout = torch.tensor(33.3, requires_grad=True)
+    built.latency_torch(spec, cin, cout).backward()
+    # forward rounds cout up to 64; gradient ignores the rounding: d/dcout = a * 2*16*16*9*cin / 1e6
+    assert float(cout.grad) == pytest.approx(0.02 * 2 * 16 * 16 * 9 * 49.5 / 1e6, rel=1e-5)
+    assert float(cin.grad) == pytest.approx(0.02 * 2 * 16 * 16 * 9 * 64 / 1e6, rel=1e-5)
+
+
+def test_latency_torch_depthwise_uses_cout_as_channels(built):
+    spec = ConvSpec.depthwise(8, 8, 40, 3, activation="relu")
+    cout = torch.tensor(40.0, requires_grad=True)
+    ms = built.latency_torch(spec, torch.tensor(40.0), cout)
+    assert float(ms.detach()) == pytest.approx(built.predict_ms(spec), rel=1e-6)
+    ms.backward()
+    assert float(cout.grad) == pytest.approx(0.02 * 2 * 8 * 8 * 9 / 1e6, rel=1e-5)
