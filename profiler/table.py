@@ -22,6 +22,7 @@ from typing import Iterable
 
 from profiler.errors import FgnasError
 from profiler.fit import ConditionModel, OpModel, fit_condition, fit_op
+from profiler.ops import OpProbe
 from profiler.spec import ConditionKey, ConvSpec
 
 SCHEMA_VERSION = 1
@@ -95,13 +96,9 @@ def _group_conv_records(records: Iterable[dict]) -> dict[ConditionKey, tuple[lis
 
 
 def _op_name_and_unit(record: dict) -> tuple[str, str]:
-    """The op probe's name and unit: the probe dict names the op; units come from profiler.ops.op_units."""
-    spec = record["spec"]
-    op = spec.get("op") or spec.get("op_name")
-    if not op:
-        raise FgnasError(f"raw-log op record {record.get('id')!r} names no op; re-run the sweep with this fgnas")
-    unit = record.get("unit") or spec.get("unit") or "units"
-    return op, unit
+    """The op probe's name and its unit name (profiler.ops decides what an op's units are)."""
+    probe = OpProbe.from_dict(record["spec"])
+    return probe.op, probe.units[0]
 
 
 def _group_op_records(records: Iterable[dict]) -> dict[str, tuple[str, list[float], list[float]]]:

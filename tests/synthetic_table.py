@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from profiler.fit import tiled_mflops
+from profiler.ops import OpProbe
 from profiler.spec import ConvSpec
 
 A, B, TILE = 0.02, 0.05, 32  # ms per tiled MFLOP, ms, output-channel tile
@@ -29,8 +30,8 @@ def conv_record(spec: ConvSpec, ms: float) -> dict:
 
 
 def op_record(op: str, elements: int, ms: float) -> dict:
-    spec = {"op": op, "input_shapes": [[1, elements], [1, elements]], "output_shapes": [[1, elements]]}
-    return {"v": 1, "kind": "op", "id": f"{op}-{elements}", "spec": spec, "units": elements, "unit": "elements",
+    probe = OpProbe(op, ((1, elements), (1, elements)), (1, elements))
+    return {"v": 1, "kind": "op", "id": probe.config_hash(), "spec": probe.to_dict(), "units": probe.units[1],
             "m": _measurement(ms), "device": "synthetic", "serial": None, "t": 0.0}
 
 

@@ -30,7 +30,7 @@ def test_build_fits_every_condition_and_op(built):
     model = built.condition(ConditionKey(16, 16, 3, 1, "normal", "relu"))
     assert (model.model, model.cout_tile) == ("tile", syn.TILE)
     assert model.a_ms_per_mflop == pytest.approx(syn.A) and model.b_ms == pytest.approx(syn.B, abs=1e-9)
-    assert built.ops["ADD"].unit == "elements"
+    assert built.ops["ADD"].unit == "output_elements"
 
 
 def test_predict_ms_matches_hand_computed_tiled_flops(built):
