@@ -1,0 +1,232 @@
+"""SearchNetwork: a graph of searchable layers and a classifier head, with its gates and resource accounting.
+
+Backbones (search/backbones/) only describe the graph (a list of LayerNode and a HeadSpec); everything the search
+needs — gated forward, R(psi), the exact resource of the hard-gated architecture, arch.json — lives here once.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import torch
+from torch import Tensor, nn
+
+from profiler.spec import ConvSpec
+from search.arch import ARCH_SCHEMA_VERSION
+from search.gates import gate, hard_gate
+from search.layer import LayerNode, SearchableLayer
+from search.resources import Count, Resource, active_channels, gamma_out
+
+MODES = ("pretrain", "search", "finetune")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    input: str
+    in_hw: tuple[int, int]
+    in_channels: int
+    num_classes: int
+    dropout: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"input": self.input, "pool": "avg", "in_channels": self.in_channels,
+                "num_classes": self.num_classes, "dropout": self.dropout}
+
+
+class Head(nn.Module):
+    def __init__(self, spec: HeadSpec) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(spec.dropout) if spec.dropout else nn.Identity()
+        self.fc = nn.Linear(spec.in_channels, spec.num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.dropout(x.mean(dim=(2, 3))))
+
+
+class SearchNetwork(nn.Module):
+    def __init__(self, nodes: list[LayerNode], head: HeadSpec, in_channels: int, input_size: int,
+                 backbone: str = "custom", args: dict | None = None) -> None:
+        super().__init__()
+        self.nodes = tuple(nodes)
+        self.head_spec = head
+        self.in_channels = in_channels
+        self.input_size = input_size
+        self.backbone = backbone
+        self.backbone_args = dict(args or {})
+        self._check_graph()
+        self.layers = nn.ModuleDict({n.name: SearchableLayer(n) for n in self.nodes})
+        self.head = Head(head)
+        self.mode = "search"
+
+    def _check_graph(self) -> None:
+        names = [n.name for n in self.nodes]
+        if len(set(names)) != len(names) or "input" in names or any("." in n for n in names):
+            raise ValueError("layer names must be unique, not 'input', and contain no '.' (they are module names)")
+        channels = {"input": self.in_channels}
+        for node in self.nodes:
+            if node.input not in channels or (node.skip is not None and node.skip not in channels):
+                raise ValueError(f"layer {node.name} reads a layer that does not precede it")
+            if channels[node.input] != node.cin or (node.skip is not None and channels[node.skip] != node.cout):
+                raise ValueError(f"layer {node.name}: channel counts do not match its input or skip")
+            channels[node.name] = node.cout
+        if channels.get(self.head_spec.input) != self.head_spec.in_channels:
+            raise ValueError("the head does not match its input layer")
+
+    # ---- modes and parameters ----------------------------------------------------------------------------------
+
+    def set_search_mode(self, mode: str) -> None:
+        """pretrain: gates ignored (every channel on); search: gates learned (Eq. 5); finetune: gates fixed."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+        for p in self.gate_parameters():
+            p.requires_grad_(mode == "search")
+
+    def gate_parameters(self) -> Iterator[nn.Parameter]:
+        return (layer.psi for layer in self.layers.values())
+
+    def weight_parameters(self) -> Iterator[nn.Parameter]:
+        gates = {id(p) for p in self.gate_parameters()}
+        return (p for p in self.parameters() if id(p) not in gates)
+
+    # ---- gates and masks ---------------------------------------------------------------------------------------
+
+    def _gates(self, soft: bool) -> dict[str, Tensor]:
+        return {name: gate(layer.psi) if soft else hard_gate(layer.psi.detach()) for name, layer in self.layers.items()}
+
+    def _propagate(self, gates: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Effective gates per layer (depthwise rule applied) and every tensor's alive-channel mask (Eq. 10)."""
+        device = next(iter(gates.values())).device
+        masks = {"input": torch.ones(self.in_channels, device=device)}
+        effective = {}
+        for node in self.nodes:
+            g = self.layers[node.name].effective_gates(gates[node.name], masks[node.input])
+            effective[node.name] = g
+            masks[node.name] = active_channels(g, masks[node.skip] if node.skip else None)
+        return effective, masks
+
+    def forward(self, x: Tensor) -> Tensor:
+        effective = None if self.mode == "pretrain" else self._propagate(self._gates(self.mode == "search"))[0]
+        outputs = {"input": x}
+        for node in self.nodes:
+            gates = None if effective is None else effective[node.name]
+            skip = outputs[node.skip] if node.skip else None
+            outputs[node.name] = self.layers[node.name](outputs[node.input], gates, skip)
+        return self.head(outputs[self.head_spec.input])
+
+    # ---- resources ---------------------------------------------------------------------------------------------
+
+    def _resource(self, resource: Resource, gates: dict[str, Tensor]) -> Count:
+        """R(psi) of Eq. 8 over the whole network, plus the head and the non-conv ops the resource prices."""
+        effective, masks = self._propagate(gates)
+        total: Count = 0.0
+        for node in self.nodes:
+            cin = masks[node.input].sum()
+            couts = gamma_out(effective[node.name])
+            h, w = node.in_hw
+            for op, cout in zip(node.ops, couts):
+                present = (cout > 0).to(cout.dtype).detach()  # a removed operation costs nothing, intercept included
+                spec = op.conv_spec(h, w, node.cin, node.cout, node.stride)
+                total = total + present * resource.conv(spec, cin, cout)
+            alive = masks[node.name].sum()
+            if node.skip:
+                total = total + resource.add(*node.conv_hw, alive)
+            if node.pool:
+                total = total + resource.max_pool(*node.out_hw, alive)
+        head_in = masks[self.head_spec.input].sum()
+        total = total + resource.global_pool(*self.head_spec.in_hw, head_in)
+        return total + resource.linear(head_in, self.head_spec.num_classes)
+
+    def soft_resource(self, resource: Resource) -> Tensor:
+        """R(psi): its value is the hard-gated resource, its gradient flows to psi through Eq. 5 and Eq. 10."""
+        return torch.as_tensor(self._resource(resource, self._gates(soft=True)))
+
+    def hard_resource(self, resource: Resource) -> float:
+        """The exact resource of the current hard-gated architecture."""
+        with torch.no_grad():
+            return float(self._resource(resource, self._gates(soft=False)))
+
+    def full_resource(self, resource: Resource) -> float:
+        """The resource of the unpruned backbone (every gate on)."""
+        with torch.no_grad():
+            return float(self._resource(resource, {n: torch.ones_like(g) for n, g in self._gates(False).items()}))
+
+    def min_resource(self, resource: Resource) -> float:
+        """The smallest reachable network: one channel per layer (the same index everywhere, so depthwise layers and
+        skips keep it alive) produced by the layer's cheapest operation."""
+        cin = {"input": self.in_channels}
+        gates = {}
+        with torch.no_grad():
+            for node in self.nodes:
+                h, w = node.in_hw
+                costs = [float(resource.conv(op.conv_spec(h, w, node.cin, node.cout, node.stride),
+                                             torch.tensor(float(cin[node.input])), torch.tensor(1.0)))
+                         for op in node.ops]
+                g = torch.zeros(len(node.ops), node.cout)
+                g[costs.index(min(costs)), 0] = 1.0
+                gates[node.name] = g
+                cin[node.name] = 1
+            return float(self._resource(resource, gates))
+
+    # ---- descriptions ------------------------------------------------------------------------------------------
+
+    def conv_specs(self) -> list[ConvSpec]:
+        """Every candidate operation at full width: the conditions a latency table must cover."""
+        return [op.conv_spec(*node.in_hw, node.cin, node.cout, node.stride) for node in self.nodes for op in node.ops]
+
+    def layer_specs(self) -> list[dict]:
+        """The searchable layers as built: graph position and candidate operations."""
+        return [{**node.to_dict(), "ops": [op.name for op in node.ops]} for node in self.nodes]
+
+    def layer_summary(self) -> list[dict]:
+        """The current hard-gated architecture per layer: channels kept by each operation and alive outputs."""
+        with torch.no_grad():
+            effective, masks = self._propagate(self._gates(soft=False))
+        return [{"name": node.name, "cout": node.cout, "active_in": int(masks[node.input].sum()),
+                 "active_out": int(masks[node.name].sum()),
+                 "ops": {op.name: int(g.sum()) for op, g in zip(node.ops, effective[node.name])}}
+                for node in self.nodes]
+
+    def to_arch(self, extra: dict | None = None) -> dict:
+        """arch.json content (docs/arch-format.md) for the current hard-gated architecture; `extra` adds the latency
+        table, target and predicted latency (`{"predicted": {"latency_ms": ...}}` is merged, not replaced)."""
+        from search.resources import create_resource
+
+        extra = dict(extra or {})
+        with torch.no_grad():
+            effective, masks = self._propagate(self._gates(soft=False))
+        layers = []
+        for node in self.nodes:
+            active_in = _indices(masks[node.input])
+            ops = []
+            for op, g in zip(node.ops, effective[node.name]):
+                keep = _indices(g)
+                spec = None
+                if keep:
+                    cin = len(keep) if op.conv_type == "depthwise" else len(active_in)
+                    spec = op.conv_spec(*node.in_hw, cin, len(keep), node.stride).to_dict()
+                ops.append({**op.to_dict(), "keep": keep, "spec": spec})
+            layers.append({**node.to_dict(), "active_in": active_in, "active_out": _indices(masks[node.name]),
+                           "ops": ops})
+        head = {**self.head_spec.to_dict(), "active_in": _indices(masks[self.head_spec.input])}
+        predicted = {"params": round(self.hard_resource(create_resource("params"))),
+                     "flops": round(self.hard_resource(create_resource("flops"))), "latency_ms": None}
+        predicted.update(extra.pop("predicted", {}))
+        return {
+            "schema_version": ARCH_SCHEMA_VERSION,
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "backbone": {"name": self.backbone, "args": self.backbone_args},
+            "input": {"channels": self.in_channels, "height": self.input_size, "width": self.input_size},
+            "layers": layers,
+            "head": head,
+            "latency_table": extra.pop("latency_table", None),
+            "target": extra.pop("target", None),
+            "predicted": predicted,
+            **extra,
+        }
+
+
+def _indices(mask: Tensor) -> list[int]:
+    return [int(i) for i in torch.nonzero(mask > 0).flatten()]
+
