@@ -74,6 +74,9 @@ class Device(ABC):
     def benchmark(self, model_path: Path, settings: BenchmarkSettings) -> Measurement:
         """Time one .tflite model. Raises DeviceFault when the device fails after its own retries."""
 
+    def prepare(self, model_paths: list[Path]) -> None:
+        """Called by the sweep before each batch of benchmarks (a phone pushes the batch's models here)."""
+
     def close(self) -> None:
         """Release connections and worker processes."""
 

@@ -1,0 +1,173 @@
+"""This computer as a device: the LiteRT interpreter, pinned to one core, in a worker process.
+
+The runtime runs in a separate process so that a crash (a segfault in a kernel) or a hang cannot take the sweep
+down: the parent waits at most `settings.timeout_s`, kills and restarts the worker, retries, and only then raises
+DeviceFault. TensorFlow is never imported here; the worker loads only LiteRT and numpy.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from profiler.devices import register_device
+from profiler.devices.base import BenchmarkSettings, Device, Measurement
+from profiler.errors import DeviceFault, FgnasError
+
+RUNTIME = "ai-edge-litert"
+_REPO_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def time_model(model_path: str, threads: int, runs: int, warmup: int, use_xnnpack: bool) -> list[float]:
+    """Milliseconds of each of `runs` timed invocations after `warmup` untimed ones, in this process."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = Interpreter(model_path=model_path, num_threads=threads, experimental_op_resolver_type=resolver)
+    interpreter.allocate_tensors()
+    rng = np.random.default_rng(0)
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], rng.standard_normal(detail["shape"]).astype(np.float32))
+    for _ in range(warmup):
+        interpreter.invoke()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter_ns()
+        interpreter.invoke()
+        samples.append((time.perf_counter_ns() - start) / 1e6)
+    return samples
+
+
+def serve(cpu: int) -> None:
+    """The worker's loop: one JSON request per stdin line, one JSON answer per line on the original stdout.
+
+    stdout is then pointed at stderr so that nothing the runtime prints can corrupt the answers.
+    """
+    os.sched_setaffinity(0, {cpu})
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    for line in sys.stdin:
+        try:
+            answer = {"ok": time_model(**json.loads(line))}
+        except Exception as exc:  # reported to the parent, which decides what it means
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        answers.write(json.dumps(answer) + "\n")
+        answers.flush()
+
+
+class HostDevice(Device):
+    name = "host"
+
+    def __init__(self, cpu: int = 0, retries: int = 2) -> None:
+        if not 0 <= cpu < (os.cpu_count() or 1):
+            raise FgnasError(f"cpu {cpu} does not exist here: choose one of 0..{(os.cpu_count() or 1) - 1}")
+        self.cpu = cpu
+        self.retries = retries
+        self._process: subprocess.Popen | None = None
+
+    def info(self) -> dict:
+        return {
+            "name": self.name,
+            "hostname": platform.node(),
+            "cpu_model": _cpu_model(),
+            "logical_cpus": os.cpu_count(),
+            "os": platform.platform(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "runtime": RUNTIME,
+            "runtime_version": importlib.metadata.version(RUNTIME),
+            "threads": 1,
+            "affinity": [self.cpu],
+        }
+
+    def benchmark(self, model_path: Path, settings: BenchmarkSettings) -> Measurement:
+        request = {"model_path": str(model_path), "threads": settings.threads, "runs": settings.runs,
+                   "warmup": settings.warmup, "use_xnnpack": settings.use_xnnpack}
+        failures = []
+        for _ in range(self.retries + 1):
+            self._start_worker()
+            started = time.time()
+            answer = self._ask(json.dumps(request), settings.timeout_s)
+            if answer is None:
+                failures.append(f"no answer within {settings.timeout_s:g} s")
+            elif not answer.endswith("\n"):
+                failures.append(f"worker died (exit code {self._process.poll()})")
+            else:
+                result = json.loads(answer)
+                if "error" in result:
+                    raise FgnasError(f"LiteRT cannot run {model_path}: {result['error']}; "
+                                     f"delete the file so that it is rebuilt")
+                return Measurement.from_samples(result["ok"], settings.warmup, started, time.time(),
+                                                {"cpu": self.cpu, "threads": settings.threads})
+            self._stop_worker()
+        raise DeviceFault(f"host runtime failed {len(failures)} times on {model_path}: {'; '.join(failures)}")
+
+    def close(self) -> None:
+        self._stop_worker()
+
+    @property
+    def worker_pid(self) -> int | None:
+        return self._process.pid if self._process is not None and self._process.poll() is None else None
+
+    def _ask(self, request: str, timeout_s: float) -> str | None:
+        """Send one request line; the answer line ('' or a fragment if the worker died), None on timeout."""
+        try:
+            self._process.stdin.write(request + "\n")
+            self._process.stdin.flush()
+        except OSError:
+            return ""
+        ready, _, _ = select.select([self._process.stdout], [], [], timeout_s)
+        return self._process.stdout.readline() if ready else None
+
+    def _start_worker(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            return
+        self._stop_worker()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_REPO_ROOT, os.environ.get("PYTHONPATH")])),
+                   TF_CPP_MIN_LOG_LEVEL="2")
+        self._process = subprocess.Popen([sys.executable, "-m", "profiler.devices.host", str(self.cpu)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                         text=True, env=env)
+
+    def _stop_worker(self) -> None:
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait()
+            self._process.stdin.close()
+            self._process.stdout.close()
+            self._process = None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+@register_device("host")
+def create_host(cpu: int = 0, serial: str | None = None, benchmark_binary: str | None = None,
+                force: bool = False) -> HostDevice:
+    """`force` (skip a phone's readiness checks) has nothing to skip on the host and is accepted as a no-op."""
+    if serial is not None:
+        raise FgnasError("--serial is for phones; the host device is this computer: drop --serial")
+    if benchmark_binary is not None:
+        raise FgnasError("--benchmark-binary is for phones; the host device times models with LiteRT in Python: "
+                         "drop --benchmark-binary")
+    return HostDevice(cpu=cpu)
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))
