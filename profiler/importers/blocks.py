@@ -14,16 +14,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from profiler.ops import op_units
 from profiler.spec import ConvSpec
 
 
 @dataclass(frozen=True)
 class OpUse:
-    """One non-conv op with its size in the op's unit (elements for ADD/MUL/MEAN/HARD_SWISH, MACs for
-    FULLY_CONNECTED)."""
+    """One non-conv op with its size, counted as profiler.ops counts it (so the table's op models mean the same)."""
 
     op: str
-    units: float
+    unit: str
+    units: int
+
+
+def elementwise(op: str, h: int, w: int, c: int) -> OpUse:
+    """ADD, MUL, HARD_SWISH: same-shape input and output."""
+    unit, units = op_units(op, [(1, h, w, c)], [(1, h, w, c)])
+    return OpUse(op, unit, units)
+
+
+def global_mean(h: int, w: int, c: int) -> OpUse:
+    unit, units = op_units("MEAN", [(1, h, w, c)], [(1, 1, 1, c)])
+    return OpUse("MEAN", unit, units)
+
+
+def fully_connected(cin: int, cout: int) -> OpUse:
+    unit, units = op_units("FULLY_CONNECTED", [(1, cin)], [(1, cout)])
+    return OpUse("FULLY_CONNECTED", unit, units)
 
 
 @dataclass(frozen=True)
@@ -83,17 +100,17 @@ def decompose_mbconv(block: MBConv) -> tuple[tuple[ConvSpec, ...], tuple[OpUse, 
     if block.has_expand:
         convs.append(ConvSpec(block.h, block.w, block.cin, block.mid, 1, 1, 1, act))
         if block.hswish:
-            ops.append(OpUse("HARD_SWISH", block.h * block.w * block.mid))
+            ops.append(elementwise("HARD_SWISH", block.h, block.w, block.mid))
     convs.append(ConvSpec.depthwise(block.h, block.w, block.mid, block.kernel, block.stride, act))
     if block.hswish:
-        ops.append(OpUse("HARD_SWISH", ho * wo * block.mid))
+        ops.append(elementwise("HARD_SWISH", ho, wo, block.mid))
     if block.se:
         squeeze = se_channels(block.mid)
-        ops.append(OpUse("MEAN", ho * wo * block.mid))
+        ops.append(global_mean(ho, wo, block.mid))
         convs.append(ConvSpec(1, 1, block.mid, squeeze, 1, 1, 1, "relu"))
         convs.append(ConvSpec(1, 1, squeeze, block.mid, 1, 1, 1, "none"))
-        ops.append(OpUse("MUL", ho * wo * block.mid))
+        ops.append(elementwise("MUL", ho, wo, block.mid))
     convs.append(ConvSpec(ho, wo, block.mid, block.cout, 1, 1, 1, "none"))
     if block.idskip:
-        ops.append(OpUse("ADD", ho * wo * block.cout))
+        ops.append(elementwise("ADD", ho, wo, block.cout))
     return tuple(convs), tuple(ops)

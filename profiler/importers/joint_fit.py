@@ -14,12 +14,13 @@ it could absorb alone). A `Sharing` names the parameters each op uses:
 - the intercept is one "conv:b" for all convs (only the per-block sum of intercepts is observed);
 - depthwise slopes are shared per (stride, level) across kernel sizes, or kept per kernel: see SHARINGS;
 - a non-conv op gets `a` per unit, and a `b` only when the data has at least two distinct sizes of it (one size
-  cannot tell a slope from an intercept; all of it then goes to the slope).
+  cannot tell a slope from an intercept; all of it then goes to the slope); a format may tie an op's slope to
+  another op's (`ties`) where its entries cannot separate the two.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,6 +94,7 @@ class JointFit:
     sharing: Sharing
     params: dict[str, float]
     op_intercepts: frozenset[str]  # ops that have a fitted intercept
+    ties: Mapping[str, str]  # op -> the op whose slope it uses
 
     def conv_model(self, spec: ConvSpec, resolution: int) -> tuple[float, float]:
         """(a in ms per MFLOP, b in ms) for a conv measured in a network of this input resolution."""
@@ -103,7 +105,7 @@ class JointFit:
     def op_model(self, op: str) -> tuple[float, float]:
         """(a in ms per unit, b in ms)."""
         b = self.params[f"{op}:b"] if op in self.op_intercepts else 0.0
-        return self.params[f"{op}:a"] / UNIT_SCALE, b
+        return self.params[f"{self.ties.get(op, op)}:a"] / UNIT_SCALE, b
 
     def predict(self, entry: LutEntry) -> float:
         total = 0.0
@@ -124,7 +126,7 @@ def op_intercepts(entries: Sequence[LutEntry]) -> frozenset[str]:
     return frozenset(op for op, seen in sizes.items() if len(seen) >= 2)
 
 
-def _row(entry: LutEntry, sharing: Sharing, with_b: frozenset[str]) -> dict[str, float]:
+def _row(entry: LutEntry, sharing: Sharing, with_b: frozenset[str], ties: Mapping[str, str]) -> dict[str, float]:
     row: dict[str, float] = {}
     for spec in entry.convs:
         mflops = flops(spec) / 1e6
@@ -133,16 +135,19 @@ def _row(entry: LutEntry, sharing: Sharing, with_b: frozenset[str]) -> dict[str,
         for p in sharing.conv_intercept(spec, entry.resolution):
             row[p] = row.get(p, 0.0) + 1.0
     for use in entry.ops:
-        row[f"{use.op}:a"] = row.get(f"{use.op}:a", 0.0) + use.units / UNIT_SCALE
+        slope = f"{ties.get(use.op, use.op)}:a"
+        row[slope] = row.get(slope, 0.0) + use.units / UNIT_SCALE
         if use.op in with_b:
             row[f"{use.op}:b"] = row.get(f"{use.op}:b", 0.0) + 1.0
     return row
 
 
-def fit(entries: Sequence[LutEntry], sharing: Sharing, with_b: frozenset[str] | None = None) -> JointFit:
+def fit(entries: Sequence[LutEntry], sharing: Sharing, ties: Mapping[str, str] | None = None,
+        with_b: frozenset[str] | None = None) -> JointFit:
     """The joint fit over all `entries`; `with_b` fixes which ops get an intercept (default: from these entries)."""
+    ties = dict(ties or {})
     with_b = op_intercepts(entries) if with_b is None else with_b
-    rows = [_row(entry, sharing, with_b) for entry in entries]
+    rows = [_row(entry, sharing, with_b, ties) for entry in entries]
     names = sorted({p for row in rows for p in row})
     column = {p: j for j, p in enumerate(names)}
     design = np.zeros((len(rows), len(names)))
@@ -151,11 +156,11 @@ def fit(entries: Sequence[LutEntry], sharing: Sharing, with_b: frozenset[str] | 
             design[i, column[p]] = value
     y = np.array([entry.mean_ms for entry in entries])
     result = lsq_linear(design / y[:, None], np.ones_like(y), bounds=(0.0, np.inf), method="bvls")
-    return JointFit(sharing, {p: float(result.x[column[p]]) for p in names}, with_b)
+    return JointFit(sharing, {p: float(result.x[column[p]]) for p in names}, with_b, ties)
 
 
-def held_out_predictions(entries: Sequence[LutEntry], sharing: Sharing,
-                         group: Callable[[LutEntry], object]) -> list[float | None]:
+def held_out_predictions(entries: Sequence[LutEntry], sharing: Sharing, group: Callable[[LutEntry], object],
+                         ties: Mapping[str, str] | None = None) -> list[float | None]:
     """Each entry predicted by a fit to the entries of all other groups; None where that fit lacks a parameter
     the entry needs (it alone carried it, e.g. a single stem entry)."""
     with_b = op_intercepts(entries)
@@ -163,9 +168,9 @@ def held_out_predictions(entries: Sequence[LutEntry], sharing: Sharing,
     for key in dict.fromkeys(group(entry) for entry in entries):
         held = [i for i, entry in enumerate(entries) if group(entry) == key]
         kept = [entry for entry in entries if group(entry) != key]
-        fitted = fit(kept, sharing, with_b)
+        fitted = fit(kept, sharing, ties, with_b)
         for i in held:
-            needed = _row(entries[i], sharing, with_b)
+            needed = _row(entries[i], sharing, with_b, fitted.ties)
             if all(p in fitted.params for p in needed):
                 predictions[i] = fitted.predict(entries[i])
     return predictions

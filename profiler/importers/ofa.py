@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from profiler.errors import FgnasError
-from profiler.importers.blocks import LutEntry, MBConv, OpUse, decompose_mbconv
+from profiler.importers.blocks import LutEntry, MBConv, decompose_mbconv, elementwise, fully_connected, global_mean
 from profiler.importers.lut_keys import LutRecord, read_lut
 from profiler.spec import ConvSpec
 
@@ -22,6 +22,7 @@ CITATION = ("H. Cai, C. Gan, T. Wang, Z. Zhang, S. Han, Once-for-All: Train One 
 DEVICE = {"name": "note10", "model": "Samsung Galaxy Note10", "soc": None, "runtime": "TensorFlow Lite", "batch": 1,
           "threads": None, "note": "the once-for-all repository gives neither the SoC variant nor the thread count"}
 FILE_SUFFIX = "_lookup_table.yaml"
+OP_TIES: dict[str, str] = {}
 
 
 def _hswish_conv(rec: LutRecord, kernel: int, stride: int, resolution: int, role: str) -> LutEntry:
@@ -29,7 +30,7 @@ def _hswish_conv(rec: LutRecord, kernel: int, stride: int, resolution: int, role
     ho, wo, cout = rec.shape("output")
     conv = ConvSpec(h, w, cin, cout, kernel, stride, 1, "none")
     return LutEntry(rec.key, role, resolution, rec.mean_ms, rec.std_ms, rec.count, (conv,),
-                    (OpUse("HARD_SWISH", ho * wo * cout),))
+                    (elementwise("HARD_SWISH", ho, wo, cout),))
 
 
 def _entry(rec: LutRecord, resolution: int) -> LutEntry:
@@ -50,11 +51,11 @@ def _entry(rec: LutRecord, resolution: int) -> LutEntry:
         return _hswish_conv(rec, 1, 1, resolution, "head_conv")
     if rec.name == "AvgPool2D":
         h, w, c = rec.shape("input")
-        return LutEntry(rec.key, "pool", resolution, rec.mean_ms, rec.std_ms, rec.count, (), (OpUse("MEAN", h * w * c),))
+        return LutEntry(rec.key, "pool", resolution, rec.mean_ms, rec.std_ms, rec.count, (), (global_mean(h, w, c),))
     if rec.name == "Logits":
         _, _, cin = rec.shape("input")
         return LutEntry(rec.key, "logits", resolution, rec.mean_ms, rec.std_ms, rec.count, (),
-                        (OpUse("FULLY_CONNECTED", cin * rec.int_field("output")),))
+                        (fully_connected(cin, rec.int_field("output")),))
     raise FgnasError(f"unknown entry {rec.key!r} for --format ofa (known: expanded_conv, Conv, Conv_1, Conv_2, "
                      "AvgPool2D, Logits); is this a ProxylessNAS table? try --format proxylessnas")
 

@@ -2,20 +2,22 @@
 
 `expand` is the expansion RATIO (middle channels = expand x input channels); expand 1 means no expand conv.
 Activations are ReLU6, fused into the expand and depthwise convs; the project conv has none.
-`Conv` is the stem (3x3 stride 2), `Conv_1` the final 1x1 conv, `Logits` the global average pool plus the classifier,
-published as one figure: it is priced as FULLY_CONNECTED (units: MACs) and the MEAN it contains is not split off,
-because one number cannot be divided between two ops without inventing the split.
+`Conv` is the stem (3x3 stride 2), `Conv_1` the final 1x1 conv, `Logits` the global average pool (MEAN) plus the
+classifier (FULLY_CONNECTED), published as one figure. One figure cannot separate two ops, so MEAN's per-element slope
+is tied to ADD's (both stream their input through memory once; ADD is fitted from the skip blocks) and
+FULLY_CONNECTED takes the rest: see OP_TIES.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from profiler.errors import FgnasError
-from profiler.importers.blocks import LutEntry, MBConv, OpUse, decompose_mbconv
+from profiler.importers.blocks import LutEntry, MBConv, decompose_mbconv, fully_connected, global_mean
 from profiler.importers.lut_keys import LutRecord, read_lut
 from profiler.spec import ConvSpec
 
 RESOLUTION = 224
+OP_TIES = {"MEAN": "ADD"}
 ACTIVATION = "relu6"
 LICENSE = "MIT (copy in itouchz/Neural-Predictor-Tensorflow, (c) 2021 Patara Trirat)"
 CITATION = ("H. Cai, L. Zhu, S. Han, ProxylessNAS: Direct Neural Architecture Search on Target Task and Hardware, "
@@ -51,10 +53,9 @@ def _last_conv(rec: LutRecord) -> LutEntry:
 
 
 def _logits(rec: LutRecord) -> LutEntry:
-    _, _, cin = rec.shape("input")
-    classes = rec.int_field("output")
-    return LutEntry(rec.key, "logits", RESOLUTION, rec.mean_ms, rec.std_ms, rec.count, (),
-                    (OpUse("FULLY_CONNECTED", cin * classes),))
+    h, w, cin = rec.shape("input")
+    ops = (global_mean(h, w, cin), fully_connected(cin, rec.int_field("output")))
+    return LutEntry(rec.key, "logits", RESOLUTION, rec.mean_ms, rec.std_ms, rec.count, (), ops)
 
 
 _ROLES = {"expanded_conv": _block, "Conv": _stem, "Conv_1": _last_conv, "Logits": _logits}
