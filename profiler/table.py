@@ -5,7 +5,8 @@ Absent conditions fall back, in this order, and the Prediction says which fallba
    another one of the same condition;
 2. resolution: the nearest input size (by pixel count, within RESOLUTION_FALLBACK_RATIO) of the same kernel, stride,
    conv type and activation, its a and b applied to this conv's own (tiled) FLOPs;
-otherwise FgnasError saying what to profile. Never a silent zero.
+otherwise FgnasError saying what to profile. Never a silent zero. A table's `source.fallbacks` (a list) may allow
+fewer: imported tables (profiler/importers) allow only "activation", so no price is extrapolated from other sizes.
 """
 from __future__ import annotations
 
@@ -267,12 +268,15 @@ class LatencyTable:
     def _fallback(self, key: ConditionKey) -> tuple[ConditionModel, str | None] | None:
         if key in self.conditions:
             return self.conditions[key], None
-        if key.activation in CLAMP_ACTIVATIONS:
+        allowed = self._doc["source"].get("fallbacks", ("activation", "resolution"))
+        if key.activation in CLAMP_ACTIVATIONS and "activation" in allowed:
             for act in CLAMP_ACTIVATIONS:
                 other = replace(key, activation=act)
                 if other in self.conditions:
                     return self.conditions[other], (f"activation {key.activation} priced from {act} "
                                                     f"(fused clamps cost the same)")
+        if "resolution" not in allowed:
+            return None
         acts = CLAMP_ACTIVATIONS if key.activation in CLAMP_ACTIVATIONS else (key.activation,)
         pixels = key.h * key.w
         best: tuple[float, str, ConditionModel] | None = None
