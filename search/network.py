@@ -126,9 +126,11 @@ class SearchNetwork(nn.Module):
             couts = gamma_out(effective[node.name])
             h, w = node.in_hw
             for op, cout in zip(node.ops, couts):
-                present = (cout > 0).to(cout.dtype).detach()  # a removed operation costs nothing, intercept included
-                spec = op.conv_spec(h, w, node.cin, node.cout, node.stride)
-                total = total + present * resource.conv(spec, cin, cout)
+                cost = torch.as_tensor(resource.conv(op.conv_spec(h, w, node.cin, node.cout, node.stride), cin, cout))
+                # A removed operation costs nothing (a latency intercept included) but keeps its gradient, so
+                # that the regularizer still weighs turning it back on.
+                present = (cout > 0).to(cost.dtype).detach()
+                total = total + present * cost + (1.0 - present) * (cost - cost.detach())
             alive = masks[node.name].sum()
             if node.skip:
                 total = total + resource.add(*node.conv_hw, alive)

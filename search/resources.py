@@ -58,6 +58,11 @@ class Resource(ABC):
     name: str
     unit: str
 
+    @classmethod
+    def from_table(cls, table: Any) -> Resource:
+        """Params and FLOPs are exact and need no table; latency overrides this."""
+        return cls()
+
     @abstractmethod
     def conv(self, spec: ConvSpec, cin: Count, cout: Count) -> Count: ...
 
@@ -76,7 +81,7 @@ class Resource(ABC):
         return 0.0
 
 
-RESOURCES: dict[str, Callable[..., Resource]] = {}
+RESOURCES: dict[str, type[Resource]] = {}
 
 
 def register_resource(name: str) -> Callable[[type[Resource]], type[Resource]]:
@@ -116,6 +121,10 @@ class LatencyResource(Resource):
 
     unit = "ms"
 
+    @classmethod
+    def from_table(cls, table: Any) -> Resource:
+        return cls(table)
+
     def __init__(self, table: Any) -> None:
         if table is None:
             raise FgnasError("a latency target needs a latency table: pass --latency-table device_tables/<device>.json "
@@ -146,4 +155,4 @@ def create_resource(name: str, table: Any = None) -> Resource:
         cls = RESOURCES[name]
     except KeyError:
         raise FgnasError(f"unknown resource {name!r}: use one of {', '.join(RESOURCES)}") from None
-    return cls(table) if name == "latency" else cls()
+    return cls.from_table(table)
