@@ -1,0 +1,33 @@
+"""`fgnas-table import --format proxylessnas|ofa FILE_OR_DIR --device NAME [--out PATH]` (registered in cli_table)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "import a published phone latency lookup table (ProxylessNAS, once-for-all) as a latency table"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", type=Path, help="the published lookup-table file (for ofa: a file or its directory)")
+    p.add_argument("--format", required=True, help="proxylessnas (mobile_trim.yaml) or ofa (<R>_lookup_table.yaml)")
+    p.add_argument("--device", required=True, help="name of the device the table describes, e.g. pixel1")
+    p.add_argument("--out", type=Path, help="where to write the table (default device_tables/DEVICE.json)")
+
+
+def summary_text(table, out: Path) -> str:
+    source = table.source
+    held = source["validation"]["held_out"]
+    return (f"wrote {out}: {len(table.conditions)} conditions, {len(table.ops)} ops from {source['format']} "
+            f"({', '.join(f['name'] for f in source['files'][:3])}{', ...' if len(source['files']) > 3 else ''}); "
+            f"held-out block error ({source['validation']['kind'].split(':')[0]}): median "
+            f"{100 * held['median']:.1f}%, 90th percentile {100 * held['p90']:.1f}% over {held['n']} blocks")
+
+
+def run(args: argparse.Namespace) -> int:
+    from profiler.importers.table_import import import_table
+
+    table = import_table(args.format, args.source, args.device)
+    out = args.out or Path("device_tables") / f"{args.device}.json"
+    table.save(out)
+    print(summary_text(table, out))
+    return 0
