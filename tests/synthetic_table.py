@@ -30,9 +30,26 @@ def conv_record(spec: ConvSpec, ms: float) -> dict:
 
 
 def op_record(op: str, elements: int, ms: float) -> dict:
-    probe = OpProbe(op, ((1, elements), (1, elements)), (1, elements))
+    return probe_record(OpProbe(op, ((1, elements), (1, elements)), (1, elements)), ms)
+
+
+def probe_record(probe: OpProbe, ms: float) -> dict:
     return {"v": 1, "kind": "op", "id": probe.config_hash(), "spec": probe.to_dict(), "units": probe.units[1],
             "m": _measurement(ms), "device": "synthetic", "serial": None, "t": 0.0}
+
+
+def op_true_ms(units: int) -> float:
+    return OP_A * units + OP_B
+
+
+def conv_records_like(spec: ConvSpec) -> list[dict]:
+    """Measurements of spec's condition at CHANNELS (depthwise: the cout column as channels)."""
+    out = []
+    for cout, cin in CHANNELS:
+        varied = ConvSpec.depthwise(spec.h, spec.w, cout, spec.kernel, spec.stride, spec.activation) \
+            if spec.conv_type == "depthwise" else spec.with_channels(cin, cout)
+        out.append(conv_record(varied, true_ms(varied)))
+    return out
 
 
 def records(resolutions=(16, 8), activations=("relu",), depthwise: bool = True) -> list[dict]:
@@ -46,7 +63,7 @@ def records(resolutions=(16, 8), activations=("relu",), depthwise: bool = True) 
                 for c, _ in CHANNELS:
                     spec = ConvSpec.depthwise(hw, hw, c, 3, activation=act)
                     out.append(conv_record(spec, true_ms(spec)))
-    out += [op_record("ADD", n, OP_A * n + OP_B) for n in (1000, 4000, 16000, 64000)]
+    out += [op_record("ADD", n, op_true_ms(n)) for n in (1000, 4000, 16000, 64000)]
     return out
 
 
