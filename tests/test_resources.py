@@ -1,0 +1,187 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from profiler.fit import ConditionModel, LinearFit, OpModel
+from profiler.spec import ConditionKey, ConvSpec, flops, params
+from profiler.table import LatencyTable
+from search.backbones import create_backbone
+from search.layer import LayerNode
+from search.network import HeadSpec, SearchNetwork
+from search.operations import OpSpec
+from search.resources import (active_channels, conv_flops, conv_params, create_resource, gamma_in, gamma_out)
+from profiler.errors import FgnasError
+
+ON, OFF = [0.5, -0.5], [-0.5, 0.5]
+DSIG = 0.19661193  # p(1-p) at p = sigmoid(1): the gate gradient at the initial margin, on or off
+
+
+@pytest.mark.parametrize("spec", [ConvSpec(8, 8, 6, 10, 3), ConvSpec(7, 7, 4, 9, 5, 2, activation="prelu"),
+                                  ConvSpec.depthwise(8, 8, 12, 3, 2, "relu"), ConvSpec(4, 4, 8, 6, 1, groups=2)])
+def test_phi_params_and_flops_equal_the_profiler_counts_on_integers(spec):
+    assert conv_params(spec, spec.cin, spec.cout) == params(spec)
+    assert conv_flops(spec, spec.cin, spec.cout) == flops(spec)
+
+
+def test_gammas_on_a_small_layer():
+    gates = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    assert gamma_out(gates).tolist() == [2.0, 1.0]
+    assert gamma_in(gates).item() == 2.0
+    assert gamma_in(gates, skip_mask=torch.tensor([0.0, 0.0, 0.0, 1.0])).item() == 3.0  # the skip adds channel 3
+    assert active_channels(gates).tolist() == [1.0, 0.0, 1.0, 0.0]
+
+
+def _tiny_net(l1_op1=(OFF, OFF, ON)) -> SearchNetwork:
+    """input 2ch 4x4 -> l1 (3ch: 1x1 relu + 3x3 relu) -> l2 (3ch: 1x1, skip from l1) -> head (4 classes)."""
+    l1 = LayerNode("l1", "input", (4, 4), 2, 3, 1, (OpSpec("normal", 1, "relu"), OpSpec("normal", 3, "relu")))
+    l2 = LayerNode("l2", "l1", (4, 4), 3, 3, 1, (OpSpec("normal", 1, "none"),), skip="l1")
+    net = SearchNetwork([l1, l2], HeadSpec("l2", (4, 4), 3, 4), in_channels=2, input_size=4)
+    with torch.no_grad():
+        net.layers["l1"].psi.copy_(torch.tensor([[ON, OFF, ON], list(l1_op1)]))
+        net.layers["l2"].psi.copy_(torch.tensor([[OFF, ON, OFF]]))
+    return net
+
+
+def test_params_regularizer_value_and_gradient_by_hand():
+    net = _tiny_net()
+    r = net.soft_resource(create_resource("params"))
+    # l1 op0: 2 ch * (1*1*2 + 1) = 6; op1: 1 ch * (3*3*2 + 1) = 19; l2: 1 ch * (1*1*2 alive inputs + 1) = 3;
+    # head: l2 alive = h([0,1,0] + [1,0,1]) = 3 channels -> 3*4 + 4 = 16
+    assert r.item() == 44.0
+    assert net.hard_resource(create_resource("params")) == 44.0
+    r.backward()
+    # d R / d G: l1 op0 = 3 (own) + 1 (l2's cin) + 4 (head through the skip); op1 = 19 + 1 + 4; l2 = 3 + 4
+    g1, g2 = net.layers["l1"].psi.grad, net.layers["l2"].psi.grad
+    assert g1[0, :, 0].tolist() == pytest.approx([8 * DSIG] * 3, abs=1e-6)
+    assert g1[1, :, 0].tolist() == pytest.approx([24 * DSIG] * 3, abs=1e-6)
+    assert g2[0, :, 0].tolist() == pytest.approx([7 * DSIG] * 3, abs=1e-6)
+    assert torch.allclose(g1[..., 1], -g1[..., 0])
+
+
+def test_flops_regularizer_by_hand():
+    net = _tiny_net()
+    # 2*16 px * (2 ch * 2) + 2*16 * (1 * 18) + 2*16 * (1 * 2) + 2 * 3 * 4
+    assert net.soft_resource(create_resource("flops")).item() == 128 + 576 + 64 + 24
+
+
+def test_a_removed_operation_costs_nothing_but_keeps_its_gradient():
+    net = _tiny_net(l1_op1=(OFF, OFF, OFF))
+    r = net.soft_resource(create_resource("params"))
+    assert r.item() == 6 + 3 + 16
+    r.backward()
+    assert net.layers["l1"].psi.grad[1, :, 0].tolist() == pytest.approx([24 * DSIG] * 3, abs=1e-6)
+
+
+def _table() -> LatencyTable:
+    def cond(kernel, act, a, b):
+        key = ConditionKey(4, 4, kernel, 1, "normal", act)
+        return ConditionModel(key, "affine", a, b, 1, 1, 5, 1.0, 0.0, 0.0, LinearFit(a, b, 5, 1.0, 0.0, 0.0)).to_dict()
+
+    ops = {name: OpModel(name, unit, a, b, 5, 0.0, 0.0).to_dict() for name, unit, a, b in
+           (("ADD", "elements", 0.001, 0.01), ("MEAN", "elements", 0.002, 0.02),
+            ("FULLY_CONNECTED", "macs", 0.003, 0.04))}
+    doc = {"device": {"name": "hand"}, "ops": ops,
+           "conditions": [cond(1, "relu", 0.5, 0.1), cond(3, "relu", 0.2, 0.3), cond(1, "none", 1.0, 0.05)]}
+    return LatencyTable(doc)
+
+
+def test_latency_regularizer_by_hand_through_the_table():
+    table = _table()
+    net = _tiny_net()
+    latency = create_resource("latency", table)
+    # convs: a * MFLOPs + b with the FLOPs above; ADD over 4*4*3 elements; MEAN over 48; FC over 12 MACs
+    expected = (0.5 * 128e-6 + 0.1) + (0.2 * 576e-6 + 0.3) + (1.0 * 64e-6 + 0.05) + 0.058 + 0.116 + 0.076
+    r = net.soft_resource(latency)
+    assert r.item() == pytest.approx(expected, rel=1e-6)
+    assert net.hard_resource(latency) == pytest.approx(expected, rel=1e-6)
+    r.backward()
+    # l2's gates: d/dcout of its conv (1.0 ms/MFLOP * 2*16*2 FLOPs) + ADD (16 el) + MEAN (16 el) + FC (4 MACs)
+    per_channel = 1.0 * 64e-6 + 0.001 * 16 + 0.002 * 16 + 0.003 * 4
+    assert net.layers["l2"].psi.grad[0, 0, 0].item() == pytest.approx(per_channel * DSIG, rel=1e-5)
+    arch = net.to_arch()
+    convs = sum(table.predict_ms(ConvSpec.from_dict(op["spec"])) for layer in arch["layers"] for op in layer["ops"]
+                if op["spec"])
+    assert convs + 0.058 + 0.116 + 0.076 == pytest.approx(expected, rel=1e-6)
+
+
+def test_latency_needs_a_table_and_unknown_resources_are_refused():
+    with pytest.raises(FgnasError, match="latency table"):
+        create_resource("latency")
+    with pytest.raises(FgnasError, match="unknown resource"):
+        create_resource("energy")
+
+
+# ---- the hard-gated network against its physically sliced equivalent ------------------------------------------
+
+def _sliced_forward(arch: dict, sd: dict, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """Rebuild the pruned network with plain torch ops (BN folded), run it, count its params and FLOPs."""
+    n_params = n_flops = 0
+    outputs = {"input": (x, list(range(x.shape[1])))}
+    acts = {"none": lambda t, w: t, "relu": lambda t, w: F.relu(t), "tanh": lambda t, w: torch.tanh(t),
+            "relu6": lambda t, w: F.relu6(t), "prelu": lambda t, w: F.prelu(t, w)}
+    for layer in arch["layers"]:
+        xin, idx_in = outputs[layer["input"]]
+        assert idx_in == layer["active_in"]
+        pos = {c: i for i, c in enumerate(layer["active_out"])}
+        y = None
+        for i, op in enumerate(layer["ops"]):
+            keep = op["keep"]
+            if not keep:
+                continue
+            pre = f"layers.{layer['name']}.ops.{i}."
+            w = sd[pre + "conv.weight"][keep]
+            if op["conv_type"] == "depthwise":
+                inp, groups = xin[:, [idx_in.index(c) for c in keep]], len(keep)
+            else:
+                inp, groups, w = xin, 1, w[:, idx_in]
+            scale = sd[pre + "bn.weight"][keep] / torch.sqrt(sd[pre + "bn.running_var"][keep] + 1e-5)
+            w = w * scale.view(-1, 1, 1, 1)
+            b = sd[pre + "bn.bias"][keep] - sd[pre + "bn.running_mean"][keep] * scale
+            slope = sd[pre + "act.weight"][keep] if op["activation"] == "prelu" else None
+            o = acts[op["activation"]](F.conv2d(inp, w, b, layer["stride"], op["kernel"] // 2, groups=groups), slope)
+            n_params += w.numel() + b.numel() + (0 if slope is None else slope.numel())
+            n_flops += 2 * o[0].numel() * w.shape[1] * op["kernel"] ** 2
+            if y is None:
+                y = torch.zeros(o.shape[0], len(pos), *o.shape[2:])
+            y[:, [pos[c] for c in keep]] += layer["scale"] * o
+        if layer["skip"]:
+            s, idx_s = outputs[layer["skip"]]
+            y[:, [pos[c] for c in idx_s]] += s
+        y = acts[layer["post_activation"]](y, None)
+        if layer["pool"]:
+            y = F.max_pool2d(y, layer["pool"]["kernel"], layer["pool"]["stride"])
+        outputs[layer["name"]] = (y, layer["active_out"])
+    feats, idx = outputs[arch["head"]["input"]]
+    assert idx == arch["head"]["active_in"]
+    fc_w = sd["head.fc.weight"][:, idx]
+    n_params += fc_w.numel() + sd["head.fc.bias"].numel()
+    n_flops += 2 * fc_w.numel()
+    return F.linear(feats.mean(dim=(2, 3)), fc_w, sd["head.fc.bias"]), n_params, n_flops
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("digits", {"search_space": "k=1,3;act=relu,prelu"}),
+    ("resnet20", {"search_space": "kernels", "width": 0.5, "reduce_skip": True}),
+    ("vgg16", {"search_space": "kernels", "width": 0.125}),
+    ("mobilenetv2_cifar", {"search_space": "kernels35", "width": 0.25}),
+])
+def test_hard_gated_network_equals_its_physically_sliced_equivalent(name, kwargs):
+    torch.manual_seed(1)
+    net = create_backbone(name, **kwargs)
+    with torch.no_grad():
+        for p in net.gate_parameters():
+            p.copy_(torch.randn_like(p) + torch.tensor([0.3, 0.0]))  # about 60% of the gates on
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.bias.data.uniform_(-0.3, 0.3)
+    net.eval()
+    net.set_search_mode("finetune")
+    arch = net.to_arch()
+    assert any(len(layer["active_out"]) < layer["cout"] for layer in arch["layers"])
+    x = torch.randn(2, net.in_channels, net.input_size, net.input_size)
+    logits, n_params, n_flops = _sliced_forward(arch, net.state_dict(), x)
+    assert torch.allclose(net(x), logits, atol=1e-4, rtol=1e-4)
+    assert net.hard_resource(create_resource("params")) == n_params == arch["predicted"]["params"]
+    assert net.hard_resource(create_resource("flops")) == n_flops == arch["predicted"]["flops"]
