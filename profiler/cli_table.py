@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 from profiler.errors import FgnasError
+from profiler.importers import cli as import_cli
+from profiler.importers import cli as import_cli
 from profiler.spec import ConvSpec
 from profiler.table import FITS, LatencyTable
 
@@ -47,6 +49,14 @@ def conditions_frame(table: LatencyTable):
                                        "r2", "mape", "cv_mape", "affine_cv_mape"])
 
 
+def _source_text(source: dict) -> str:
+    """Scalars on one line; nested provenance (files, fit, validation of an imported table) as indented JSON."""
+    flat = ", ".join(f"{k}={v}" for k, v in source.items() if not isinstance(v, (dict, list)))
+    nested = [f"  {k}: " + json.dumps(v, indent=2).replace("\n", "\n  ") for k, v in source.items()
+              if isinstance(v, (dict, list))]
+    return "\n".join([flat, *nested])
+
+
 def show_text(table: LatencyTable) -> str:
     """The summary `fgnas-table show` prints: header, source, error summary, worst fits, ops."""
     import pandas as pd
@@ -55,7 +65,7 @@ def show_text(table: LatencyTable) -> str:
     lines = [f"table      {table.path}  (schema {doc['schema_version']}, version {doc['table_version']}, "
              f"created {doc['created']})",
              f"device     " + ", ".join(f"{k}={v}" for k, v in doc["device"].items()),
-             f"source     " + ", ".join(f"{k}={v}" for k, v in doc["source"].items()),
+             f"source     " + _source_text(doc["source"]),
              f"settings   " + ", ".join(f"{k}={v}" for k, v in doc["settings"].items()),
              f"raw log    {doc['raw_log']['path']} ({doc['raw_log']['records']} records, sha256 "
              f"{doc['raw_log']['sha256'][:12]}...)",
@@ -272,6 +282,8 @@ register_subcommand("plot", Subcommand("one PNG per condition: measurements and 
 register_subcommand("diff", Subcommand("what changed between two tables", _add_diff, _run_diff))
 register_subcommand("predict", Subcommand("predicted latency of a .tflite model or one --conv layer", _add_predict,
                                           _run_predict))
+register_subcommand("import", Subcommand(import_cli.HELP, import_cli.add_arguments, import_cli.run))
+register_subcommand("import", Subcommand(import_cli.HELP, import_cli.add_arguments, import_cli.run))
 
 
 def build_parser() -> argparse.ArgumentParser:
