@@ -1,4 +1,6 @@
 """The reader on real converter output: a small network made with TensorFlow's converter (the path export takes)."""
+import json
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,18 @@ def test_not_a_tflite_file_is_a_clear_error(tmp_path):
         read_ops(bad)
     with pytest.raises(FgnasError, match="cannot read model"):
         read_ops(tmp_path / "absent.tflite")
+
+
+def test_cli_predicts_a_model_op_by_op(net_path, tmp_path, capsys):
+    from profiler.cli_table import main
+
+    table = _table_for_net(tmp_path).save(tmp_path / "net.json")
+    assert main(["predict", str(table), str(net_path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["total_ms"] == pytest.approx(predict_model(LatencyTable.load(table), net_path).total_ms)
+    assert len(result["ops"]) == 10
+    assert main(["predict", str(table), str(net_path)]) == 0
+    assert "CONV_2D+PRELU" in capsys.readouterr().out
+    bad = _table_for_net(tmp_path, ops=("PAD", "ADD", "MEAN", "FULLY_CONNECTED")).save(tmp_path / "bad.json")
+    assert main(["predict", str(bad), str(net_path)]) == 2
+    assert "SOFTMAX" in capsys.readouterr().err
