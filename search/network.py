@@ -135,7 +135,7 @@ class SearchNetwork(nn.Module):
             if node.skip:
                 total = total + resource.add(*node.conv_hw, alive)
             if node.pool:
-                total = total + resource.max_pool(*node.out_hw, alive)
+                total = total + resource.max_pool(*node.conv_hw, alive)
         head_in = masks[self.head_spec.input].sum()
         total = total + resource.global_pool(*self.head_spec.in_hw, head_in)
         return total + resource.linear(head_in, self.head_spec.num_classes)
@@ -176,6 +176,13 @@ class SearchNetwork(nn.Module):
     def conv_specs(self) -> list[ConvSpec]:
         """Every candidate operation at full width: the conditions a latency table must cover."""
         return [op.conv_spec(*node.in_hw, node.cin, node.cout, node.stride) for node in self.nodes for op in node.ops]
+
+    def nonconv_ops(self) -> list[str]:
+        """The non-conv ops whose latency models the table must have (names as in profiler.ops)."""
+        ops = {"MEAN", "FULLY_CONNECTED"}
+        ops |= {"ADD"} if any(node.skip for node in self.nodes) else set()
+        ops |= {"MAX_POOL_2D"} if any(node.pool for node in self.nodes) else set()
+        return sorted(ops)
 
     def layer_specs(self) -> list[dict]:
         """The searchable layers as built: graph position and candidate operations."""

@@ -74,10 +74,11 @@ class Resource(ABC):
         return 0.0
 
     def global_pool(self, h: int, w: int, channels: Count) -> Count:
+        """Global average pooling over an h x w x channels input."""
         return 0.0
 
     def max_pool(self, h: int, w: int, channels: Count) -> Count:
-        """A max pool whose output is h x w x channels."""
+        """A max pool over an h x w x channels input."""
         return 0.0
 
 

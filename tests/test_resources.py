@@ -6,7 +6,7 @@ from profiler.fit import ConditionModel, LinearFit, OpModel
 from profiler.spec import ConditionKey, ConvSpec, flops, params
 from profiler.table import LatencyTable
 from search.backbones import create_backbone
-from search.layer import LayerNode
+from search.layer import LayerNode, Pool
 from search.network import HeadSpec, SearchNetwork
 from search.operations import OpSpec
 from search.resources import (active_channels, conv_flops, conv_params, create_resource, gamma_in, gamma_out)
@@ -79,7 +79,7 @@ def _table() -> LatencyTable:
 
     ops = {name: OpModel(name, unit, a, b, 5, 0.0, 0.0).to_dict() for name, unit, a, b in
            (("ADD", "elements", 0.001, 0.01), ("MEAN", "elements", 0.002, 0.02),
-            ("FULLY_CONNECTED", "macs", 0.003, 0.04))}
+            ("FULLY_CONNECTED", "macs", 0.003, 0.04), ("MAX_POOL_2D", "elements", 0.004, 0.03))}
     doc = {"device": {"name": "hand"}, "ops": ops,
            "conditions": [cond(1, "relu", 0.5, 0.1), cond(3, "relu", 0.2, 0.3), cond(1, "none", 1.0, 0.05)]}
     return LatencyTable(doc)
@@ -102,6 +102,15 @@ def test_latency_regularizer_by_hand_through_the_table():
     convs = sum(table.predict_ms(ConvSpec.from_dict(op["spec"])) for layer in arch["layers"] for op in layer["ops"]
                 if op["spec"])
     assert convs + 0.058 + 0.116 + 0.076 == pytest.approx(expected, rel=1e-6)
+
+
+def test_max_pool_is_priced_on_its_input_elements():
+    l1 = LayerNode("l1", "input", (4, 4), 2, 3, 1, (OpSpec("normal", 1, "relu"),), pool=Pool())
+    net = SearchNetwork([l1], HeadSpec("l1", (2, 2), 3, 4), in_channels=2, input_size=4)
+    assert net.nonconv_ops() == ["FULLY_CONNECTED", "MAX_POOL_2D", "MEAN"]
+    # conv 2*16*3*2 FLOPs; pool over 4*4*3 inputs; MEAN over 2*2*3; FC 3*4 MACs
+    expected = (0.5 * 192e-6 + 0.1) + (0.004 * 48 + 0.03) + (0.002 * 12 + 0.02) + (0.003 * 12 + 0.04)
+    assert net.hard_resource(create_resource("latency", _table())) == pytest.approx(expected, rel=1e-6)
 
 
 def test_latency_needs_a_table_and_unknown_resources_are_refused():
