@@ -1,0 +1,98 @@
+"""`fgnas-search`: search a network that meets a latency, FLOPs or params target (a thin layer over run_search)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import fields
+
+from profiler.errors import FgnasError
+from search.summary import format_summary
+from search.train import SearchConfig, run_search
+
+# CLI flag -> SearchConfig field, for the flags whose names differ.
+FIELD_OF = {"lambda": "lam", "no_amp": "amp"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fgnas-search",
+        description="FGNAS: pretrain a backbone, search per-channel gated operations until the target is met, "
+                    "fine-tune, and write arch.json, weights, metrics and plots into a run directory.",
+        argument_default=argparse.SUPPRESS,  # only flags given on the command line override a resumed run's config
+        epilog="example: fgnas-search --latency-table device_tables/host.json --target 5ms --backbone resnet20 "
+               "--data cifar10:../shared/data/cifar10")
+    d = SearchConfig(target="")
+    p.add_argument("--target", help="53ms, 150MFLOPs, 1.2GFLOPs, 2.7Mparams")
+    p.add_argument("--backbone", help=f"registered backbone (default {d.backbone}): digits, resnet20, vgg16, ...")
+    p.add_argument("--search-space", help=f"channels (FGNAS(P)), kernels, table2, ... or 'k=1,3,5;act=relu,prelu' "
+                                          f"(default {d.search_space})")
+    p.add_argument("--data", help=f"digits | cifar10:PATH | imagefolder:PATH (default {d.data})")
+    p.add_argument("--latency-table", help="device_tables/<device>.json (needed for a latency target)")
+    p.add_argument("--width", type=float, help=f"backbone width multiplier (default {d.width})")
+    p.add_argument("--epochs-pretrain", type=int, help=f"default {d.epochs_pretrain}")
+    p.add_argument("--epochs-search", type=int, help=f"the most the search may take (default {d.epochs_search})")
+    p.add_argument("--epochs-finetune", type=int, help=f"default {d.epochs_finetune}")
+    p.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    p.add_argument("--lr", type=float, help=f"weights' learning rate (default {d.lr})")
+    p.add_argument("--gate-lr", type=float, help=f"gate parameters' learning rate (default {d.gate_lr})")
+    p.add_argument("--lambda", type=float, help="regularizer weight per param / FLOP / ms (default: the paper's, "
+                                                "rescaled to the backbone; see search/train.py)")
+    p.add_argument("--lambda-schedule", choices=("auto", "fixed"), help="auto: adapt lambda to reach the target "
+                                                                         "in time (default); fixed: as the paper")
+    p.add_argument("--seed", type=int, help=f"default {d.seed}")
+    p.add_argument("--device", help="cpu or cuda (default cpu)")
+    p.add_argument("--no-amp", action="store_const", const=False, help="no mixed precision on CUDA")
+    p.add_argument("--train-subset", type=int, help="train on a seeded random subset of N images")
+    p.add_argument("--val-subset", type=int, help="validate on a seeded random subset of N images")
+    p.add_argument("--pretrained", help="checkpoint to start from instead of pretraining")
+    p.add_argument("--out", help="run directory (default runs/<backbone>-<target>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    return p
+
+
+def config_from_args(args: argparse.Namespace, base: dict | None) -> SearchConfig:
+    """The stored config of a resumed run (or the defaults), overridden by the flags given."""
+    names = {f.name for f in fields(SearchConfig)}
+    merged = dict(base or {})
+    for key, value in vars(args).items():
+        name = FIELD_OF.get(key, key)
+        if name in names:
+            merged[name] = value
+    if "target" not in merged:
+        raise FgnasError("give a target, e.g. --target 5ms, --target 150MFLOPs or --target 2.7Mparams")
+    return SearchConfig.from_dict(merged)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet = getattr(args, "quiet", False)
+    try:
+        resume = getattr(args, "resume", None)
+        if resume is not None:
+            from search.rundir import RunDir
+
+            run_dir = resume
+            config = config_from_args(args, RunDir(resume).stored_config())
+        else:
+            config = config_from_args(args, None)
+            run_dir = getattr(args, "out", None) or (
+                f"runs/{config.backbone}-{config.target}-{time.strftime('%Y%m%d-%H%M%S')}")
+        from tqdm import tqdm
+
+        log = (lambda _: None) if quiet else tqdm.write
+        result = run_search(config, run_dir, resume=resume is not None, log=log, progress=not quiet)
+    except FgnasError as exc:
+        print(f"fgnas-search: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("fgnas-search: interrupted before training started; nothing to resume", file=sys.stderr)
+        return 130
+    print(format_summary(result.summary, result.predicted, result.target, result.val_accuracy))
+    print(f"run directory: {result.run_dir} (arch.json, model.pt, metrics.csv, plots/)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

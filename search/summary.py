@@ -1,0 +1,42 @@
+"""The per-layer summary printed at the end of a search: channels, operations, params, FLOPs, predicted latency."""
+from __future__ import annotations
+
+from profiler.spec import ConvSpec, flops, params
+from search.targets import Target, format_resource
+
+
+def layer_rows(arch: dict, table=None) -> list[dict]:
+    """One row per arch.json layer: its kept operations' exact params and FLOPs (profiler.spec) and, with a latency
+    table, their predicted latency. Convs only: the head and adds are in the network's totals."""
+    rows = []
+    for layer in arch["layers"]:
+        specs = [ConvSpec.from_dict(op["spec"]) for op in layer["ops"] if op["spec"] is not None]
+        kept = {f"{'dw' if op['conv_type'] == 'depthwise' else 'k'}{op['kernel']}"
+                f"{'' if op['activation'] in ('relu', 'none') else '-' + op['activation']}": len(op["keep"])
+                for op in layer["ops"] if op["keep"]}
+        rows.append({
+            "layer": layer["name"], "channels": f"{len(layer['active_out'])}/{layer['cout']}",
+            "ops": " ".join(f"{k}:{v}" for k, v in kept.items()) or "-",
+            "params": sum(params(s) for s in specs), "flops": sum(flops(s) for s in specs),
+            "latency_ms": sum(table.predict_ms(s) for s in specs) if table is not None and specs else None,
+        })
+    return rows
+
+
+def format_summary(rows: list[dict], totals: dict, target: Target, val_accuracy: float) -> str:
+    """A fixed-width table, then the network totals against the target."""
+    has_latency = any(r["latency_ms"] is not None for r in rows)
+    head = f"{'layer':<12} {'channels':>9} {'params':>9} {'FLOPs':>10}" + (f" {'ms':>8}" if has_latency else "")
+    lines = [head + "  operations (channels each)"]
+    for r in rows:
+        line = f"{r['layer']:<12} {r['channels']:>9} {r['params']:>9,} {r['flops'] / 1e6:>9.2f}M"
+        if has_latency:
+            line += f" {r['latency_ms']:>8.3f}" if r["latency_ms"] is not None else f" {'-':>8}"
+        lines.append(line + f"  {r['ops']}")
+    total = [f"params {format_resource('params', totals['params'])}", f"FLOPs {format_resource('flops', totals['flops'])}"]
+    if totals.get("latency_ms") is not None:
+        total.append(f"predicted latency {format_resource('latency', totals['latency_ms'])}")
+    key = {"latency": "latency_ms"}.get(target.resource, target.resource)
+    met = "meets" if totals[key] <= target.value else "MISSES"
+    lines.append(f"network: {', '.join(total)} (head included); {met} target {target}; val accuracy {val_accuracy:.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,603 @@
+"""The four search steps of the paper (section 4.2): pretrain without gates, search theta and psi under
+L + lambda * R(psi) until the exact resource of the hard-gated network reaches the target, fine-tune with the gates
+fixed. `run_search` drives them with checkpoints after every epoch (and on Ctrl-C) so a run can be resumed.
+
+Lambda. The paper's values are per parameter (1e-7), per FLOP (1e-9) and per millisecond (0.0012): the same units
+fgnas uses, so the unit factor is 1. What differs is the network: lambda * R(backbone) was 0.4 for params
+(EfficientNet-B0, 4.0M), 0.09 for latency (MobileNetV2-224 on a Pixel 1, 75 ms) and 6.3 for FLOPs (EDSR baseline x2,
+6.3 GFLOPs on a 48x48 patch). The default lambda keeps that product: lambda_0 = lambda_paper * R_paper / R(backbone).
+The automatic schedule then multiplies lambda by a constant factor every step the hard resource lags a linear plan
+(start -> target by 70% of the search epochs) and divides by it when well ahead, so lambda can grow 100-fold within
+the planned steps: the target is reached in a bounded number of epochs whatever the starting value.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from profiler.errors import FgnasError
+from profiler.spec import ConditionKey
+from search.data import BatchLoader, DataSplits, load_data, make_loaders
+from search.resources import Resource, create_resource
+from search.targets import Target, format_resource, parse_target
+
+PHASES = ("pretrain", "search", "finetune", "done")
+REPORTED_RESOURCES = ("params", "flops", "latency")
+
+
+@dataclass(frozen=True)
+class LambdaReference:
+    lam: float  # the paper's lambda, per unit of the resource
+    resource_of_backbone: float  # R of the paper's backbone, in the same unit
+    source: str
+
+
+PAPER_LAMBDA: dict[str, LambdaReference] = {
+    "params": LambdaReference(1e-7, 4.0e6, "EfficientNet-B0 on CIFAR-10, 4.0M params (Table 3)"),
+    "latency": LambdaReference(0.0012, 75.0, "MobileNetV2-224 on a Pixel 1 CPU, 75 ms (Table 4)"),
+    "flops": LambdaReference(1e-9, 6.3e9, "EDSR baseline x2 on a 48x48 LR patch, 6.3 GFLOPs (section 4.2)"),
+}
+
+
+def default_lambda(resource: str, backbone_resource: float) -> float:
+    """lambda_paper * R_paper / R(backbone): the paper's weight of the regularizer against the loss."""
+    ref = PAPER_LAMBDA[resource]
+    return ref.lam * ref.resource_of_backbone / backbone_resource
+
+
+@dataclass(frozen=True)
+class LambdaSchedule:
+    """Adapts lambda so the hard resource follows a straight line from `start_resource` to `target`, reached by
+    `plan_steps`. Behind the line: lambda *= growth; ahead by more than `slack` of the way: lambda /= growth (never
+    below lambda_0 / 100); otherwise unchanged. `fixed` keeps lambda constant, as in the paper."""
+
+    lam0: float
+    start_resource: float
+    target: float
+    plan_steps: int
+    growth: float
+    fixed: bool = False
+    slack: float = 0.1
+
+    @classmethod
+    def plan(cls, lam0: float, start_resource: float, target: float, plan_steps: int, fixed: bool = False,
+             max_growth: float = 1e2) -> LambdaSchedule:
+        plan_steps = max(1, plan_steps)
+        return cls(lam0, start_resource, target, plan_steps, max_growth ** (1.0 / plan_steps), fixed)
+
+    def progress(self, resource: float) -> float:
+        """How far the resource has come from start to target, 0..1."""
+        span = self.start_resource - self.target
+        if span <= 0:
+            return 1.0
+        return min(1.0, max(0.0, (self.start_resource - resource) / span))
+
+    def expected(self, step: int) -> float:
+        return min(1.0, step / self.plan_steps)
+
+    def next(self, lam: float, step: int, resource: float) -> float:
+        """lambda for the step after `step` (0-based search steps done so far + 1), given the hard resource now."""
+        if self.fixed:
+            return lam
+        gap = self.progress(resource) - self.expected(step)
+        if gap < 0:
+            return lam * self.growth
+        if gap > self.slack:
+            return max(self.lam0 / 100, lam / self.growth)
+        return lam
+
+
+def cosine_lr(base: float, step: int, total: int, floor: float = 0.0) -> float:
+    """Cosine annealing from `base` at step 0 to `floor` at step `total`."""
+    if total <= 0:
+        return base
+    t = min(1.0, step / total)
+    return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    target: str
+    backbone: str = "digits"
+    search_space: str = "channels"
+    data: str = "digits"
+    latency_table: str | None = None
+    width: float = 1.0
+    epochs_pretrain: int = 5
+    epochs_search: int = 10  # the most the search may take; it stops as soon as the target is met
+    epochs_finetune: int = 5
+    batch_size: int = 128
+    lr: float = 0.05
+    gate_lr: float = 0.02
+    search_lr_scale: float = 0.1  # weights train at lr * this while the gates move
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lam: float | None = None  # per unit of the resource; None: default_lambda
+    lambda_schedule: str = "auto"  # auto | fixed
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = True  # mixed precision, used on CUDA only
+    train_subset: int | None = None
+    val_subset: int | None = None
+    pretrained: str | None = None
+
+    # What must match for --resume to continue a run (the rest, e.g. epochs or device, may change).
+    IDENTITY = ("target", "backbone", "search_space", "data", "width", "seed", "train_subset", "lr", "batch_size")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def identity(self) -> dict:
+        return {k: getattr(self, k) for k in self.IDENTITY}
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    phase: str
+    epoch: int  # within the phase, 1-based
+    step: int  # optimizer steps since the start of the run
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    params: float
+    flops: float
+    latency_ms: float | None
+    lam: float | None
+    lr: float
+    seconds: float
+
+
+@dataclass
+class SearchState:
+    """Everything a checkpoint holds besides tensors: where the run is and what it has measured."""
+
+    phase: str = "pretrain"
+    epoch: int = 0  # epochs finished in `phase`
+    step: int = 0
+    lam: float | None = None
+    lam0: float | None = None  # lambda when the search started (the schedule's reference)
+    search_step: int = 0
+    start_resource: float | None = None
+    metrics: list[EpochMetrics] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    run_dir: Path
+    target: Target
+    resource: float  # the final hard resource in the target's unit
+    predicted: dict  # params, flops, latency_ms
+    val_accuracy: float
+    search_epochs: float  # epochs the search took to reach the target
+    summary: list[dict]
+
+
+# ---------------------------------------------------------------------------------------------- building blocks
+
+def missing_conditions_message(missing: list[ConditionKey], table_path: str, device: str) -> str:
+    """One line: which conditions the table lacks and the fgnas-profile command that measures them."""
+    keys = ", ".join(str(k) for k in missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+    space = "cifar" if max(k.h for k in missing) <= 32 else "imagenet"
+    flags = {
+        "kernels": sorted({k.kernel for k in missing}),
+        "strides": sorted({k.stride for k in missing}),
+        "conv-types": sorted({k.conv_type for k in missing}),
+        "activations": sorted({k.activation for k in missing}),
+    }
+    opts = " ".join(f"--{name} {','.join(str(v) for v in values)}" for name, values in flags.items())
+    return (f"latency table {table_path} lacks {len(missing)} condition(s) this backbone needs ({keys}); measure them "
+            f"with: fgnas-profile --device {device} --space {space} {opts} --out {table_path}")
+
+
+def load_table(path: str | None):
+    if path is None:
+        return None
+    from profiler.table import LatencyTable
+
+    return LatencyTable.load(Path(path))
+
+
+def make_resources(table) -> dict[str, Resource]:
+    """The resources reported every epoch: params and FLOPs always, latency when a table is given."""
+    out = {"params": create_resource("params"), "flops": create_resource("flops")}
+    if table is not None:
+        out["latency"] = create_resource("latency", table)
+    return out
+
+
+def measure(net, resources: dict[str, Resource]) -> dict[str, float]:
+    return {name: net.hard_resource(r) for name, r in resources.items()}
+
+
+def check_target(net, target: Target, resource: Resource) -> None:
+    """Refuse at once a target no architecture in the search space can reach."""
+    smallest = net.min_resource(resource)
+    if target.value < smallest:
+        raise FgnasError(f"target {target} is below the smallest network this backbone and search space can reach "
+                         f"({format_resource(target.resource, smallest)}: one channel per layer); raise --target")
+
+
+def evaluate(net: nn.Module, loader: BatchLoader, device: torch.device, amp: bool) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 accuracy on `loader`."""
+    net.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        for x, y in loader:
+            logits = net(x)
+            total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            count += len(y)
+    return total_loss / max(1, count), correct / max(1, count)
+
+
+def make_weight_optimizer(params: Iterable[nn.Parameter], config: SearchConfig) -> torch.optim.SGD:
+    """SGD with Nesterov momentum 0.9 and weight decay 1e-4, as the paper trains (section 4.2)."""
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                           nesterov=True)
+
+
+def make_gate_optimizer(params: Iterable[nn.Parameter], config: SearchConfig) -> torch.optim.SGD:
+    """The same SGD for psi, without weight decay (decay would pull psi_on and psi_off together, not off)."""
+    return torch.optim.SGD(params, lr=config.gate_lr, momentum=config.momentum, nesterov=True)
+
+
+def keep_one_channel(net: nn.Module) -> None:
+    """A layer whose every gate is off would cut the network in two (and has no physical equivalent): switch its most
+    nearly-on gate back on. This is the smallest network `min_resource` counts: one channel per layer."""
+    with torch.no_grad():
+        for psi in net.gate_parameters():
+            margin = psi[..., 0] - psi[..., 1]
+            if (margin <= 0).all():
+                flat = int(margin.argmax())
+                op, channel = divmod(flat, margin.shape[-1])
+                psi[op, channel, 0] = psi[op, channel, 1] + 1e-3
+
+
+StepHook = Callable[[int], bool]  # called after each optimizer step with the run's step; True stops the epoch
+
+
+def train_epoch(net: nn.Module, loader: BatchLoader, optimizers: list[torch.optim.Optimizer],
+                lr_at: Callable[[int], float], state: SearchState, scaler: torch.amp.GradScaler,
+                device: torch.device, amp: bool, regularizer: Callable[[], torch.Tensor] | None = None,
+                after_step: StepHook | None = None, progress=None) -> tuple[float, float]:
+    """One pass over `loader`. lr_at(step) sets the first optimizer's lr (the weights'); `regularizer` adds
+    lambda * R(psi) to the loss. Returns mean training loss (task loss only) and accuracy."""
+    net.train()
+    total_loss, correct, count = 0.0, 0, 0
+    for x, y in loader:
+        for group in optimizers[0].param_groups:
+            group["lr"] = lr_at(state.step)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            logits = net(x)
+            loss = F.cross_entropy(logits.float(), y)
+        objective = loss if regularizer is None else loss + regularizer()
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        scaler.scale(objective).backward()
+        for opt in optimizers:
+            scaler.step(opt)
+        scaler.update()
+        state.step += 1
+        total_loss += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        count += len(y)
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if after_step is not None and after_step(state.step):
+            break
+    return total_loss / max(1, count), correct / max(1, count)
+
+
+# --------------------------------------------------------------------------------------------------- the run
+
+class SearchInterrupted(FgnasError):
+    """Ctrl-C: the checkpoint is saved; the CLI exits 130 with the resume command."""
+
+    exit_code = 130
+
+
+def resolve_device(name: str) -> torch.device:
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise FgnasError(f"unknown --device {name!r}: use cpu or cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FgnasError("--device cuda but no CUDA GPU is visible to torch; use --device cpu")
+    return torch.device(name)
+
+
+def _state_to_dict(state: SearchState) -> dict:
+    return {**asdict(state), "metrics": [asdict(m) for m in state.metrics]}
+
+
+def _state_from_dict(d: dict) -> SearchState:
+    return SearchState(**{**d, "metrics": [EpochMetrics(**m) for m in d["metrics"]]})
+
+
+@dataclass
+class _Run:
+    """What every phase needs; built once by `_prepare`."""
+
+    config: SearchConfig
+    rundir: "RunDir"
+    target: Target
+    resource: Resource
+    resources: dict[str, Resource]
+    table: object
+    data: DataSplits
+    net: nn.Module
+    device: torch.device
+    amp: bool
+    train_loader: BatchLoader
+    val_loader: BatchLoader
+    state: SearchState
+    optimizer_states: list | None
+    log: Callable[[str], None]
+    progress: bool
+
+    def checkpoint(self, optimizers: list[torch.optim.Optimizer], scaler: torch.amp.GradScaler) -> None:
+        self.rundir.save_checkpoint({
+            "config": self.config.to_dict(), "state": _state_to_dict(self.state), "model": self.net.state_dict(),
+            "optimizers": [o.state_dict() for o in optimizers], "scaler": scaler.state_dict(),
+        })
+        self.rundir.write_metrics(self.state.metrics)
+
+    def restore(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        """Optimizer states saved mid-phase are loaded into the phase's fresh optimizers, once."""
+        if self.optimizer_states is not None and len(self.optimizer_states) == len(optimizers):
+            for opt, sd in zip(optimizers, self.optimizer_states):
+                opt.load_state_dict(sd)
+        self.optimizer_states = None
+
+    def end_epoch(self, phase: str, loss: float, acc: float, lr: float, seconds: float) -> EpochMetrics:
+        val_loss, val_acc = evaluate(self.net, self.val_loader, self.device, self.amp)
+        res = measure(self.net, self.resources)
+        row = EpochMetrics(phase, self.state.epoch + 1, self.state.step, loss, acc, val_loss, val_acc,
+                           res["params"], res["flops"], res.get("latency"),
+                           self.state.lam if phase == "search" else None, lr, seconds)
+        self.state.metrics.append(row)
+        self.state.epoch += 1
+        now = res.get(self.target.resource)
+        self.log(f"{phase} {row.epoch}: loss {loss:.3f} train acc {acc:.3f} val acc {val_acc:.3f} "
+                 f"{format_resource(self.target.resource, now)} (target {self.target}) {seconds:.1f}s")
+        return row
+
+    def bar(self, phase: str, epoch: int, total: int):
+        from tqdm import tqdm
+
+        return tqdm(total=len(self.train_loader), desc=f"{phase} {epoch}/{total}", leave=False,
+                    disable=not self.progress, unit="step")
+
+
+def _prepare(config: SearchConfig, run_dir: str | Path, resume: bool, log: Callable[[str], None],
+             progress: bool) -> _Run:
+    from search.backbones import create_backbone
+    from search.rundir import RunDir
+
+    rundir = RunDir(run_dir)
+    target = parse_target(config.target)
+    stored = None
+    if resume:
+        stored = rundir.stored_config()
+        rundir.check_same_run(config.identity(), SearchConfig.from_dict(stored).identity())
+    table = load_table(config.latency_table)
+    resource = create_resource(target.resource, table)
+    resources = make_resources(table)
+    table_hash = table.content_hash if table is not None else None
+    if stored is not None:
+        rundir.check_same_run({"latency_table_hash": table_hash}, stored)
+    data = load_data(config.data, train_subset=config.train_subset, val_subset=config.val_subset, seed=config.seed)
+    net = create_backbone(config.backbone, search_space=config.search_space, num_classes=data.num_classes,
+                          input_size=data.input_size, in_channels=data.in_channels, width=config.width)
+    if table is not None:
+        missing = table.missing_conditions(net.conv_specs())
+        if missing:
+            raise FgnasError(missing_conditions_message(missing, config.latency_table,
+                                                        table.device.get("name", "NAME")))
+    check_target(net, target, resource)
+    device = resolve_device(config.device)
+    if not resume:
+        rundir.start({**config.to_dict(), "latency_table_hash": table_hash})
+    torch.manual_seed(config.seed)
+    net.to(device)
+    train_loader, val_loader = make_loaders(data, config.batch_size, seed=config.seed, device=device)
+    state, optimizer_states = SearchState(), None
+    ckpt = rundir.load_checkpoint() if resume else None
+    if ckpt is not None:
+        net.load_state_dict(ckpt["model"])
+        state = _state_from_dict(ckpt["state"])
+        optimizer_states = ckpt["optimizers"]
+        log(f"resuming {rundir.path} at {state.phase} epoch {state.epoch + 1} (step {state.step})")
+    elif config.pretrained:
+        net.load_state_dict(_read_pretrained(config.pretrained), strict=False)
+        state.phase = "search"
+        log(f"weights from {config.pretrained}: skipping pretraining")
+    return _Run(config, rundir, target, resource, resources, table, data, net, device,
+                config.amp and device.type == "cuda", train_loader, val_loader, state, optimizer_states, log, progress)
+
+
+def _read_pretrained(path: str) -> dict:
+    """A state_dict, or a checkpoint/run file holding one under "model"."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise FgnasError(f"--pretrained {path}: no such file") from None
+    except Exception as exc:  # torch raises unrelated types for files that are not checkpoints
+        raise FgnasError(f"--pretrained {path} is not a torch checkpoint ({type(exc).__name__})") from None
+    weights = blob.get("model", blob) if isinstance(blob, dict) else None
+    if not isinstance(weights, dict):
+        raise FgnasError(f"--pretrained {path} holds no state_dict")
+    return {k: v for k, v in weights.items() if not k.endswith(".psi")}
+
+
+def _next_phase(run: _Run, phase: str) -> None:
+    run.state.phase = phase
+    run.state.epoch = 0
+    run.optimizer_states = None
+
+
+def _pretrain(run: _Run, scaler: torch.amp.GradScaler) -> None:
+    cfg, state, net = run.config, run.state, run.net
+    net.set_search_mode("pretrain")
+    opt = make_weight_optimizer(net.weight_parameters(), cfg)
+    run.restore([opt])
+    phase_start = state.step - state.epoch * len(run.train_loader)
+    total = cfg.epochs_pretrain * len(run.train_loader)
+    lr_at = lambda s: cosine_lr(cfg.lr, s - phase_start, total)  # noqa: E731
+    try:
+        while state.epoch < cfg.epochs_pretrain:
+            run.train_loader.set_epoch(len(state.metrics))
+            t0 = time.perf_counter()
+            with run.bar("pretrain", state.epoch + 1, cfg.epochs_pretrain) as bar:
+                loss, acc = train_epoch(net, run.train_loader, [opt], lr_at, state, scaler, run.device, run.amp,
+                                        progress=bar)
+            run.end_epoch("pretrain", loss, acc, lr_at(state.step), time.perf_counter() - t0)
+            run.checkpoint([opt], scaler)
+    except KeyboardInterrupt:
+        state.step = phase_start + state.epoch * len(run.train_loader)
+        run.checkpoint([opt], scaler)
+        raise
+    _next_phase(run, "search")
+    run.checkpoint([opt], scaler)
+
+
+def _search(run: _Run, scaler: torch.amp.GradScaler) -> None:
+    cfg, state, net, target = run.config, run.state, run.net, run.target
+    net.set_search_mode("search")
+    weights = make_weight_optimizer(net.weight_parameters(), cfg)
+    gates = make_gate_optimizer(net.gate_parameters(), cfg)
+    run.restore([weights, gates])
+    if state.start_resource is None:
+        state.start_resource = net.hard_resource(run.resource)
+        state.lam = cfg.lam if cfg.lam is not None else default_lambda(target.resource,
+                                                                       net.full_resource(run.resource))
+        state.lam0 = state.lam
+        run.log(f"search: from {format_resource(target.resource, state.start_resource)} to {target}, "
+                f"lambda {state.lam:.3g} ({cfg.lambda_schedule})")
+    schedule = LambdaSchedule.plan(state.lam0, state.start_resource, target.value,
+                                   math.ceil(0.7 * cfg.epochs_search * len(run.train_loader)),
+                                   fixed=cfg.lambda_schedule == "fixed")
+    reached = net.hard_resource(run.resource) <= target.value
+
+    def after_step(_: int) -> bool:
+        nonlocal reached
+        keep_one_channel(net)
+        state.search_step += 1
+        now = net.hard_resource(run.resource)
+        if now <= target.value:
+            reached = True
+            return True
+        state.lam = schedule.next(state.lam, state.search_step, now)
+        if state.search_step % 10 == 0:
+            run.log(f"  step {state.search_step}: {format_resource(target.resource, now)} lambda {state.lam:.3g}")
+        return False
+
+    def regularizer() -> torch.Tensor:
+        return state.lam * net.soft_resource(run.resource)
+
+    lr = cfg.lr * cfg.search_lr_scale
+    try:
+        while not reached and state.epoch < cfg.epochs_search:
+            run.train_loader.set_epoch(len(state.metrics))
+            t0 = time.perf_counter()
+            with run.bar("search", state.epoch + 1, cfg.epochs_search) as bar:
+                loss, acc = train_epoch(net, run.train_loader, [weights, gates], lambda s: lr, state, scaler,
+                                        run.device, run.amp, regularizer=regularizer, after_step=after_step,
+                                        progress=bar)
+            run.end_epoch("search", loss, acc, lr, time.perf_counter() - t0)
+            run.checkpoint([weights, gates], scaler)
+    except KeyboardInterrupt:
+        run.checkpoint([weights, gates], scaler)
+        raise
+    if not reached:
+        now = net.hard_resource(run.resource)
+        raise FgnasError(f"the search did not reach {target} within {cfg.epochs_search} epochs (now "
+                         f"{format_resource(target.resource, now)}); continue with --resume {run.rundir.path} "
+                         f"--epochs-search {2 * cfg.epochs_search}, or start with a larger --lambda")
+    run.log(f"search reached {format_resource(target.resource, net.hard_resource(run.resource))} "
+            f"<= {target} after {state.search_step / len(run.train_loader):.2f} epochs")
+    _next_phase(run, "finetune")
+    run.checkpoint([weights, gates], scaler)
+
+
+def _finetune(run: _Run, scaler: torch.amp.GradScaler) -> None:
+    cfg, state, net = run.config, run.state, run.net
+    net.set_search_mode("finetune")
+    opt = make_weight_optimizer(net.weight_parameters(), cfg)
+    run.restore([opt])
+    phase_start = state.step - state.epoch * len(run.train_loader)
+    total = cfg.epochs_finetune * len(run.train_loader)
+    lr_at = lambda s: cosine_lr(cfg.lr, s - phase_start, total)  # noqa: E731
+    try:
+        while state.epoch < cfg.epochs_finetune:
+            run.train_loader.set_epoch(len(state.metrics))
+            t0 = time.perf_counter()
+            with run.bar("finetune", state.epoch + 1, cfg.epochs_finetune) as bar:
+                loss, acc = train_epoch(net, run.train_loader, [opt], lr_at, state, scaler, run.device, run.amp,
+                                        progress=bar)
+            run.end_epoch("finetune", loss, acc, lr_at(state.step), time.perf_counter() - t0)
+            run.checkpoint([opt], scaler)
+    except KeyboardInterrupt:
+        state.step = phase_start + state.epoch * len(run.train_loader)
+        run.checkpoint([opt], scaler)
+        raise
+    _next_phase(run, "done")
+    run.checkpoint([opt], scaler)
+
+
+PHASE_RUNNERS = {"pretrain": _pretrain, "search": _search, "finetune": _finetune}
+
+
+def _finish(run: _Run) -> SearchResult:
+    from search.summary import layer_rows
+
+    net, target = run.net, run.target
+    net.set_search_mode("finetune")
+    predicted = measure(net, run.resources)
+    latency = predicted.get("latency")
+    table_info = None
+    if run.table is not None:
+        table_info = {"path": run.config.latency_table, "device": run.table.device.get("name"),
+                      "table_version": run.table.table_version, "content_hash": run.table.content_hash}
+    val_loss, val_acc = evaluate(net, run.val_loader, run.device, run.amp)
+    arch = net.to_arch({
+        "latency_table": table_info,
+        "target": {"resource": target.resource, "value": target.value, "text": run.config.target},
+        "predicted": {"latency_ms": latency},
+        "search": {"data": run.config.data, "val_accuracy": val_acc, "seed": run.config.seed,
+                   "search_space": run.config.search_space},
+    })
+    run.rundir.write_arch(arch)
+    run.rundir.save_weights(net.state_dict())
+    run.rundir.write_metrics(run.state.metrics)
+    run.rundir.write_plots(run.state.metrics, target, arch)
+    return SearchResult(run.rundir.path, target, predicted[target.resource],
+                        {"params": predicted["params"], "flops": predicted["flops"], "latency_ms": latency},
+                        val_acc, run.state.search_step / max(1, len(run.train_loader)),
+                        layer_rows(arch, run.table))
+
+
+def run_search(config: SearchConfig, run_dir: str | Path, resume: bool = False,
+               log: Callable[[str], None] = lambda _: None, progress: bool = False) -> SearchResult:
+    """Pretrain, search, fine-tune (skipping what a resumed run has done); write the run directory."""
+    run = _prepare(config, run_dir, resume, log, progress)
+    scaler = torch.amp.GradScaler(run.device.type, enabled=run.amp)
+    try:
+        while run.state.phase != "done":
+            PHASE_RUNNERS[run.state.phase](run, scaler)
+    except KeyboardInterrupt:
+        raise SearchInterrupted(f"interrupted: checkpoint saved in {run.rundir.path}; continue with "
+                                f"fgnas-search --resume {run.rundir.path}") from None
+    return _finish(run)
