@@ -81,7 +81,9 @@ class SearchableLayer(nn.Module):
             for op in self.ops[1:]:
                 y = y + op(x)
         else:
-            y = self.ops[0](x) * gates[0].view(1, -1, 1, 1)
+            y = self.ops[0](x)
+            gates = gates.to(y.dtype)  # keep autocast's half precision
+            y = y * gates[0].view(1, -1, 1, 1)
             for op, g in zip(self.ops[1:], gates[1:]):
                 y = y + op(x) * g.view(1, -1, 1, 1)
         if m > 1:

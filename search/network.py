@@ -165,7 +165,7 @@ class SearchNetwork(nn.Module):
                 costs = [float(resource.conv(op.conv_spec(h, w, node.cin, node.cout, node.stride),
                                              torch.tensor(float(cin[node.input])), torch.tensor(1.0)))
                          for op in node.ops]
-                g = torch.zeros(len(node.ops), node.cout)
+                g = torch.zeros_like(self.layers[node.name].psi[..., 0])
                 g[costs.index(min(costs)), 0] = 1.0
                 gates[node.name] = g
                 cin[node.name] = 1
