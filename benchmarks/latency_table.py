@@ -1,0 +1,330 @@
+"""How well a latency table predicts fresh measurements on this computer.
+
+(a) random convs NOT in the table's sweep (random channel counts, conditions of the table's own space, e.g. imagenet
+    and cifar), and (b) whole networks of varied, pruned-looking widths (VGG-like and MobileNetV2-like stacks built
+    with the TF converter, with the pools, residual ADDs, MEAN, FULLY_CONNECTED and SOFTMAX such networks have).
+Each is measured on the host device (LiteRT, pinned, the table's threads/runs/warmup) and predicted with the table's
+selected (tile-aware) fit and with the paper's affine fit. Reports the share within +-10% and the MAPE.
+
+    taskset -c 1 .venv/bin/python benchmarks/latency_table.py --table device_tables/host.json
+    taskset -c 1 .venv/bin/python benchmarks/latency_table.py --table device_tables/host.json --quick   # smoke run
+
+Writes OUT/latency_table_<device>.json (every row) and .md (the summary, also printed).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from profiler.devices import create_device  # noqa: E402
+from profiler.devices.base import BenchmarkSettings, Device  # noqa: E402
+from profiler.errors import FgnasError  # noqa: E402
+from profiler.model_builder import build_model, convert_function  # noqa: E402
+from profiler.rawlog import read_records  # noqa: E402
+from profiler.spaces import SPACES  # noqa: E402
+from profiler.spec import ConvSpec, flops  # noqa: E402
+from profiler.table import LatencyTable  # noqa: E402
+from profiler.tflite_reader import conv_text, predict_model  # noqa: E402
+
+MAX_MFLOPS = 1200.0  # as the sweep: bigger convs take seconds each and add nothing new
+WITHIN = 0.10
+
+
+@dataclass(frozen=True)
+class Row:
+    kind: str  # "conv" | "net"
+    name: str
+    measured_ms: float
+    selected_ms: float | None
+    affine_ms: float | None
+    note: str | None
+
+    def error(self, fit: str) -> float | None:
+        predicted = self.selected_ms if fit == "selected" else self.affine_ms
+        return None if predicted is None else predicted / self.measured_ms - 1
+
+
+# ---- (a) random convs --------------------------------------------------------------------------------------------
+
+def _channel_range(hw: int) -> tuple[int, int]:
+    """The channel range the sweep spaces use at this size (widest over the spaces that have it)."""
+    ranges = [(r.min_channels, r.max_channels) for s in SPACES.values() for r in s.resolutions if r.hw == hw]
+    return (min(lo for lo, _ in ranges), max(hi for _, hi in ranges)) if ranges else (8, 256)
+
+
+def _log_uniform(rng: random.Random, lo: int, hi: int) -> int:
+    return int(round(math.exp(rng.uniform(math.log(lo), math.log(hi)))))
+
+
+def random_convs(table: LatencyTable, n: int, rng: random.Random) -> list[ConvSpec]:
+    """n random convs of the table's own conditions, none measured in its sweep."""
+    swept = {r["id"] for r in read_records(table.raw_log_file)} if table.raw_log_file else set()
+    keys = sorted((k for k in table.conditions if k.conv_type in ("normal", "depthwise")), key=str)
+    specs: dict[ConvSpec, None] = {}
+    while len(specs) < n:
+        key = rng.choice(keys)
+        lo, hi = _channel_range(key.h)
+        cout = _log_uniform(rng, lo, hi)
+        if key.conv_type == "depthwise":
+            spec = ConvSpec.depthwise(key.h, key.w, cout, key.kernel, key.stride, key.activation)
+        else:
+            cin = 3 if key.h >= 224 else _log_uniform(rng, lo, hi)
+            spec = ConvSpec(key.h, key.w, cin, cout, key.kernel, key.stride, 1, key.activation)
+        while flops(spec) / 1e6 > MAX_MFLOPS:
+            spec = spec.with_channels(max(1, int(spec.cin * 0.8)) if spec.cin > 3 else 3, max(1, int(spec.cout * 0.8)))
+        if spec.config_hash() not in swept:
+            specs[spec] = None
+    return list(specs)
+
+
+# ---- (b) whole networks ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NetDesc:
+    """A network as data: its family, input size and per-layer channel counts (so it can be hashed and cached)."""
+
+    family: str  # "vgg" | "mbv2"
+    hw: int
+    layers: tuple  # vgg: ((cout, pool_after), ...); mbv2: ((expand_c, out_c, stride), ...)
+    stem: int
+    head: int
+    classes: int
+
+    @property
+    def name(self) -> str:
+        digest = hashlib.sha256(repr(self).encode()).hexdigest()[:8]
+        return f"{self.family}-{self.hw}px-{len(self.layers)}L-{digest}"
+
+
+def _jitter(rng: random.Random, channels: float, low: float = 0.55) -> int:
+    """A pruned-looking channel count: the base width times a random keep ratio (rarely tile-aligned)."""
+    return max(4, int(round(channels * rng.uniform(low, 1.0))))
+
+
+def vgg_desc(rng: random.Random, hw: int) -> NetDesc:
+    width = rng.uniform(0.25, 1.0)
+    stages = [(64, 2), (128, 2), (256, 3), (512, 3)][: 3 if hw <= 32 else 4]
+    layers = []
+    for base, count in stages:
+        for i in range(count):
+            layers.append((_jitter(rng, base * width), i == count - 1))
+    return NetDesc("vgg", hw, tuple(layers), 0, 0, 10)
+
+
+_MBV2 = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+
+
+def mbv2_desc(rng: random.Random, hw: int) -> NetDesc:
+    width = rng.uniform(0.35, 1.0)
+    stem = _jitter(rng, 32 * width, 0.7)
+    cin, layers = stem, []
+    for i, (t, c, n, s) in enumerate(_MBV2):
+        out = _jitter(rng, c * width, 0.7)  # one count per stage, so its stride-1 blocks keep their residual ADD
+        for j in range(n):
+            stride = s if j == 0 else 1
+            if hw <= 32 and i == 1:
+                stride = 1  # the CIFAR variant keeps 32x32 through the first stages
+            layers.append((_jitter(rng, cin * t) if t > 1 else cin, out, stride))
+            cin = out
+    return NetDesc("mbv2", hw, tuple(layers), stem, _jitter(rng, 1280 * width, 0.7), 10 if hw <= 32 else 1000)
+
+
+def net_function(desc: NetDesc):
+    """A tf function of the network with random weights, BN folded (conv + bias), as export converts it."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(int(hashlib.sha256(repr(desc).encode()).hexdigest()[:8], 16))
+
+    def w(*shape):
+        return tf.constant(rng.normal(0, 1 / math.sqrt(max(1, math.prod(shape[:-1]))), shape).astype(np.float32))
+
+    def conv(x, cout, k, stride, act):
+        y = tf.nn.bias_add(tf.nn.conv2d(x, w(k, k, int(x.shape[-1]), cout), stride, "SAME"), w(cout))
+        return act(y)
+
+    def dw(x, stride, act):
+        c = int(x.shape[-1])
+        return act(tf.nn.bias_add(tf.nn.depthwise_conv2d(x, w(3, 3, c, 1), [1, stride, stride, 1], "SAME"), w(c)))
+
+    def head(x, classes):
+        y = tf.reduce_mean(x, axis=[1, 2])
+        return tf.nn.softmax(tf.matmul(y, w(int(y.shape[-1]), classes)) + w(classes))
+
+    def vgg(x):
+        for cout, pool in desc.layers:
+            x = conv(x, cout, 3, 1, tf.nn.relu)
+            if pool:
+                x = tf.nn.max_pool2d(x, 2, 2, "SAME")
+        return head(x, desc.classes)
+
+    def mbv2(x):
+        x = conv(x, desc.stem, 3, 1 if desc.hw <= 32 else 2, tf.nn.relu6)
+        for expand, out, stride in desc.layers:
+            y = conv(x, expand, 1, 1, tf.nn.relu6) if expand != int(x.shape[-1]) else x
+            y = dw(y, stride, tf.nn.relu6)
+            y = conv(y, out, 1, 1, lambda t: t)
+            x = x + y if stride == 1 and int(x.shape[-1]) == out else y
+        x = conv(x, desc.head, 1, 1, tf.nn.relu6)
+        return head(x, desc.classes)
+
+    return {"vgg": vgg, "mbv2": mbv2}[desc.family], [(1, desc.hw, desc.hw, 3)]
+
+
+def net_model(desc: NetDesc, cache_dir: Path) -> Path:
+    path = cache_dir / f"{desc.name}.tflite"
+    if not path.exists():
+        fn, shapes = net_function(desc)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(convert_function(fn, shapes))
+        tmp.replace(path)
+    return path
+
+
+def random_nets(table: LatencyTable, n: int, rng: random.Random, quick: bool) -> list[NetDesc]:
+    sizes = sorted({k.h for k in table.conditions})
+    big = [hw for hw in (224,) if hw in sizes and not quick]
+    nets = []
+    for i in range(n):
+        family = "vgg" if i % 2 == 0 else "mbv2"
+        hw = big[0] if big and family == "mbv2" and i % 4 == 3 else 32
+        nets.append(vgg_desc(rng, hw) if family == "vgg" else mbv2_desc(rng, hw))
+    return nets
+
+
+# ---- measuring and reporting -------------------------------------------------------------------------------------
+
+def measure(device: Device, path: Path, settings: BenchmarkSettings) -> float:
+    return device.benchmark(path, settings).median_ms
+
+
+def conv_rows(table: LatencyTable, specs: list[ConvSpec], device: Device, settings: BenchmarkSettings,
+              cache_dir: Path) -> list[Row]:
+    rows = []
+    for spec in specs:
+        measured = measure(device, build_model(spec, cache_dir), settings)
+        p = table.predict(spec)
+        rows.append(Row("conv", conv_text(spec), measured, p.ms, table.predict_ms(spec, "affine"), p.fallback))
+    return rows
+
+
+def net_rows(table: LatencyTable, nets: list[NetDesc], device: Device, settings: BenchmarkSettings,
+             cache_dir: Path) -> list[Row]:
+    rows = []
+    for desc in nets:
+        path = net_model(desc, cache_dir)
+        measured = measure(device, path, settings)
+        try:
+            selected = predict_model(table, path).total_ms
+            affine = predict_model(table, path, "affine").total_ms
+            fallbacks = sorted({p.fallback.split(":")[0] for p in predict_model(table, path).ops if p.fallback})
+            note = ("fallbacks: " + "; ".join(fallbacks)) if fallbacks else None
+        except FgnasError as exc:
+            selected = affine = None
+            note = f"cannot price: {exc}"
+        rows.append(Row("net", desc.name, measured, selected, affine, note))
+    return rows
+
+
+def summary(rows: list[Row], fit: str) -> dict:
+    errors = np.array([abs(e) for e in (r.error(fit) for r in rows) if e is not None])
+    if len(errors) == 0:
+        return {"n": 0, "unpriced": len(rows), "within_10": None, "mape": None}
+    return {"n": int(len(errors)), "unpriced": len(rows) - int(len(errors)),
+            "within_10": float(np.mean(errors <= WITHIN)), "mape": float(np.mean(errors)),
+            "p90_error": float(np.percentile(errors, 90))}
+
+
+def markdown(report: dict) -> str:
+    lines = [f"Table `{report['table']}` (device {report['device']}, table_version {report['table_version']}); "
+             f"{report['settings']}; {report['elapsed_s']:.0f} s; command: `{report['command']}`", "",
+             "| set | fit | priced | within +-10% | MAPE | 90th pct error |", "|---|---|---|---|---|---|"]
+    for kind, label in (("conv", "random convs"), ("net", "whole networks")):
+        for fit in ("selected", "affine"):
+            s = report["summary"][kind][fit]
+            name = "tile-aware (selected)" if fit == "selected" else "paper's affine"
+            if s["n"] == 0:
+                lines.append(f"| {label} | {name} | 0 of {s['unpriced']} | - | - | - |")
+                continue
+            lines.append(f"| {label} | {name} | {s['n']} of {s['n'] + s['unpriced']} | "
+                         f"{100 * s['within_10']:.0f}% | {100 * s['mape']:.1f}% | {100 * s['p90_error']:.1f}% |")
+    worst = sorted((r for r in report["rows"] if r["selected_error"] is not None),
+                   key=lambda r: -abs(r["selected_error"]))[:5]
+    lines += ["", "Worst tile-aware predictions:"]
+    lines += [f"- {r['kind']} {r['name']}: measured {r['measured_ms']:.3f} ms, predicted {r['selected_ms']:.3f} ms "
+              f"({100 * r['selected_error']:+.1f}%){' [' + r['note'] + ']' if r['note'] else ''}" for r in worst]
+    unpriced = [r for r in report["rows"] if r["selected_error"] is None]
+    lines += [f"- UNPRICED {r['kind']} {r['name']}: {r['note']}" for r in unpriced]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> dict:
+    started = time.time()
+    table = LatencyTable.load(args.table)
+    n_convs = args.convs if args.convs is not None else (10 if args.quick else 100)
+    n_nets = args.nets if args.nets is not None else (4 if args.quick else 20)
+    rng = random.Random(args.seed)
+    specs = random_convs(table, n_convs, rng)
+    nets = random_nets(table, n_nets, rng, args.quick)
+    s = table.doc["settings"]
+    settings = BenchmarkSettings(threads=s.get("threads", 1), runs=args.runs or s.get("runs", 30),
+                                 warmup=args.warmup or s.get("warmup", 5))
+    with create_device("host", cpu=args.cpu) as device:
+        rows = conv_rows(table, specs, device, settings, args.cache_dir)
+        rows += net_rows(table, nets, device, settings, args.cache_dir / "nets")
+    report = {
+        "table": str(args.table), "device": table.device.get("name"), "table_version": table.table_version,
+        "table_hash": table.content_hash, "host": device.info(),
+        "settings": f"threads {settings.threads}, runs {settings.runs}, warmup {settings.warmup}",
+        "command": " ".join(["benchmarks/latency_table.py", *sys.argv[1:]]),
+        "elapsed_s": time.time() - started,
+        "summary": {kind: {fit: summary([r for r in rows if r.kind == kind], fit) for fit in ("selected", "affine")}
+                    for kind in ("conv", "net")},
+        "rows": [{"kind": r.kind, "name": r.name, "measured_ms": r.measured_ms, "selected_ms": r.selected_ms,
+                  "affine_ms": r.affine_ms, "selected_error": r.error("selected"), "affine_error": r.error("affine"),
+                  "note": r.note} for r in rows],
+    }
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", type=Path, default=REPO / "device_tables" / "host.json")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 10 convs, 4 small networks")
+    parser.add_argument("--convs", type=int, help="random convs to measure (default 100)")
+    parser.add_argument("--nets", type=int, help="whole networks to measure (default 20)")
+    parser.add_argument("--runs", type=int, help="timed runs per model (default: the table's)")
+    parser.add_argument("--warmup", type=int, help="warmup runs per model (default: the table's)")
+    parser.add_argument("--cpu", type=int, default=0, help="core to pin the measurements to")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cache-dir", type=Path, default=REPO / ".cache" / "bench")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    try:
+        report = run(args)
+        args.out.mkdir(parents=True, exist_ok=True)
+        stem = args.out / f"latency_table_{report['device']}"
+        stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+        text = markdown(report)
+        stem.with_suffix(".md").write_text(text + "\n")
+    except (FgnasError, OSError) as exc:
+        print(f"latency_table: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
