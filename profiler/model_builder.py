@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from profiler.errors import FgnasError
 from profiler.ops import OpProbe
 from profiler.spec import ConvSpec
 
@@ -43,7 +44,7 @@ def build_model(probe: Probe, cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
 
 def convert_function(fn: Callable, input_shapes: list[tuple[int, ...]]) -> bytes:
     """Convert a Python function of float32 tensors of `input_shapes` to a float32 .tflite flatbuffer."""
-    import tensorflow as tf
+    tf = _tensorflow()
 
     signature = [tf.TensorSpec(shape, tf.float32) for shape in input_shapes]
     function = tf.function(fn, input_signature=signature)
@@ -51,13 +52,19 @@ def convert_function(fn: Callable, input_shapes: list[tuple[int, ...]]) -> bytes
     return converter.convert()
 
 
+def _tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep the converter's info lines off the progress bar
+    import tensorflow as tf
+
+    return tf
+
+
 def _rng(probe: Probe) -> np.random.Generator:
     return np.random.default_rng(int(probe.config_hash(), 16) % 2**32)
 
 
 def _conv_function(spec: ConvSpec) -> tuple[Callable, list[tuple[int, ...]]]:
-    import tensorflow as tf
-
+    tf = _tensorflow()
     rng = _rng(spec)
     fan_in = spec.kernel * spec.kernel * (spec.cin // spec.groups)
     scale = 1.0 / np.sqrt(fan_in)
@@ -89,8 +96,7 @@ def _conv_function(spec: ConvSpec) -> tuple[Callable, list[tuple[int, ...]]]:
 
 
 def _op_function(probe: OpProbe) -> tuple[Callable, list[tuple[int, ...]]]:
-    import tensorflow as tf
-
+    tf = _tensorflow()
     rng = _rng(probe)
     shapes = [tuple(s) for s in probe.input_shapes]
     out = probe.output_shape
@@ -123,8 +129,11 @@ def _op_function(probe: OpProbe) -> tuple[Callable, list[tuple[int, ...]]]:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise FgnasError(f"cannot write the model cache {path.parent}: {exc.strerror}; choose a writable --cache-dir")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

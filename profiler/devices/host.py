@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -49,8 +50,10 @@ def time_model(model_path: str, threads: int, runs: int, warmup: int, use_xnnpac
 def serve(cpu: int) -> None:
     """The worker's loop: one JSON request per stdin line, one JSON answer per line on the original stdout.
 
-    stdout is then pointed at stderr so that nothing the runtime prints can corrupt the answers.
+    stdout is then pointed at stderr so that nothing the runtime prints can corrupt the answers. Ctrl-C is for the
+    parent: the worker ignores it, so the measurement in flight completes and is logged before the sweep stops.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.sched_setaffinity(0, {cpu})
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)

@@ -1,0 +1,140 @@
+"""`fgnas-profile`: sweep a space on one or more devices, append to the raw log, write the latency table."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from profiler.devices import create_device
+from profiler.devices.base import BenchmarkSettings
+from profiler.errors import DeviceFault, FgnasError
+from profiler.model_builder import DEFAULT_CACHE_DIR
+from profiler.rawlog import RawLog, raw_log_path, read_records
+from profiler.spaces import SPACES, Space, get_space
+from profiler.sweep import SweepOptions, SweepResult, run_sweep
+
+
+@dataclass(frozen=True)
+class ProfileOutcome:
+    table_path: Path
+    table_version: int
+    sweep: SweepResult
+
+
+def _csv(cast=str):
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(cast(v) for v in text.split(",") if v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from None
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fgnas-profile", description="Measure conv and op latency on a device and write "
+                                "a latency table (and its raw log beside it). Re-running the same command resumes.")
+    p.add_argument("--device", required=True, help="device name, e.g. host (see profiler.devices)")
+    p.add_argument("--serial", action="append", help="a phone's ADB serial; repeat for a farm of phones")
+    p.add_argument("--benchmark-binary", help="path of the benchmark tool on a phone")
+    p.add_argument("--force", action="store_true", help="skip a phone's readiness checks")
+    p.add_argument("--space", default="quick", help=f"sweep space: {', '.join(SPACES)} (default quick)")
+    p.add_argument("--kernels", type=_csv(int), help="override the space's kernels, e.g. 1,3")
+    p.add_argument("--strides", type=_csv(int), help="override the space's strides, e.g. 1,2")
+    p.add_argument("--conv-types", type=_csv(), help="override: normal,depthwise")
+    p.add_argument("--activations", type=_csv(), help="override: none,relu,relu6,prelu,tanh")
+    p.add_argument("--resolutions", type=_csv(int), help="keep only these input sizes of the space, e.g. 8,4")
+    p.add_argument("--ops", type=_csv(), help="override the non-conv ops measured (comma list, or 'none')")
+    p.add_argument("--samples-per-condition", type=int, help="channel samples per condition")
+    p.add_argument("--runs", type=int, default=BenchmarkSettings.runs, help="timed runs per measurement")
+    p.add_argument("--warmup", type=int, default=BenchmarkSettings.warmup, help="untimed runs first")
+    p.add_argument("--threads", type=int, default=BenchmarkSettings.threads, help="runtime threads")
+    p.add_argument("--out", type=Path, help="table path (default device_tables/DEVICE.json)")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="where generated models are cached")
+    p.add_argument("--seed", type=int, default=0, help="channel sampling and measurement order")
+    return p
+
+
+def make_space(args: argparse.Namespace) -> Space:
+    space = get_space(args.space)
+    resolutions = None
+    if args.resolutions:
+        known = {r.hw for r in space.resolutions}
+        unknown = sorted(set(args.resolutions) - known)
+        if unknown:
+            raise FgnasError(f"space {space.name} has no resolution {unknown}: choose from {sorted(known)}")
+        resolutions = tuple(r for r in space.resolutions if r.hw in args.resolutions)
+    ops = None if args.ops is None else tuple(op for op in args.ops if op != "none")
+    return space.with_overrides(kernels=args.kernels, strides=args.strides, conv_types=args.conv_types,
+                                activations=args.activations, samples_per_condition=args.samples_per_condition,
+                                resolutions=resolutions, ops=ops)
+
+
+def _check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".fgnas-write-test-"):
+            pass
+    except OSError as exc:
+        raise FgnasError(f"cannot write to {directory}: {exc.strerror}; choose a writable --out") from None
+
+
+def profile(args: argparse.Namespace) -> ProfileOutcome:
+    """Run the sweep the arguments describe and write the table; FgnasError/DeviceFault/KeyboardInterrupt pass up."""
+    from profiler.table import LatencyTable
+
+    space = make_space(args)
+    if min(args.runs, args.threads) < 1 or args.warmup < 0:
+        raise FgnasError("--runs and --threads must be at least 1 and --warmup at least 0")
+    out = args.out or Path("device_tables") / f"{args.device}.json"
+    _check_writable(out.parent)
+    settings = BenchmarkSettings(threads=args.threads, runs=args.runs, warmup=args.warmup)
+    options = {k: v for k, v in {"benchmark_binary": args.benchmark_binary, "force": args.force or None}.items()
+               if v is not None}
+    with ExitStack() as stack:
+        devices = [stack.enter_context(create_device(args.device, **options, **({"serial": s} if s else {})))
+                   for s in (args.serial or [None])]
+        with RawLog(raw_log_path(out)) as log:
+            result = run_sweep(space.probes(args.seed), devices, log, settings,
+                               SweepOptions(seed=args.seed, reference=space.reference, cache_dir=args.cache_dir,
+                                            progress=True))
+        info = devices[0].info()
+        if len(devices) > 1:
+            info["farm"] = [d.info() for d in devices]
+    log_path = raw_log_path(out)
+    table_settings = {**settings.to_dict(), "space": space.name, "seed": args.seed}
+    table = LatencyTable.build(read_records(log_path), info, table_settings, log_path, drift=result.drift)
+    table.save(out)
+    return ProfileOutcome(out, table.table_version, result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    resume = "resume with: fgnas-profile " + shlex.join(argv)
+    try:
+        outcome = profile(args)
+    except DeviceFault as exc:
+        print(f"fgnas-profile: {exc}", file=sys.stderr)
+        print(resume, file=sys.stderr)
+        return exc.exit_code
+    except FgnasError as exc:
+        print(f"fgnas-profile: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"fgnas-profile: interrupted; every finished measurement is in the raw log; {resume}", file=sys.stderr)
+        return 130
+    s = outcome.sweep
+    drift = " DRIFT beyond bound, see table 'drift'" if s.drift.get("drifted") else ""
+    failed = f", failed devices: {', '.join(s.failed_devices)}" if s.failed_devices else ""
+    print(f"measured {s.measured}, skipped {s.skipped} already in the log, re-measured {s.remeasured} for "
+          f"spread{failed}{drift}; wrote {outcome.table_path} (table_version {outcome.table_version})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

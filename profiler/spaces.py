@@ -1,0 +1,187 @@
+"""Sweep spaces: which conv conditions and channel counts (and which non-conv ops) a profiling run measures.
+
+A condition is (input size, kernel, stride, conv type, activation). Per condition the space samples
+`samples_per_condition` channel counts spread log-uniformly over the resolution's range, alternating tile-aligned
+counts (multiples of 8, 16 or 32) and misaligned ones, so the fit can see both the FLOPs trend and the tile steps.
+Channel ranges per resolution follow the networks that run at that size (VGG/ResNet on CIFAR; MobileNetV2/ResNet on
+ImageNet, where depthwise layers carry the 6x-expanded channels).
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field, replace
+
+from profiler.errors import FgnasError
+from profiler.ops import PRICED_OPS, OpProbe
+from profiler.spec import ACTIVATIONS, KERNELS, STRIDES, ConvSpec, flops
+
+Probe = ConvSpec | OpProbe
+CONV_TYPES = ("normal", "depthwise")
+STEM_ALSO = "also"
+STEM_ONLY = "only"
+_ALIGNMENTS = (8, 16, 32)
+_CLASSES = (10, 100, 1000)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """An input size and the channel range convs see there.
+
+    `stem` says whether a network's first conv (3 input channels: the image) runs at this size: STEM_ALSO makes the
+    first sample of every normal-conv condition take cin=3; STEM_ONLY measures only such convs (ImageNet's 224).
+    """
+
+    hw: int
+    min_channels: int
+    max_channels: int
+    stem: str = ""
+
+
+@dataclass(frozen=True)
+class Space:
+    name: str
+    resolutions: tuple[Resolution, ...]
+    kernels: tuple[int, ...]
+    strides: tuple[int, ...]
+    conv_types: tuple[str, ...]
+    activations: tuple[str, ...]
+    samples_per_condition: int
+    ops: tuple[str, ...] = PRICED_OPS
+    op_samples: int = 6
+    max_mflops: float = 1200.0  # bigger convs are scaled down in channels: seconds per probe, little new information
+    # ~0.6 ms here: long enough that timer noise stays far below the drift bound
+    reference: ConvSpec = field(default=ConvSpec(28, 28, 64, 64, 3, 1, 1, "relu"))
+
+    def with_overrides(self, **overrides) -> Space:
+        """A copy with the given fields replaced; None means keep. Validates every value."""
+        space = replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        _check(space)
+        return space
+
+    def conditions(self) -> list[tuple[Resolution, int, int, str, str]]:
+        result = []
+        for res in self.resolutions:
+            for kernel in self.kernels:
+                for stride in self.strides:
+                    for conv_type in self.conv_types:
+                        if res.stem == STEM_ONLY and conv_type != "normal":
+                            continue  # the stem sees the 3-channel image: only a normal conv makes sense there
+                        for activation in self.activations:
+                            result.append((res, kernel, stride, conv_type, activation))
+        return result
+
+    def conv_probes(self, seed: int = 0) -> list[ConvSpec]:
+        rng = random.Random(f"{self.name}:{seed}")
+        probes: list[ConvSpec] = []
+        for res, kernel, stride, conv_type, activation in self.conditions():
+            couts = _channel_samples(rng, res.min_channels, res.max_channels, self.samples_per_condition)
+            cins = _channel_samples(rng, res.min_channels, res.max_channels, self.samples_per_condition)
+            rng.shuffle(cins)
+            for i, (cin, cout) in enumerate(zip(cins, couts)):
+                if res.stem == STEM_ONLY or (res.stem == STEM_ALSO and i == 0):
+                    cin = 3
+                if conv_type == "depthwise":
+                    spec = ConvSpec.depthwise(res.hw, res.hw, cout, kernel, stride, activation)
+                else:
+                    spec = ConvSpec(res.hw, res.hw, cin, cout, kernel, stride, 1, activation)
+                probes.append(_cap(spec, self.max_mflops))
+        return list(dict.fromkeys(probes))
+
+    def op_probes(self, seed: int = 0) -> list[OpProbe]:
+        rng = random.Random(f"{self.name}:ops:{seed}")
+        probes: list[OpProbe] = []
+        for op in self.ops:
+            for i in range(self.op_samples):
+                res = self.resolutions[i % len(self.resolutions)]
+                c = _channel_samples(rng, res.min_channels, res.max_channels, 1)[0]
+                if op == "FULLY_CONNECTED":
+                    probes.append(OpProbe.for_feature_map(op, 1, _CLASSES[i % len(_CLASSES)], c))
+                elif op == "SOFTMAX":
+                    probes.append(OpProbe.for_feature_map(op, 1, 1, _CLASSES[i % len(_CLASSES)] + i))
+                else:
+                    probes.append(OpProbe.for_feature_map(op, res.hw, res.hw, c))
+        return list(dict.fromkeys(probes))
+
+    def probes(self, seed: int = 0) -> list[Probe]:
+        """Every conv and op probe of the space, without duplicates (the sweep shuffles them)."""
+        return [*self.conv_probes(seed), *self.op_probes(seed)]
+
+
+def _channel_samples(rng: random.Random, lo: int, hi: int, n: int) -> list[int]:
+    """n counts in [lo, hi], one per log-uniform stratum, alternately tile-aligned and misaligned."""
+    counts = []
+    for i in range(n):
+        a, b = math.log(lo), math.log(hi)
+        c = round(math.exp(rng.uniform(a + (b - a) * i / n, a + (b - a) * (i + 1) / n)))
+        if i % 2 == 0:
+            step = rng.choice(_ALIGNMENTS)
+            c = max(step, round(c / step) * step) if step <= hi else c
+        elif c % 8 == 0:
+            c += rng.choice((-1, 1)) * rng.randint(1, 7)
+        counts.append(min(max(c, 1), max(hi, lo)))
+    return counts
+
+
+def _cap(spec: ConvSpec, max_mflops: float) -> ConvSpec:
+    """Scale channels down (keeping their ratio) until the conv is at most max_mflops."""
+    excess = flops(spec) / 1e6 / max_mflops
+    if excess <= 1:
+        return spec
+    if spec.conv_type == "depthwise" or spec.cin == 3:
+        c = max(1, int(spec.cout / excess))
+        return spec.with_channels(c if spec.conv_type == "depthwise" else spec.cin, c)
+    factor = math.sqrt(excess)
+    return spec.with_channels(max(1, int(spec.cin / factor)), max(1, int(spec.cout / factor)))
+
+
+def _check(space: Space) -> None:
+    if not space.resolutions:
+        raise FgnasError("the space has no resolutions")
+    bad = [k for k in space.kernels if k not in KERNELS]
+    if bad or not space.kernels:
+        raise FgnasError(f"kernels must be in 1..11, got {list(space.kernels)}")
+    if not space.strides or any(s not in STRIDES for s in space.strides):
+        raise FgnasError(f"strides must be 1 or 2, got {list(space.strides)}")
+    if not space.conv_types or any(t not in CONV_TYPES for t in space.conv_types):
+        raise FgnasError(f"conv types must be among {', '.join(CONV_TYPES)}, got {list(space.conv_types)}")
+    if not space.activations or any(a not in ACTIVATIONS for a in space.activations):
+        raise FgnasError(f"activations must be among {', '.join(ACTIVATIONS)}, got {list(space.activations)}")
+    if space.samples_per_condition < 1:
+        raise FgnasError(f"samples per condition must be at least 1, got {space.samples_per_condition}")
+    if any(op not in PRICED_OPS for op in space.ops):
+        raise FgnasError(f"ops must be among {', '.join(PRICED_OPS)}, got {list(space.ops)}")
+
+
+_CIFAR = (Resolution(32, 16, 128, STEM_ALSO), Resolution(16, 32, 256), Resolution(8, 64, 512), Resolution(4, 64, 512))
+_IMAGENET = (
+    Resolution(224, 16, 64, STEM_ONLY),
+    Resolution(112, 16, 144),
+    Resolution(56, 24, 256),
+    Resolution(28, 32, 512),
+    Resolution(14, 64, 960),
+    Resolution(7, 128, 1280),
+)
+_EDSR = (Resolution(96, 16, 128),)
+
+SPACES: dict[str, Space] = {
+    "quick": Space("quick", (Resolution(32, 8, 64, STEM_ALSO), Resolution(16, 16, 128), Resolution(8, 32, 256),
+                             Resolution(4, 32, 256)),
+                   kernels=(1, 3, 5), strides=(1, 2), conv_types=CONV_TYPES, activations=("relu",),
+                   samples_per_condition=6, op_samples=4),
+    "cifar": Space("cifar", _CIFAR, kernels=(1, 3, 5, 7), strides=(1, 2),
+                   conv_types=CONV_TYPES, activations=("relu", "none"), samples_per_condition=10),
+    "imagenet": Space("imagenet", _IMAGENET, kernels=(1, 3, 5, 7), strides=(1, 2), conv_types=CONV_TYPES,
+                      activations=("relu", "none"), samples_per_condition=10),
+    "edsr": Space("edsr", _EDSR, kernels=(1, 3, 5), strides=(1,), conv_types=("normal",),
+                  activations=("relu", "prelu", "tanh", "none"), samples_per_condition=10),
+    "full": Space("full", (Resolution(224, 16, 64, STEM_ONLY), Resolution(96, 16, 128), *_IMAGENET[1:], *_CIFAR),
+                  kernels=(1, 3, 5, 7, 9, 11), strides=(1, 2), conv_types=CONV_TYPES, activations=ACTIVATIONS,
+                  samples_per_condition=10),
+}
+
+
+def get_space(name: str) -> Space:
+    if name not in SPACES:
+        raise FgnasError(f"unknown space {name!r}: choose one of {', '.join(SPACES)}")
+    return SPACES[name]

@@ -1,0 +1,257 @@
+"""The sweep runner: measure every probe once on a farm of devices, appending each result to the raw log.
+
+One shared queue of probes in a seeded shuffled order (so slow drift spreads over all conditions instead of biasing
+the ones measured last); one thread per device pulls a batch, builds its models, lets the device `prepare` them (a
+phone pushes them) and measures them one by one. A device that raises DeviceFault leaves the farm and its unmeasured
+probes go back to the queue; only when every device has failed does the sweep raise DeviceFault. Probes already in
+the log are skipped, which makes re-running the same command a resume.
+"""
+from __future__ import annotations
+
+import collections
+import random
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from profiler.devices.base import BenchmarkSettings, Device, Measurement
+from profiler.errors import DeviceFault
+from profiler.model_builder import DEFAULT_CACHE_DIR, build_model
+from profiler.ops import OpProbe
+from profiler.rawlog import RECORD_VERSION, RawLog, read_records
+from profiler.spec import ConvSpec
+
+Probe = ConvSpec | OpProbe
+
+MAX_SPREAD = 0.10  # std / median above which a measurement is repeated (sub-0.1 ms ops sit at 3-8%)
+MAX_ATTEMPTS = 3
+DRIFT_BOUND = 0.10  # relative change of the reference probe's latency that flags a table as drifted
+REFERENCE_EVERY = 50
+
+
+def probe_kind(probe: Probe) -> str:
+    return "conv" if isinstance(probe, ConvSpec) else "op"
+
+
+def probe_from_record(record: dict) -> Probe:
+    return OpProbe.from_dict(record["spec"]) if record["kind"] == "op" else ConvSpec.from_dict(record["spec"])
+
+
+def make_record(kind: str, probe: Probe, m: Measurement, device: Device, attempts: int) -> dict:
+    record = {"v": RECORD_VERSION, "kind": kind, "id": probe.config_hash(), "spec": probe.to_dict(),
+              "m": m.to_dict(), "device": device.name, "serial": getattr(device, "serial", None),
+              "t": time.time(), "attempts": attempts}
+    if isinstance(probe, OpProbe):
+        record["unit"], record["units"] = probe.units
+    return record
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    seed: int = 0
+    batch_size: int = 16
+    max_spread: float = MAX_SPREAD
+    max_attempts: int = MAX_ATTEMPTS
+    reference: ConvSpec | None = None  # measured first and every `reference_every` probes to detect drift
+    reference_every: int = REFERENCE_EVERY
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    measured: int
+    skipped: int
+    remeasured: int
+    failed_devices: tuple[str, ...] = ()
+    drift: dict = field(default_factory=dict)
+
+
+def pending_probes(probes: list[Probe], log_path: Path, seed: int = 0) -> list[Probe]:
+    """The probes not yet in the log, in the sweep's shuffled order."""
+    done = {r["id"] for r in read_records(log_path) if r["kind"] != "reference"}
+    todo = list(dict.fromkeys(p for p in probes if p.config_hash() not in done))
+    random.Random(seed).shuffle(todo)
+    return todo
+
+
+def measure_stable(device: Device, model_path: Path, settings: BenchmarkSettings, max_spread: float,
+                   max_attempts: int) -> tuple[Measurement, int]:
+    """Measure until the spread is within bound (at most max_attempts times); keep the most stable measurement."""
+    best = device.benchmark(model_path, settings)
+    attempts = 1
+    while best.spread > max_spread and attempts < max_attempts:
+        again = device.benchmark(model_path, settings)
+        attempts += 1
+        if again.spread < best.spread:
+            best = again
+    return best, attempts
+
+
+def run_sweep(probes: list[Probe], devices: list[Device], log: RawLog, settings: BenchmarkSettings,
+              options: SweepOptions = SweepOptions()) -> SweepResult:
+    """Measure every probe not yet in `log` on the devices; raise DeviceFault only when all of them failed."""
+    todo = pending_probes(probes, log.path, options.seed)
+    skipped = len(set(probes)) - len(todo)
+    farm = _Farm(todo, devices, log, settings, options)
+    farm.run()
+    return SweepResult(measured=farm.measured, skipped=skipped, remeasured=farm.remeasured,
+                       failed_devices=tuple(farm.failed), drift=drift_summary(read_records(log.path)))
+
+
+def _device_label(device: Device) -> str:
+    serial = getattr(device, "serial", None)
+    return f"{device.name}:{serial}" if serial else device.name
+
+
+class _Farm:
+    """The shared queue and the device threads; all mutable sweep state lives here, guarded by one lock."""
+
+    _build_lock = threading.Lock()  # the TF converter is not safe to run from several threads at once
+
+    def __init__(self, todo: list[Probe], devices: list[Device], log: RawLog, settings: BenchmarkSettings,
+                 options: SweepOptions) -> None:
+        self.queue = collections.deque(todo)
+        self.devices = devices
+        self.log = log
+        self.settings = settings
+        self.options = options
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.busy = 0  # devices measuring a batch right now
+        self.measured = 0
+        self.remeasured = 0
+        self.failed: list[str] = []
+        self.faults: list[str] = []
+        self.error: BaseException | None = None
+        self.since_reference = options.reference_every if options.reference is not None else 0
+        self.bar = None
+        if options.progress and todo:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=len(todo), unit="probe", desc="profiling", dynamic_ncols=True)
+
+    def run(self) -> None:
+        if not self.queue:
+            self._close_bar()
+            return
+        threads = [threading.Thread(target=self._serve, args=(d,), daemon=True) for d in self.devices]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(timeout=0.2)  # short joins keep the main thread responsive to Ctrl-C
+        except BaseException:
+            self.stop.set()
+            for thread in threads:
+                thread.join()
+            raise
+        finally:
+            self._close_bar()
+        if self.error is not None:
+            raise self.error
+        if self.queue:
+            raise DeviceFault(f"every device failed with {len(self.queue)} probes left: {'; '.join(self.faults)}")
+
+    def _serve(self, device: Device) -> None:
+        try:
+            while not self.stop.is_set():
+                batch = self._take_batch()
+                if batch is None:
+                    return
+                if not batch:
+                    time.sleep(0.05)  # another device may still fail and give its probes back
+                    continue
+                try:
+                    self._measure_batch(device, batch)
+                finally:
+                    with self.lock:
+                        self.busy -= 1
+        except DeviceFault as exc:
+            with self.lock:
+                self.failed.append(_device_label(device))
+                self.faults.append(f"{_device_label(device)}: {exc}")
+        except BaseException as exc:  # a bad model or a bug: stop the whole farm and re-raise in the main thread
+            with self.lock:
+                self.error = self.error or exc
+            self.stop.set()
+
+    def _take_batch(self) -> list[Probe] | None:
+        """Up to batch_size probes; [] to wait while the queue is empty but others are busy; None when all is done."""
+        with self.lock:
+            if not self.queue:
+                return None if self.busy == 0 else []
+            self.busy += 1
+            return [self.queue.popleft() for _ in range(min(self.options.batch_size, len(self.queue)))]
+
+    def _measure_batch(self, device: Device, batch: list[Probe]) -> None:
+        reference = self.options.reference
+        with self._build_lock:
+            paths = [build_model(p, self.options.cache_dir) for p in batch]
+            reference_path = build_model(reference, self.options.cache_dir) if reference is not None else None
+        device.prepare(paths + ([reference_path] if reference_path is not None else []))
+        for i, (probe, path) in enumerate(zip(batch, paths)):
+            if self.stop.is_set():
+                self._give_back(batch[i:])
+                return
+            try:
+                if reference is not None and self._reference_due():
+                    self._measure_one(device, "reference", reference, reference_path)
+                self._measure_one(device, probe_kind(probe), probe, path)
+            except DeviceFault:
+                self._give_back(batch[i:])
+                raise
+            with self.lock:
+                self.measured += 1
+                if self.bar is not None:
+                    self.bar.update(1)
+
+    def _measure_one(self, device: Device, kind: str, probe: Probe, path: Path) -> None:
+        m, attempts = measure_stable(device, path, self.settings, self.options.max_spread, self.options.max_attempts)
+        self.log.append(make_record(kind, probe, m, device, attempts))
+        if attempts > 1:
+            with self.lock:
+                self.remeasured += 1
+
+    def _reference_due(self) -> bool:
+        with self.lock:
+            due = self.since_reference >= self.options.reference_every
+            self.since_reference = 1 if due else self.since_reference + 1
+            return due
+
+    def _give_back(self, probes: list[Probe]) -> None:
+        with self.lock:
+            self.queue.extendleft(reversed(probes))
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def drift_summary(records: list[dict], bound: float = DRIFT_BOUND) -> dict:
+    """How far the reference probe's latency moved during the sweep, per device (name:serial).
+
+    Drift of one device = max |median_ms / median of its reference medians - 1|. The table carries `drifted`
+    (true when any device exceeds `bound`) and this whole dict. Fields: reference_id, bound, max_drift, drifted,
+    devices: {label: {n, median_ms, min_ms, max_ms, drift}}.
+    """
+    by_device: dict[str, list[float]] = collections.defaultdict(list)
+    reference_id = None
+    for r in records:
+        if r["kind"] == "reference":
+            reference_id = r["id"]
+            label = f"{r['device']}:{r['serial']}" if r.get("serial") else r["device"]
+            by_device[label].append(r["m"]["median_ms"])
+    devices = {}
+    for label, values in by_device.items():
+        center = statistics.median(values)
+        drift = max(abs(v / center - 1) for v in values) if center > 0 else 0.0
+        devices[label] = {"n": len(values), "median_ms": center, "min_ms": min(values), "max_ms": max(values),
+                          "drift": drift}
+    max_drift = max((d["drift"] for d in devices.values()), default=0.0)
+    return {"reference_id": reference_id, "bound": bound, "max_drift": max_drift, "drifted": max_drift > bound,
+            "devices": devices}

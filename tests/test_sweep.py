@@ -1,0 +1,173 @@
+import collections
+from pathlib import Path
+
+import pytest
+
+from profiler.devices import create_device
+from profiler.devices.base import BenchmarkSettings, Device, Measurement
+from profiler.errors import DeviceFault
+from profiler.ops import OpProbe
+from profiler.rawlog import RawLog, read_records
+from profiler.spaces import Resolution, Space
+from profiler.spec import ConvSpec
+from profiler.sweep import (SweepOptions, drift_summary, measure_stable, pending_probes, probe_from_record,
+                            run_sweep)
+
+SETTINGS = BenchmarkSettings(runs=3, warmup=1, timeout_s=30)
+PROBES = [ConvSpec(4, 4, c, c + 1, k, 1, 1, "relu") for c in (4, 8, 12) for k in (1, 3)] + [
+    ConvSpec.depthwise(4, 4, 8, 3), OpProbe.for_feature_map("ADD", 4, 4, 8)]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+def _options(cache, **kw) -> SweepOptions:
+    return SweepOptions(cache_dir=cache, progress=False, **kw)
+
+
+class FlakyHost(Device):
+    """The real host device that stops working after `good` benchmarks, as an unplugged phone would."""
+
+    def __init__(self, good: int, serial: str) -> None:
+        self.inner = create_device("host")
+        self.name = "host"
+        self.serial = serial
+        self.good = good
+        self.prepared: list[list[Path]] = []
+
+    def info(self) -> dict:
+        return self.inner.info()
+
+    def prepare(self, model_paths: list[Path]) -> None:
+        self.prepared.append(list(model_paths))
+
+    def benchmark(self, model_path: Path, settings: BenchmarkSettings) -> Measurement:
+        if self.good <= 0:
+            raise DeviceFault(f"{self.serial} unplugged")
+        self.good -= 1
+        return self.inner.benchmark(model_path, settings)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class ScriptedSpreads(Device):
+    """Returns measurements with the given spreads in turn (for the stability guard's policy alone)."""
+
+    name = "scripted"
+
+    def __init__(self, spreads: list[float]) -> None:
+        self.spreads = collections.deque(spreads)
+
+    def info(self) -> dict:
+        return {"name": self.name}
+
+    def benchmark(self, model_path: Path, settings: BenchmarkSettings) -> Measurement:
+        s = self.spreads.popleft()
+        return Measurement(1.0, 1.0, s, 0.9, 3, 1, 0.0, 0.0)
+
+
+def test_every_probe_is_measured_once_with_its_device_and_spec(tmp_path, cache):
+    with create_device("host") as host, RawLog(tmp_path / "t.raw.jsonl") as log:
+        result = run_sweep(PROBES, [host], log, SETTINGS, _options(cache))
+    records = read_records(tmp_path / "t.raw.jsonl")
+    assert result.measured == len(PROBES) and result.skipped == 0
+    assert sorted(r["id"] for r in records) == sorted(p.config_hash() for p in PROBES)
+    assert {probe_from_record(r) for r in records} == set(PROBES)
+    op = next(r for r in records if r["kind"] == "op")
+    assert (op["unit"], op["units"]) == ("output_elements", 128)
+    assert all(r["device"] == "host" and r["serial"] is None and r["m"]["count"] == 3 for r in records)
+
+
+def test_rerun_resumes_and_measures_nothing_already_logged(tmp_path, cache):
+    path = tmp_path / "t.raw.jsonl"
+    with create_device("host") as host:
+        with RawLog(path) as log:
+            run_sweep(PROBES[:4], [host], log, SETTINGS, _options(cache))
+        with RawLog(path) as log:
+            result = run_sweep(PROBES, [host], log, SETTINGS, _options(cache))
+        assert (result.measured, result.skipped) == (len(PROBES) - 4, 4)
+        with RawLog(path) as log:
+            again = run_sweep(PROBES, [host], log, SETTINGS, _options(cache))
+    assert (again.measured, again.skipped) == (0, len(PROBES))
+    assert len(read_records(path)) == len(PROBES)
+
+
+def test_order_is_shuffled_reproducibly_by_seed(tmp_path):
+    probes = [ConvSpec(4, 4, c, c, 1) for c in range(1, 40)]
+    order = pending_probes(probes, tmp_path / "none.raw.jsonl", seed=3)
+    assert order == pending_probes(probes, tmp_path / "none.raw.jsonl", seed=3)
+    assert order != probes and sorted(order, key=lambda p: p.cin) == probes
+    assert order != pending_probes(probes, tmp_path / "none.raw.jsonl", seed=4)
+
+
+def test_farm_moves_a_failing_devices_probes_to_the_others(tmp_path, cache):
+    flaky, good = FlakyHost(good=2, serial="phone-a"), FlakyHost(good=10**6, serial="phone-b")
+    try:
+        with RawLog(tmp_path / "t.raw.jsonl") as log:
+            result = run_sweep(PROBES, [flaky, good], log, SETTINGS, _options(cache, batch_size=3))
+    finally:
+        flaky.close()
+        good.close()
+    records = read_records(tmp_path / "t.raw.jsonl")
+    assert result.failed_devices == ("host:phone-a",)
+    assert sorted(r["id"] for r in records) == sorted(p.config_hash() for p in PROBES)
+    by_serial = collections.Counter(r["serial"] for r in records)
+    assert by_serial["phone-a"] <= 2 and by_serial["phone-a"] + by_serial["phone-b"] == len(PROBES)
+    assert all(len(batch) <= 3 for batch in good.prepared) and good.prepared
+
+
+def test_all_devices_failing_is_a_device_fault_that_keeps_the_measurements(tmp_path, cache):
+    path = tmp_path / "t.raw.jsonl"
+    flaky = FlakyHost(good=3, serial="only")
+    try:
+        with RawLog(path) as log, pytest.raises(DeviceFault, match="every device failed with 5 probes left"):
+            run_sweep(PROBES, [flaky], log, SETTINGS, _options(cache, max_attempts=1))
+    finally:
+        flaky.close()
+    assert len(read_records(path)) == 3
+    with create_device("host") as host, RawLog(path) as log:
+        assert run_sweep(PROBES, [host], log, SETTINGS, _options(cache)).measured == len(PROBES) - 3
+
+
+def test_reference_probe_is_measured_first_and_every_n_probes(tmp_path, cache):
+    reference = ConvSpec(8, 8, 8, 8, 3, 1, 1, "relu")
+    with create_device("host") as host, RawLog(tmp_path / "t.raw.jsonl") as log:
+        result = run_sweep(PROBES, [host], log, SETTINGS, _options(cache, reference=reference, reference_every=3))
+    kinds = [r["kind"] for r in read_records(tmp_path / "t.raw.jsonl")]
+    assert kinds[0] == "reference" and kinds.count("reference") == 3  # before probes 1, 4 and 7 of 8
+    assert result.drift["reference_id"] == reference.config_hash() and result.drift["devices"]["host"]["n"] == 3
+
+
+def test_stability_guard_remeasures_and_keeps_the_most_stable():
+    m, attempts = measure_stable(ScriptedSpreads([0.3, 0.05, 0.2]), Path("x"), SETTINGS, 0.1, 3)
+    assert (m.std_ms, attempts) == (0.05, 2)
+    m, attempts = measure_stable(ScriptedSpreads([0.3, 0.2, 0.4]), Path("x"), SETTINGS, 0.1, 3)
+    assert (m.std_ms, attempts) == (0.2, 3)
+    assert measure_stable(ScriptedSpreads([0.01]), Path("x"), SETTINGS, 0.1, 3)[1] == 1
+
+
+def _ref(ms: float, serial=None) -> dict:
+    return {"kind": "reference", "id": "r", "device": "pixel1", "serial": serial, "m": {"median_ms": ms}}
+
+
+def test_drift_summary_against_hand_computed_values():
+    # values 1.0, 1.0, 1.2 -> median 1.0, drift 0.2; another phone steady at 2.0
+    records = [_ref(1.0, "a"), _ref(1.2, "a"), _ref(1.0, "a"), _ref(2.0, "b"), _ref(2.0, "b"),
+               {"kind": "conv", "id": "c", "device": "pixel1", "serial": "a", "m": {"median_ms": 9.0}}]
+    summary = drift_summary(records, bound=0.1)
+    assert summary["devices"]["pixel1:a"]["drift"] == pytest.approx(0.2)
+    assert summary["devices"]["pixel1:b"]["drift"] == 0.0
+    assert summary["max_drift"] == pytest.approx(0.2) and summary["drifted"] is True
+    assert drift_summary(records, bound=0.25)["drifted"] is False
+    assert drift_summary([])["drifted"] is False
+
+
+def test_space_covers_conditions_with_aligned_and_misaligned_channels():
+    space = Space("t", (Resolution(8, 16, 256),), kernels=(3,), strides=(1,), conv_types=("normal",),
+                  activations=("relu",), samples_per_condition=8, ops=())
+    couts = [p.cout for p in space.conv_probes()]
+    assert len(couts) == 8 and min(couts) < 48 and max(couts) > 128
+    assert any(c % 8 == 0 for c in couts) and any(c % 8 for c in couts)
