@@ -106,6 +106,26 @@ class SearchNetwork(nn.Module):
             masks[node.name] = active_channels(g, masks[node.skip] if node.skip else None)
         return effective, masks
 
+    def ensure_alive(self) -> list[str]:
+        """Switch back on the most nearly-on usable gate of every layer whose operations produce no channel (a
+        depthwise gate counts only where its input channel is alive), so the network is never cut in two and the
+        hard-gated network always has a physical equivalent. Returns the layers it changed."""
+        changed = []
+        with torch.no_grad():
+            masks = {"input": torch.ones(self.in_channels, device=next(self.gate_parameters()).device)}
+            for node in self.nodes:
+                layer = self.layers[node.name]
+                effective = layer.effective_gates(hard_gate(layer.psi), masks[node.input])
+                if not effective.any():
+                    usable = layer.effective_gates(torch.ones_like(effective), masks[node.input]) > 0
+                    margin = (layer.psi[..., 0] - layer.psi[..., 1]).masked_fill(~usable, float("-inf"))
+                    op, channel = divmod(int(margin.argmax()), node.cout)
+                    layer.psi[op, channel, 0] = layer.psi[op, channel, 1] + 1e-3
+                    effective = layer.effective_gates(hard_gate(layer.psi), masks[node.input])
+                    changed.append(node.name)
+                masks[node.name] = active_channels(effective, masks[node.skip] if node.skip else None)
+        return changed
+
     def forward(self, x: Tensor) -> Tensor:
         effective = None if self.mode == "pretrain" else self._propagate(self._gates(self.mode == "search"))[0]
         outputs = {"input": x}

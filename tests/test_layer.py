@@ -82,3 +82,21 @@ def test_unknown_search_space_is_an_fgnas_error():
         parse_search_space("huge")
     with pytest.raises(FgnasError):
         parse_search_space("k=2,4")
+
+
+def test_ensure_alive_reopens_a_dead_layer_only_where_its_input_is_alive():
+    from search.backbones import create_backbone
+    from search.gates import hard_gate
+
+    net = create_backbone("digits", search_space="kernels")
+    with torch.no_grad():
+        conv4, dw5 = net.layers["conv4"].psi, net.layers["dw5"].psi
+        conv4[..., 0], conv4[..., 1] = -1.0, 1.0
+        conv4[1, 10] = torch.tensor([0.5, -0.5])  # conv4 keeps only channel 10
+        dw5[..., 0], dw5[..., 1] = -1.0, 1.0
+        dw5[0, 3] = torch.tensor([0.5, -0.5])  # on, but its input channel 3 is pruned: the layer is dead
+        dw5[2, 10] = torch.tensor([-0.2, 0.2])  # the most nearly-on gate over a live input
+    assert net.ensure_alive() == ["dw5"]
+    assert hard_gate(net.layers["dw5"].psi)[2, 10] == 1
+    assert all(row["active_out"] > 0 for row in net.layer_summary())
+    assert net.ensure_alive() == []
