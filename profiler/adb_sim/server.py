@@ -49,7 +49,7 @@ class Message:
 @dataclass(frozen=True)
 class Faults:
     """Fault injection. drop_every: cut the connection on every k-th command (after running it, before answering).
-    max_drops: stop dropping after this many (None = never stop). reject_keys: the user never taps "Allow"."""
+    max_drops: stop dropping after this many (None = never stop). reject_keys: the user taps "Deny" on the key prompt."""
 
     drop_every: int | None = None
     max_drops: int | None = None
@@ -135,8 +135,7 @@ class _Connection:
                 self.send(AUTH, AUTH_TOKEN, 0, token)
             elif message.arg0 == AUTH_RSAPUBLICKEY:
                 if self.server.faults.reject_keys:
-                    self.read()  # the prompt stays on screen: the host times out
-                    raise ConnectionDropped("key not accepted")
+                    raise ConnectionDropped("the user tapped Deny on the USB debugging prompt")
                 self.server.trust(rsa_public_key(message.data))
                 break
         self.send(CNXN, VERSION, MAX_DATA, self.server.phone.banner().encode() + b"\0")
@@ -244,6 +243,7 @@ class AdbServer:
         self.phone = phone
         self.faults = faults
         self._listener = socket.create_server(("127.0.0.1", port))
+        self.address = "%s:%d" % self._listener.getsockname()[:2]
         self._lock = threading.Lock()
         self._keys: list = []
         self._commands = 0
@@ -251,11 +251,6 @@ class AdbServer:
         self._connections: set[socket.socket] = set()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._accept, daemon=True)
-
-    @property
-    def address(self) -> str:
-        host, port = self._listener.getsockname()[:2]
-        return f"{host}:{port}"
 
     @property
     def commands(self) -> int:
@@ -268,7 +263,7 @@ class AdbServer:
     def stop(self) -> None:
         """Like pulling the cable: the listener closes and every open connection is cut."""
         self._stopped.set()
-        self._listener.close()
+        _shutdown(self._listener)  # shutdown() wakes the thread blocked in accept(); close() alone would not
         with self._lock:
             for sock in list(self._connections):
                 _shutdown(sock)

@@ -37,6 +37,6 @@ def _load_builtin() -> None:
         importlib.import_module(module)
 
 
-_BUILTIN_MODULES: list[str] = ["profiler.devices.host"]
+_BUILTIN_MODULES: list[str] = ["profiler.devices.host", "profiler.devices.adb"]
 
 __all__ = ["BenchmarkSettings", "Device", "Measurement", "register_device", "create_device", "device_names"]
