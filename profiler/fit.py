@@ -121,25 +121,55 @@ def _candidate_cv(x: np.ndarray, y: np.ndarray) -> float | None:
     return None if loo is None else mape(loo, y)
 
 
-def detect_tiles(specs: list[ConvSpec], ms: np.ndarray) -> tuple[int, int, float | None]:
-    """The (cout_tile, cin_tile) whose tiled-FLOPs relative fit has the lowest leave-one-out error, with that error.
-
-    Candidates are limited to tiles no larger than the largest channel count seen (a larger one makes every sample
-    the same size). Smaller tiles win unless a larger one is better by TILE_MARGIN.
-    """
-    depthwise = specs[0].conv_type == "depthwise"
+def _tile_candidates(specs: list[ConvSpec]) -> list[tuple[int, int]]:
+    """Tile pairs no larger than the largest channel counts seen (a larger one makes every sample the same size)."""
     max_cout = max(s.cout for s in specs)
     max_cin = max(s.cin // s.groups for s in specs)
     cout_tiles = [t for t in TILE_CANDIDATES if t <= max_cout]
-    cin_tiles = [1] if depthwise else [t for t in TILE_CANDIDATES if t <= max_cin]
-    best: tuple[int, int, float | None] = (1, 1, _candidate_cv(np.array([tiled_mflops(s) for s in specs]), ms))
-    for cout_tile in cout_tiles:
-        for cin_tile in cin_tiles:
-            x = np.array([tiled_mflops(s, cout_tile, cin_tile) for s in specs])
-            cv = _candidate_cv(x, ms)
-            if cv is not None and (best[2] is None or cv < best[2] * (1 - TILE_MARGIN)):
-                best = (cout_tile, cin_tile, cv)
+    cin_tiles = [1] if specs[0].conv_type == "depthwise" else [t for t in TILE_CANDIDATES if t <= max_cin]
+    return [(c, i) for c in cout_tiles for i in cin_tiles]
+
+
+def tile_errors(specs: list[ConvSpec], ms: np.ndarray) -> dict[tuple[int, int], float]:
+    """Leave-one-out MAPE of the relative tiled-FLOPs fit for every candidate tile pair that can be cross-validated."""
+    errors = {}
+    for cout_tile, cin_tile in _tile_candidates(specs):
+        cv = _candidate_cv(np.array([tiled_mflops(s, cout_tile, cin_tile) for s in specs]), ms)
+        if cv is not None:
+            errors[(cout_tile, cin_tile)] = cv
+    return errors
+
+
+def _pick(errors: dict[tuple[int, int], float]) -> tuple[int, int] | None:
+    """The lowest error; a larger tile pair must beat every smaller winner by TILE_MARGIN, so noise does not pick it."""
+    best = None
+    for pair in sorted(errors, key=lambda p: (p[0] * p[1], p)):
+        if best is None or errors[pair] < errors[best] * (1 - TILE_MARGIN):
+            best = pair
     return best
+
+
+def detect_tiles(specs: list[ConvSpec], ms: np.ndarray) -> tuple[int, int, float | None]:
+    """The (cout_tile, cin_tile) of one condition with the lowest leave-one-out error, and that error."""
+    errors = tile_errors(specs, ms)
+    best = _pick(errors)
+    return (1, 1, None) if best is None else (*best, errors[best])
+
+
+def detect_shared_tiles(conditions: list[tuple[list[ConvSpec], np.ndarray]]) -> tuple[int, int]:
+    """The tile pair that fits a family of conditions (one conv type) best on average.
+
+    A kernel's tile is a property of the conv type on a device, not of one input size, so pooling the evidence of
+    all conditions picks it far more reliably than ~10 samples of one condition can. A condition where a candidate
+    cannot be cross-validated counts with its untiled error.
+    """
+    per_condition = [tile_errors(specs, ms) for specs, ms in conditions if len(specs) >= MIN_CV_SAMPLES]
+    per_condition = [e for e in per_condition if (1, 1) in e]
+    if not per_condition:
+        return 1, 1
+    pairs = set().union(*per_condition)
+    mean = {pair: float(np.mean([e.get(pair, e[(1, 1)]) for e in per_condition])) for pair in pairs}
+    return _pick(mean) or (1, 1)
 
 
 @dataclass(frozen=True)
@@ -182,8 +212,14 @@ class ConditionModel:
                    d["mape"], d["cv_mape"], affine)
 
 
-def fit_condition(key: ConditionKey, specs: list[ConvSpec], ms: list[float]) -> ConditionModel:
-    """The paper's affine fit of one condition, then the tile-aware one where it lowers cross-validated error."""
+def fit_condition(key: ConditionKey, specs: list[ConvSpec], ms: list[float],
+                  shared_tiles: tuple[int, int] | None = None) -> ConditionModel:
+    """The paper's affine fit of one condition, then the tile-aware one where it lowers cross-validated error.
+
+    The tiles are this condition's own best when no `shared_tiles` are given; with them (see detect_shared_tiles),
+    the candidates are no tiles, the shared pair, and this condition's own best only if it beats the shared pair
+    by TILE_MARGIN.
+    """
     if any(s.condition != key for s in specs):
         raise ValueError(f"all samples must belong to condition {key}")
     y = np.asarray(ms, dtype=float)
@@ -194,12 +230,33 @@ def fit_condition(key: ConditionKey, specs: list[ConvSpec], ms: list[float]) -> 
                            affine)
     if affine.cv_mape is None:
         return plain
-    cout_tile, cin_tile, cv = detect_tiles(specs, y)
-    if cv is None or cv >= affine.cv_mape:
+    errors = tile_errors(specs, y)
+    own = _pick(errors)
+    if shared_tiles is None or own is None:
+        choice = own
+    else:
+        allowed = {p: errors[p] for p in ((1, 1), shared_tiles) if p in errors}
+        choice = _pick(allowed) if allowed else None
+        if choice is None or errors[own] < errors[choice] * (1 - TILE_MARGIN) ** 2:
+            choice = own
+    if choice is None or errors[choice] >= affine.cv_mape:
         return plain
+    cout_tile, cin_tile = choice
     tiled = fit_line(np.array([tiled_mflops(s, cout_tile, cin_tile) for s in specs]), y, relative=True)
     return ConditionModel(key, "tile", tiled.a, tiled.b, cout_tile, cin_tile, tiled.n, tiled.r2, tiled.mape,
                           tiled.cv_mape, affine)
+
+
+def fit_conditions(samples: dict[ConditionKey, tuple[list[ConvSpec], list[float]]]) -> list[ConditionModel]:
+    """Fit every condition, with tiles detected per conv type across all its conditions (detect_shared_tiles)."""
+    families: dict[tuple[str, int], list[ConditionKey]] = {}
+    for key in samples:
+        families.setdefault((key.conv_type, key.groups), []).append(key)
+    models = []
+    for keys in families.values():
+        shared = detect_shared_tiles([(samples[k][0], np.asarray(samples[k][1], dtype=float)) for k in keys])
+        models += [fit_condition(k, *samples[k], shared_tiles=shared) for k in keys]
+    return sorted(models, key=lambda m: str(m.key))
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterable
 
 from profiler.errors import FgnasError
-from profiler.fit import ConditionModel, OpModel, fit_condition, fit_op
+from profiler.fit import ConditionModel, OpModel, fit_conditions, fit_op
 from profiler.ops import OpProbe
 from profiler.spec import ConditionKey, ConvSpec
 
@@ -136,9 +136,7 @@ class LatencyTable:
         raw_log_path = Path(raw_log_path)
         if not raw_log_path.is_file():
             raise FgnasError(f"raw log {raw_log_path} not found: the table must point at the measurements it came from")
-        conditions = []
-        for key, (specs, ms) in sorted(_group_conv_records(records).items(), key=lambda kv: str(kv[0])):
-            conditions.append(fit_condition(key, specs, ms).to_dict())
+        conditions = [model.to_dict() for model in fit_conditions(_group_conv_records(records))]
         ops = {op: fit_op(op, unit, units, ms).to_dict()
                for op, (unit, units, ms) in sorted(_group_op_records(records).items())}
         if not conditions and not ops:

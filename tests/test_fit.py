@@ -3,8 +3,8 @@ import pytest
 from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import LeaveOneOut
 
-from profiler.fit import (ConditionModel, detect_tiles, fit_condition, fit_line, fit_op, loo_predictions, mape,
-                          round_up, tiled_macs, tiled_mflops)
+from profiler.fit import (ConditionModel, detect_shared_tiles, detect_tiles, fit_condition, fit_conditions, fit_line,
+                          fit_op, loo_predictions, mape, round_up, tiled_macs, tiled_mflops)
 from profiler.spec import ConvSpec, flops
 
 
@@ -125,3 +125,19 @@ def test_fit_op_is_affine_in_units():
 
 def test_mape_is_a_fraction():
     assert mape(np.array([1.1, 1.8]), np.array([1.0, 2.0])) == pytest.approx(0.1)
+
+
+def test_tiles_are_detected_per_conv_type_across_conditions():
+    samples = {}
+    for hw, seed in ((32, 2), (16, 3), (8, 4)):
+        rng = np.random.default_rng(seed)
+        specs = [ConvSpec(hw, hw, cin, cout, 3, activation="relu") for cout, cin in MISALIGNED[:6]]
+        ms = [(0.02 * tiled_mflops(s, 32, 1) + 0.05) * (1 + rng.uniform(-0.03, 0.03)) for s in specs]
+        samples[specs[0].condition] = (specs, ms)
+        dw = [ConvSpec.depthwise(hw, hw, c, 3) for c in (20, 30, 36, 60, 70, 100)]  # 30, 60: tile 8 != 16 - 8
+        samples[dw[0].condition] = (dw, [0.001 * tiled_mflops(s, 16) + 0.01 for s in dw])
+    assert detect_shared_tiles([(s, np.array(m)) for k, (s, m) in samples.items() if k.conv_type == "normal"]) \
+        == (32, 1)
+    models = fit_conditions(samples)
+    assert [str(m.key) for m in models] == sorted(str(k) for k in samples)
+    assert {(m.key.conv_type, m.cout_tile, m.cin_tile) for m in models} == {("normal", 32, 1), ("depthwise", 16, 1)}
