@@ -1,0 +1,245 @@
+"""Physical pruning: arch.json + the SearchNetwork's weights -> a PrunedPlan (export/plan.py).
+
+Each layer keeps only its alive channels and each kept operation becomes one conv over exactly the channels it owns,
+with BN and the 1/M average folded into its weights. Channel orders are chosen, layer by layer, so that:
+  * operations' outputs and the skip input assemble into the layer's output by split/add/concat, never a gather
+    (the skip input's order is fixed by its own layer, so runs follow it);
+  * a depthwise consumer's kept channels are contiguous in its input (a slice, not a gather) where possible: channels
+    are ordered by which downstream depthwise operations read them, in reflected Gray-code order, which makes the
+    channel sets of two depthwise operations contiguous at once;
+  * the next layer absorbs the order by permuting its input weights.
+Operations are pruned by one function per conv type (the Torch-Pruning pattern), behind `register_op_pruner`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from export.plan import (HOMOGENEOUS_ACTIVATIONS, SKIP, Piece, PrunedConv, PrunedHead, PrunedLayer, PrunedPlan,
+                         Selection)
+from profiler.errors import FgnasError
+
+BN_EPS = 1e-5
+
+
+class Weights:
+    """The checkpoint's tensors as float64 numpy arrays, with shape checks that name the offending key."""
+
+    def __init__(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        self._sd = state_dict
+
+    def get(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+        try:
+            tensor = self._sd[key]
+        except KeyError:
+            raise FgnasError(f"the weights do not match arch.json: no tensor {key}; pass the model.pt of the same "
+                             f"run") from None
+        if tuple(tensor.shape) != tuple(shape):
+            raise FgnasError(f"the weights do not match arch.json: {key} has shape {tuple(tensor.shape)}, the "
+                             f"architecture needs {tuple(shape)}; pass the model.pt of the same run")
+        return tensor.detach().cpu().double().numpy()
+
+
+@dataclass(frozen=True)
+class OpContext:
+    """Everything an op pruner needs: where the op sits and which channels it reads and writes, in which order."""
+
+    layer: dict
+    index: int
+    op: dict
+    channels: tuple[int, ...]  # output channels (original indices) in emitted order
+    in_order: tuple[int, ...]  # the input tensor's channels (original indices) in its order
+    in_scale: float  # a pending factor on the input tensor, folded into this conv
+    avg_scale: float  # the layer's 1/M, or 1.0 when the consumers absorb it
+    splits: tuple[int, ...]
+
+    @property
+    def prefix(self) -> str:
+        return f"layers.{self.layer['name']}.ops.{self.index}."
+
+
+OpPruner = Callable[[OpContext, Weights], PrunedConv]
+OP_PRUNERS: dict[str, OpPruner] = {}
+
+
+def register_op_pruner(conv_type: str) -> Callable[[OpPruner], OpPruner]:
+    def add(fn: OpPruner) -> OpPruner:
+        OP_PRUNERS[conv_type] = fn
+        return fn
+    return add
+
+
+def _fold(ctx: OpContext, weights: Weights, weight: np.ndarray, depthwise: bool, select: Selection) -> PrunedConv:
+    """BN into the conv, the input's pending scale into the weight, 1/M into weight and bias where the activation
+    lets it through (relu, prelu, none), after it otherwise."""
+    layer, op, keep = ctx.layer, ctx.op, list(ctx.channels)
+    cout = layer["cout"]
+    if op["norm"]:
+        gamma, beta, mean, var = (weights.get(ctx.prefix + f"bn.{n}", (cout,))[keep]
+                                  for n in ("weight", "bias", "running_mean", "running_var"))
+        factor = gamma / np.sqrt(var + BN_EPS)
+        weight = weight * factor[:, None, None, None]
+        bias = beta - mean * factor
+    else:
+        bias = weights.get(ctx.prefix + "conv.bias", (cout,))[keep]
+    weight = weight * ctx.in_scale
+    slope = weights.get(ctx.prefix + "act.weight", (cout,))[keep] if op["activation"] == "prelu" else None
+    out_scale = ctx.avg_scale
+    if op["activation"] in HOMOGENEOUS_ACTIVATIONS:
+        weight, bias, out_scale = weight * ctx.avg_scale, bias * ctx.avg_scale, 1.0
+    return PrunedConv(weight.astype(np.float32), bias.astype(np.float32), op["kernel"], layer["stride"], depthwise,
+                      op["activation"], None if slope is None else slope.astype(np.float32), float(out_scale),
+                      select, ctx.splits)
+
+
+@register_op_pruner("normal")
+def prune_normal(ctx: OpContext, weights: Weights) -> PrunedConv:
+    k = ctx.op["kernel"]
+    full = weights.get(ctx.prefix + "conv.weight", (ctx.layer["cout"], ctx.layer["cin"], k, k))
+    return _fold(ctx, weights, full[list(ctx.channels)][:, list(ctx.in_order)], False, Selection())
+
+
+@register_op_pruner("depthwise")
+def prune_depthwise(ctx: OpContext, weights: Weights) -> PrunedConv:
+    k = ctx.op["kernel"]
+    full = weights.get(ctx.prefix + "conv.weight", (ctx.layer["cout"], 1, k, k))
+    position = {c: i for i, c in enumerate(ctx.in_order)}
+    missing = [c for c in ctx.channels if c not in position]
+    if missing:
+        raise FgnasError(f"arch.json: depthwise op {ctx.index} of layer {ctx.layer['name']} keeps channels "
+                         f"{missing} whose input is pruned; re-run the search with this fgnas")
+    positions = [position[c] for c in ctx.channels]
+    return _fold(ctx, weights, full[list(ctx.channels)], True, _selection(positions, len(ctx.in_order)))
+
+
+def _selection(positions: list[int], width: int) -> Selection:
+    if positions == list(range(width)):
+        return Selection()
+    if positions == list(range(positions[0], positions[0] + len(positions))):
+        return Selection("slice", positions[0], tuple(positions))
+    return Selection("gather", 0, tuple(positions))
+
+
+def gray_rank(bits: tuple[bool, ...]) -> int:
+    """Position of `bits` in the reflected binary Gray code: sorting by it makes the True-sets of the first two bits
+    each contiguous (00, 01, 11, 10)."""
+    rank = acc = 0
+    for bit in bits:
+        acc ^= int(bit)
+        rank = rank * 2 + acc
+    return rank
+
+
+def _runs(layer: dict, skip_order: tuple[int, ...] | None, key: Callable[[int], tuple]) -> list[tuple[frozenset, list[int]]]:
+    """The layer's output as runs of channels with one producer set; skip channels keep the skip tensor's order."""
+    producers: dict[int, set] = {c: set() for c in layer["active_out"]}
+    for i, op in enumerate(layer["ops"]):
+        for c in op["keep"]:
+            producers[c].add(i)
+    skip_set = set(skip_order or ())
+    for c in skip_set:
+        producers[c].add(SKIP)
+    runs: list[tuple[frozenset, list[int]]] = []
+    for c in skip_order or ():
+        p = frozenset(producers[c])
+        if runs and runs[-1][0] == p:
+            runs[-1][1].append(c)
+        else:
+            runs.append((p, [c]))
+    groups: dict[frozenset, list[int]] = {}
+    for c in sorted(set(layer["active_out"]) - skip_set, key=key):
+        groups.setdefault(frozenset(producers[c]), []).append(c)
+    runs.extend(sorted(groups.items(), key=lambda g: key(g[1][0])))
+    return runs
+
+
+def _check_layer(layer: dict, orders: dict[str, tuple[int, ...]]) -> None:
+    name = layer["name"]
+    if set(orders[layer["input"]]) != set(layer["active_in"]):
+        raise FgnasError(f"arch.json: layer {name}'s active_in is not its input layer's active_out; the file is "
+                         f"inconsistent: re-run the search")
+    alive = set().union(*(set(op["keep"]) for op in layer["ops"]), set(orders[layer["skip"]]) if layer["skip"] else ())
+    if alive != set(layer["active_out"]):
+        raise FgnasError(f"arch.json: layer {name}'s active_out is not the union of its operations' and skip's "
+                         f"channels; the file is inconsistent: re-run the search")
+    if not alive:
+        raise FgnasError(f"arch.json: layer {name} keeps no channel, so the network computes nothing; re-run the "
+                         f"search with a looser target")
+
+
+def prune(arch: dict, state_dict: Mapping[str, torch.Tensor]) -> PrunedPlan:
+    """The physically pruned network of a validated arch.json (search.arch.read_arch) and its weights."""
+    weights = Weights(state_dict)
+    layers = arch["layers"]
+    skip_sources = {layer["skip"] for layer in layers if layer["skip"]}
+    dw_readers: dict[str, list[set[int]]] = {}
+    for layer in layers:
+        dw_readers.setdefault(layer["input"], []).extend(
+            set(op["keep"]) for op in layer["ops"] if op["conv_type"] == "depthwise" and op["keep"])
+
+    orders: dict[str, tuple[int, ...]] = {"input": tuple(range(arch["input"]["channels"]))}
+    pending: dict[str, float] = {"input": 1.0}
+    pruned = []
+    for layer in layers:
+        name = layer["name"]
+        _check_layer(layer, orders)
+        in_order = orders[layer["input"]]
+        in_position = {c: i for i, c in enumerate(in_order)}
+        reads_dw = any(op["conv_type"] == "depthwise" for op in layer["ops"])
+        readers = dw_readers.get(name, [])
+
+        def key(c: int) -> tuple:
+            return gray_rank(tuple(c in r for r in readers)), in_position.get(c, 0) if reads_dw else 0, c
+
+        skip_order = orders[layer["skip"]] if layer["skip"] else None
+        runs = _runs(layer, skip_order, key)
+        # The 1/M average is left for the consumers (convs and the head are linear) when nothing adds this output
+        # unscaled to something else; otherwise each op folds it (or multiplies by it after a tanh/relu6).
+        defer = (layer["scale"] != 1.0 and not layer["skip"] and name not in skip_sources
+                 and layer["post_activation"] in HOMOGENEOUS_ACTIVATIONS)
+        ops = []
+        index_of_op: dict[int, int] = {}
+        for i, op in enumerate(layer["ops"]):
+            if not op["keep"]:
+                continue
+            mine = [run for p, run in runs if i in p]
+            index_of_op[i] = len(ops)
+            ctx = OpContext(layer, i, op, tuple(c for run in mine for c in run), in_order, pending[layer["input"]],
+                            1.0 if defer else layer["scale"], tuple(len(run) for run in mine))
+            try:
+                pruner = OP_PRUNERS[op["conv_type"]]
+            except KeyError:
+                raise FgnasError(f"arch.json: layer {name} has conv type {op['conv_type']!r}, which export cannot "
+                                 f"prune (known: {', '.join(OP_PRUNERS)})") from None
+            ops.append(pruner(ctx, weights))
+        pieces = []
+        seen: dict[int, int] = {}
+        for producers, _ in runs:
+            run_pieces = []
+            for p in sorted(producers):
+                part = seen.get(p, 0)
+                seen[p] = part + 1
+                run_pieces.append(Piece(SKIP if p == SKIP else index_of_op[p], part))
+            pieces.append(tuple(run_pieces))
+        order = tuple(c for _, run in runs for c in run)
+        post_slope = None
+        if layer["post_activation"] == "prelu":
+            post_slope = weights.get(f"layers.{name}.post.weight", (layer["cout"],))[list(order)].astype(np.float32)
+        pruned.append(PrunedLayer(name, layer["input"], layer["skip"], tuple(layer["in_hw"]), tuple(ops),
+                                  tuple(len(run) for p, run in runs if SKIP in p), tuple(pieces),
+                                  layer["post_activation"], post_slope, layer["pool"], order))
+        orders[name] = order
+        pending[name] = layer["scale"] if defer else 1.0
+
+    head = arch["head"]
+    if set(orders[head["input"]]) != set(head["active_in"]):
+        raise FgnasError("arch.json: the head's active_in is not its input layer's active_out; re-run the search")
+    classes = head["num_classes"]
+    fc_w = weights.get("head.fc.weight", (classes, head["in_channels"]))[:, list(orders[head["input"]])]
+    fc_b = weights.get("head.fc.bias", (classes,))
+    plan_head = PrunedHead(head["input"], (fc_w * pending[head["input"]]).astype(np.float32), fc_b.astype(np.float32))
+    return PrunedPlan(arch["input"]["channels"], arch["input"]["height"], arch["input"]["width"], tuple(pruned),
+                      plan_head)
