@@ -115,7 +115,7 @@ class SearchConfig:
     epochs_finetune: int = 5
     batch_size: int = 128
     lr: float = 0.05
-    gate_lr: float = 0.02
+    gate_lr: float = 0.05
     search_lr_scale: float = 0.1  # weights train at lr * this while the gates move
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -249,9 +249,12 @@ def make_weight_optimizer(params: Iterable[nn.Parameter], config: SearchConfig) 
                            nesterov=True)
 
 
-def make_gate_optimizer(params: Iterable[nn.Parameter], config: SearchConfig) -> torch.optim.SGD:
-    """The same SGD for psi, without weight decay (decay would pull psi_on and psi_off together, not off)."""
-    return torch.optim.SGD(params, lr=config.gate_lr, momentum=config.momentum, nesterov=True)
+def make_gate_optimizer(params: Iterable[nn.Parameter], config: SearchConfig) -> torch.optim.Adam:
+    """Adam for psi, without weight decay. The paper names SGD for the weights only; with SGD the psi step is
+    lambda * dR/dpsi, whose scale differs by orders of magnitude between resources and backbones, so a short search
+    may never flip a gate. Adam's step is ~gate_lr whatever that scale, and lambda sets only the balance between the
+    task loss and the resource, which is what the schedule adapts."""
+    return torch.optim.Adam(params, lr=config.gate_lr, weight_decay=0.0)
 
 
 def keep_one_channel(net: nn.Module) -> None:
@@ -264,6 +267,40 @@ def keep_one_channel(net: nn.Module) -> None:
                 flat = int(margin.argmax())
                 op, channel = divmod(flat, margin.shape[-1])
                 psi[op, channel, 0] = psi[op, channel, 1] + 1e-3
+
+
+def fill_to_target(net: nn.Module, resource: Resource, target: float) -> float:
+    """Gates move together, so one step can overshoot far below the target. Turn back on the off gates the search
+    was least sure about (largest psi_on - psi_off first), as many as keep the hard resource within the target
+    (bisection on how many). Returns the resource after filling."""
+    params = list(net.gate_parameters())
+    with torch.no_grad():
+        margins = torch.cat([(p[..., 0] - p[..., 1]).flatten() for p in params])
+        off = torch.nonzero(margins <= 0).flatten()
+        order = off[torch.argsort(margins[off], descending=True)]
+        saved = [p.detach().clone() for p in params]
+        offsets = [0]
+        for p in params:
+            offsets.append(offsets[-1] + p[..., 0].numel())
+
+        def turn_on(k: int) -> float:
+            for p, s in zip(params, saved):
+                p.copy_(s)
+            for flat in order[:k].tolist():
+                i = next(j for j in range(len(params)) if offsets[j] <= flat < offsets[j + 1])
+                p = params[i]
+                op, ch = divmod(flat - offsets[i], p.shape[-2])
+                p[op, ch, 0] = p[op, ch, 1] + 1e-3
+            return net.hard_resource(resource)
+
+        lo, hi = 0, len(order)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if turn_on(mid) <= target:
+                lo = mid
+            else:
+                hi = mid - 1
+        return turn_on(lo)
 
 
 StepHook = Callable[[int], bool]  # called after each optimizer step with the run's step; True stops the epoch
@@ -498,6 +535,9 @@ def _search(run: _Run, scaler: torch.amp.GradScaler) -> None:
         now = net.hard_resource(run.resource)
         if now <= target.value:
             reached = True
+            filled = fill_to_target(net, run.resource, target.value)
+            run.log(f"search overshot to {format_resource(target.resource, now)}; gates refilled to "
+                    f"{format_resource(target.resource, filled)}")
             return True
         state.lam = schedule.next(state.lam, state.search_step, now)
         if state.search_step % 10 == 0:

@@ -1,0 +1,157 @@
+import json
+import math
+
+import pytest
+import torch
+
+from profiler.errors import FgnasError
+from profiler.spec import ConditionKey
+from search.arch import read_arch
+from search.backbones import create_backbone
+from search.rundir import RunDir, operation_types
+from search.train import (LambdaSchedule, SearchConfig, SearchInterrupted, cosine_lr, default_lambda,
+                          keep_one_channel, missing_conditions_message, run_search)
+
+
+def test_default_lambda_keeps_the_papers_lambda_times_resource():
+    # params: 1e-7 x 4.0M (EfficientNet-B0) = 0.4 -> a 0.4M-param backbone gets 1e-6
+    assert default_lambda("params", 0.4e6) == pytest.approx(1e-6)
+    # latency: 0.0012 x 75 ms (MobileNetV2 on a Pixel 1) = 0.09 -> a 7.5 ms backbone gets 0.012 per ms
+    assert default_lambda("latency", 7.5) == pytest.approx(0.012)
+    assert default_lambda("flops", 6.3e9) == pytest.approx(1e-9)
+
+
+def test_lambda_schedule_grows_when_behind_the_plan_and_shrinks_when_well_ahead():
+    s = LambdaSchedule.plan(1.0, start_resource=100.0, target=50.0, plan_steps=10)
+    assert s.growth == pytest.approx(100 ** 0.1)
+    assert s.progress(75.0) == pytest.approx(0.5)
+    assert s.progress(40.0) == 1.0 and s.progress(120.0) == 0.0
+    assert s.expected(5) == pytest.approx(0.5)
+    assert s.next(2.0, step=5, resource=80.0) == pytest.approx(2.0 * s.growth)  # 0.4 done, 0.5 planned
+    assert s.next(2.0, step=5, resource=72.0) == 2.0  # 0.56 done: within the slack
+    assert s.next(2.0, step=5, resource=60.0) == pytest.approx(2.0 / s.growth)  # 0.8 done: well ahead
+    assert s.next(0.01, step=5, resource=60.0) == pytest.approx(0.01)  # floor lambda0 / 100
+    assert LambdaSchedule.plan(1.0, 100.0, 50.0, 10, fixed=True).next(2.0, 5, 99.0) == 2.0
+
+
+def test_lambda_schedule_can_grow_100_fold_within_the_plan():
+    s = LambdaSchedule.plan(1.0, 100.0, 50.0, plan_steps=40)
+    lam = 1.0
+    for step in range(1, 41):
+        lam = s.next(lam, step, resource=100.0)
+    assert lam == pytest.approx(100.0)
+
+
+def test_cosine_lr_hand_values():
+    assert cosine_lr(0.1, 0, 100) == pytest.approx(0.1)
+    assert cosine_lr(0.1, 50, 100) == pytest.approx(0.05)
+    assert cosine_lr(0.1, 100, 100) == pytest.approx(0.0)
+    assert cosine_lr(0.1, 25, 100, floor=0.02) == pytest.approx(0.02 + 0.08 * 0.5 * (1 + math.cos(math.pi / 4)))
+
+
+def test_keep_one_channel_revives_the_most_nearly_on_gate_of_a_dead_layer():
+    net = create_backbone("digits", search_space="kernels", num_classes=10, input_size=32, in_channels=1)
+    psi = next(net.gate_parameters())
+    with torch.no_grad():
+        psi[..., 0] = -1.0
+        psi[..., 1] = 1.0
+        psi[1, 5, 0] = 0.5  # the gate closest to on
+    keep_one_channel(net)
+    on = psi[..., 0] > psi[..., 1]
+    assert on.sum() == 1 and on[1, 5]
+    others = list(net.gate_parameters())[1]
+    before = others.detach().clone()
+    keep_one_channel(net)
+    assert torch.equal(others, before)  # layers with live channels are untouched
+
+
+def test_operation_types_counts_distinct_producer_sets():
+    layer = {"ops": [{"keep": [0, 1, 2]}, {"keep": [2, 3]}, {"keep": []}]}
+    # channel 0,1: op0 only; 2: op0+op1; 3: op1 only -> three types
+    assert operation_types(layer) == 3
+    assert operation_types({"ops": [{"keep": [0, 1]}]}) == 1
+
+
+def test_missing_conditions_message_lists_them_and_the_profile_command():
+    missing = [ConditionKey(32, 32, 5, 1, "normal", "relu"), ConditionKey(16, 16, 3, 2, "depthwise", "relu")]
+    msg = missing_conditions_message(missing, "device_tables/host.json", "host")
+    assert "32x32:k5:s1:normal:relu" in msg and "16x16:k3:s2:depthwise:relu" in msg
+    assert "fgnas-profile --device host --space cifar --kernels 3,5 --strides 1,2 --conv-types depthwise,normal" in msg
+    assert "\n" not in msg
+
+
+def _tiny(target: str = "9MFLOPs", **kw) -> SearchConfig:
+    base = dict(target=target, backbone="digits", search_space="channels", data="digits", epochs_pretrain=1,
+                epochs_search=4, epochs_finetune=1, batch_size=64, train_subset=256, val_subset=128, lr=0.05)
+    return SearchConfig(**{**base, **kw})
+
+
+@pytest.mark.slow
+def test_search_meets_a_flops_target_and_writes_the_run_directory(tmp_path):
+    run = tmp_path / "run"
+    result = run_search(_tiny(), run)
+    assert result.predicted["flops"] <= 9e6 < 12.7e6  # the digits backbone has 12.7 MFLOPs
+    assert result.resource == result.predicted["flops"]
+    arch = read_arch(run / "arch.json")
+    assert arch["target"]["value"] == 9e6 and arch["predicted"]["flops"] == round(result.predicted["flops"])
+    assert arch["backbone"]["name"] == "digits"
+    rows = (run / "metrics.csv").read_text().splitlines()
+    phases = [r.split(",")[0] for r in rows[1:]]
+    assert phases[0] == "pretrain" and phases[-1] == "finetune" and "search" in phases
+    assert float(rows[-1].split(",")[8]) == pytest.approx(result.predicted["flops"])
+    for name in ("resource.png", "channels.png", "operations.png"):
+        assert (run / "plots" / name).stat().st_size > 1000
+    weights = torch.load(run / "model.pt")
+    net = create_backbone("digits", num_classes=10, input_size=32, in_channels=1)
+    net.load_state_dict(weights)
+    net.set_search_mode("finetune")
+    assert net.hard_resource(__import__("search.resources").resources.create_resource("flops")) == \
+        pytest.approx(result.predicted["flops"])
+    assert len(result.summary) == len(arch["layers"])
+    # A finished run resumes to the same result without training again.
+    again = run_search(_tiny(), run, resume=True)
+    assert again.predicted == result.predicted
+
+
+def test_a_target_below_the_smallest_network_stops_before_training(tmp_path):
+    with pytest.raises(FgnasError, match="below the smallest network"):
+        run_search(_tiny("10params"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_latency_target_needs_a_table(tmp_path):
+    with pytest.raises(FgnasError, match="latency table"):
+        run_search(_tiny("1ms"), tmp_path / "run")
+
+
+def test_resume_refuses_a_directory_from_another_run(tmp_path):
+    run = tmp_path / "run"
+    RunDir(run).start({**_tiny().to_dict(), "latency_table_hash": None})
+    with pytest.raises(FgnasError, match="different run.*target '9MFLOPs' there, '8MFLOPs' here"):
+        run_search(_tiny("8MFLOPs"), run, resume=True)
+    with pytest.raises(FgnasError, match="not a fgnas-search run directory"):
+        run_search(_tiny(), tmp_path / "elsewhere", resume=True)
+    with pytest.raises(FgnasError, match="already holds a search run"):
+        run_search(_tiny(), run)
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_a_checkpoint_that_resumes_to_the_end(tmp_path):
+    run = tmp_path / "run"
+
+    def interrupt_in_search(line: str) -> None:
+        if line.startswith("search:"):  # logged inside the search phase, after pretraining was checkpointed
+            raise KeyboardInterrupt
+
+    with pytest.raises(SearchInterrupted, match="--resume"):
+        run_search(_tiny(), run, log=interrupt_in_search)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ckpt["state"]["phase"] == "search"
+    assert [m["phase"] for m in ckpt["state"]["metrics"]] == ["pretrain"]
+    lines = []
+    result = run_search(_tiny(), run, resume=True, log=lines.append)
+    assert lines[0].startswith("resuming")
+    assert result.predicted["flops"] <= 9e6
+    phases = [json.loads(json.dumps(m))["phase"] for m in torch.load(run / "checkpoint.pt", weights_only=False)
+              ["state"]["metrics"]]
+    assert phases.count("pretrain") == 1 and phases[-1] == "finetune"
