@@ -21,6 +21,9 @@ test: venv
 demo: venv
 	$(BIN)/fgnas-profile --device host --space quick --out device_tables/demo-host.json
 	$(BIN)/fgnas-table show device_tables/demo-host.json
+	$(BIN)/fgnas-search --latency-table device_tables/demo-host.json --target 0.1ms --backbone digits --data digits \
+		--search-space kernels --epochs-pretrain 6 --epochs-search 8 --epochs-finetune 4 --batch-size 64 --quiet \
+		--out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 clean:
 	rm -rf $(VENV) .cache
