@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor, nn
 
 from search.gates import init_psi
+from profiler.spec import ConvSpec
 from search.operations import ACTIVATION_LAYERS, Operation, OpSpec
 
 
@@ -38,6 +40,11 @@ class LayerNode:
     @property
     def conv_hw(self) -> tuple[int, int]:
         return math.ceil(self.in_hw[0] / self.stride), math.ceil(self.in_hw[1] / self.stride)
+
+    @cached_property
+    def op_specs(self) -> tuple[ConvSpec, ...]:
+        """Each candidate operation as the profiler describes it, at full width (built once: R(psi) runs per step)."""
+        return tuple(op.conv_spec(*self.in_hw, self.cin, self.cout, self.stride) for op in self.ops)
 
     @property
     def out_hw(self) -> tuple[int, int]:

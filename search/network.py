@@ -144,9 +144,8 @@ class SearchNetwork(nn.Module):
         for node in self.nodes:
             cin = masks[node.input].sum()
             couts = gamma_out(effective[node.name])
-            h, w = node.in_hw
-            for op, cout in zip(node.ops, couts):
-                cost = torch.as_tensor(resource.conv(op.conv_spec(h, w, node.cin, node.cout, node.stride), cin, cout))
+            for spec, cout in zip(node.op_specs, couts):
+                cost = torch.as_tensor(resource.conv(spec, cin, cout))
                 # A removed operation costs nothing (a latency intercept included) but keeps its gradient, so
                 # that the regularizer still weighs turning it back on.
                 present = (cout > 0).to(cost.dtype).detach()
@@ -181,10 +180,8 @@ class SearchNetwork(nn.Module):
         gates = {}
         with torch.no_grad():
             for node in self.nodes:
-                h, w = node.in_hw
-                costs = [float(resource.conv(op.conv_spec(h, w, node.cin, node.cout, node.stride),
-                                             torch.tensor(float(cin[node.input])), torch.tensor(1.0)))
-                         for op in node.ops]
+                costs = [float(resource.conv(spec, torch.tensor(float(cin[node.input])), torch.tensor(1.0)))
+                         for spec in node.op_specs]
                 g = torch.zeros_like(self.layers[node.name].psi[..., 0])
                 g[costs.index(min(costs)), 0] = 1.0
                 gates[node.name] = g
@@ -195,7 +192,7 @@ class SearchNetwork(nn.Module):
 
     def conv_specs(self) -> list[ConvSpec]:
         """Every candidate operation at full width: the conditions a latency table must cover."""
-        return [op.conv_spec(*node.in_hw, node.cin, node.cout, node.stride) for node in self.nodes for op in node.ops]
+        return [spec for node in self.nodes for spec in node.op_specs]
 
     def nonconv_ops(self) -> list[str]:
         """The non-conv ops whose latency models the table must have (names as in profiler.ops)."""
