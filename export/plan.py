@@ -73,6 +73,7 @@ class PrunedLayer:
     input: str
     skip: str | None
     in_hw: tuple[int, int]
+    stride: int
     ops: tuple[PrunedConv, ...]
     skip_splits: tuple[int, ...]  # sizes of the runs the skip input feeds, in the skip tensor's channel order
     runs: tuple[tuple[Piece, ...], ...]  # the layer's output, run after run; each run sums its pieces
@@ -84,6 +85,18 @@ class PrunedLayer:
     @property
     def out_channels(self) -> int:
         return len(self.order)
+
+    @property
+    def conv_hw(self) -> tuple[int, int]:
+        return -(-self.in_hw[0] // self.stride), -(-self.in_hw[1] // self.stride)
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        h, w = self.conv_hw
+        if not self.pool:
+            return h, w
+        k, s = self.pool["kernel"], self.pool["stride"]
+        return (h - k) // s + 1, (w - k) // s + 1
 
     @property
     def run_sizes(self) -> tuple[int, ...]:
@@ -112,6 +125,13 @@ class PrunedPlan:
     @property
     def num_classes(self) -> int:
         return int(self.head.weight.shape[0])
+
+    def shape(self, tensor: str) -> tuple[int, int, int]:
+        """(h, w, channels) of the network input or of a layer's output."""
+        if tensor == "input":
+            return self.height, self.width, self.in_channels
+        layer = next(layer for layer in self.layers if layer.name == tensor)
+        return (*layer.out_hw, layer.out_channels)
 
     def gathers(self) -> list[str]:
         """Layers whose depthwise input had to be gathered (no channel order made it contiguous)."""

@@ -228,7 +228,8 @@ def prune(arch: dict, state_dict: Mapping[str, torch.Tensor]) -> PrunedPlan:
         post_slope = None
         if layer["post_activation"] == "prelu":
             post_slope = weights.get(f"layers.{name}.post.weight", (layer["cout"],))[list(order)].astype(np.float32)
-        pruned.append(PrunedLayer(name, layer["input"], layer["skip"], tuple(layer["in_hw"]), tuple(ops),
+        pruned.append(PrunedLayer(name, layer["input"], layer["skip"], tuple(layer["in_hw"]), layer["stride"],
+                                  tuple(ops),
                                   tuple(len(run) for p, run in runs if SKIP in p), tuple(pieces),
                                   layer["post_activation"], post_slope, layer["pool"], order))
         orders[name] = order

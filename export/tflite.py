@@ -106,6 +106,15 @@ def plan_function(plan: PrunedPlan) -> Callable:
     return network
 
 
+def layer_model(plan: PrunedPlan, layer: PrunedLayer) -> bytes:
+    """One layer alone as a .tflite model (inputs: its input tensor, then its skip tensor), to time it by itself."""
+    from profiler.model_builder import _tensorflow, convert_function
+
+    fn = _layer_fn(_tensorflow(), layer)
+    shapes = [(1, *plan.shape(layer.input))] + ([(1, *plan.shape(layer.skip))] if layer.skip else [])
+    return convert_function((lambda x, s: fn(x, s)) if layer.skip else (lambda x: fn(x, None)), shapes)
+
+
 def input_shape(plan: PrunedPlan) -> tuple[int, int, int, int]:
     return 1, plan.height, plan.width, plan.in_channels
 

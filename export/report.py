@@ -1,0 +1,161 @@
+"""Predicted (latency table) against measured (device) latency, per layer and for the whole exported model, and the
+cost of splitting a layer into several operations (the layer against one conv of the same FLOPs).
+
+Each layer is converted alone (its input and skip tensors as model inputs) and timed on the device; the table prices
+the very same .tflite ops (profiler.tflite_reader), so both columns describe one graph. An op the table cannot
+price is listed as unpriced, never counted as zero.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from export.files import atomic_write_bytes
+from export.plan import PrunedLayer, PrunedPlan
+from export.tflite import layer_model
+from profiler.devices.base import BenchmarkSettings, Device
+from profiler.errors import FgnasError
+from profiler.spec import ConvSpec, flops
+from profiler.table import LatencyTable
+
+
+@dataclass(frozen=True)
+class Priced:
+    ms: float | None  # None when nothing could be priced
+    unpriced: tuple[str, ...]  # ops the table has no model for
+
+
+@dataclass(frozen=True)
+class LayerLatency:
+    name: str
+    convs: int  # kept operations
+    channels: int  # alive output channels
+    tflite_ops: int
+    predicted_ms: float | None
+    measured_ms: float | None
+    unpriced: tuple[str, ...]
+    single_conv: str | None  # the one conv of the same FLOPs, for layers split into several operations
+    single_conv_ms: float | None
+
+    @property
+    def split_cost_ms(self) -> float | None:
+        if self.measured_ms is None or self.single_conv_ms is None:
+            return None
+        return self.measured_ms - self.single_conv_ms
+
+    @property
+    def error(self) -> float | None:
+        """(predicted - measured) / measured."""
+        if self.predicted_ms is None or not self.measured_ms:
+            return None
+        return (self.predicted_ms - self.measured_ms) / self.measured_ms
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "split_cost_ms": self.split_cost_ms, "error": self.error}
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    device: dict
+    table: dict | None  # path, device, version, content hash
+    layers: tuple[LayerLatency, ...]
+    model_predicted_ms: float | None
+    model_measured_ms: float | None
+    model_unpriced: tuple[str, ...]
+    arch_predicted_ms: float | None  # what the search predicted for this architecture
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["layers"] = [layer.to_dict() for layer in self.layers]
+        return d
+
+
+def price_model(table: LatencyTable | None, path: Path) -> Priced:
+    """The table's latency of every op of a .tflite model; ops it cannot price are named, not counted."""
+    from profiler.ops import op_units
+    from profiler.tflite_reader import ConvOp, read_ops
+
+    if table is None:
+        return Priced(None, ())
+    total, unpriced = 0.0, []
+    for entry in read_ops(path):
+        try:
+            if isinstance(entry, ConvOp):
+                total += table.predict_ms(entry.spec)
+            else:
+                _, units = op_units(entry.op, list(entry.input_shapes), list(entry.output_shapes))
+                total += table.predict_op_ms(entry.op, units)
+        except FgnasError:
+            unpriced.append("+".join(entry.ops) if isinstance(entry, ConvOp) else entry.op)
+    return Priced(total, tuple(unpriced))
+
+
+def single_conv(plan: PrunedPlan, layer: PrunedLayer) -> ConvSpec | None:
+    """For a layer computed by several convs: one normal conv with the layer's input, stride and largest kernel whose
+    FLOPs are closest to the sum of the layer's convs (None for a layer of one conv)."""
+    if len(layer.ops) < 2:
+        return None
+    h, w = layer.in_hw
+    cin = plan.shape(layer.input)[2]
+    specs = [ConvSpec(h, w, op.cin, op.cout, op.kernel, op.stride, op.cout if op.depthwise else 1, "none")
+             for op in layer.ops]
+    kernel = max(layer.ops, key=lambda op: flops(specs[layer.ops.index(op)])).kernel
+    per_channel = flops(ConvSpec(h, w, cin, 1, kernel, layer.stride))
+    cout = max(1, round(sum(flops(s) for s in specs) / per_channel))
+    return ConvSpec(h, w, cin, cout, kernel, layer.stride)
+
+
+def latency_report(plan: PrunedPlan, model_path: Path, device: Device, settings: BenchmarkSettings,
+                   table: LatencyTable | None, work_dir: Path, arch_predicted_ms: float | None = None,
+                   progress=lambda message: None) -> LatencyReport:
+    """Measure the whole model and each layer alone on `device`; price the same graphs with `table`."""
+    from profiler.model_builder import build_model
+    from profiler.tflite_reader import read_ops
+
+    work_dir = Path(work_dir)
+    layers = []
+    for i, layer in enumerate(plan.layers, start=1):
+        progress(f"layer {i}/{len(plan.layers)} {layer.name}")
+        path = atomic_write_bytes(work_dir / f"layer_{i:03d}_{layer.name}.tflite", layer_model(plan, layer))
+        priced = price_model(table, path)
+        measured = device.benchmark(path, settings).median_ms
+        spec = single_conv(plan, layer)
+        single_ms = device.benchmark(build_model(spec, work_dir / "single_convs"), settings).median_ms if spec else None
+        layers.append(LayerLatency(layer.name, len(layer.ops), layer.out_channels, len(read_ops(path)), priced.ms,
+                                   measured, priced.unpriced, str(spec) if spec else None, single_ms))
+    progress("whole model")
+    whole = price_model(table, model_path)
+    measured = device.benchmark(model_path, settings).median_ms
+    table_info = None
+    if table is not None:
+        table_info = {"path": str(table.path) if table.path else None, "device": table.device.get("name"),
+                      "table_version": table.table_version, "content_hash": table.content_hash}
+    return LatencyReport(device.info(), table_info, tuple(layers), whole.ms, measured, whole.unpriced,
+                         arch_predicted_ms)
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:8.3f}" if value is not None and math.isfinite(value) else f"{'-':>8}"
+
+
+def format_latency(report: LatencyReport) -> str:
+    """The printed per-layer table: predicted vs measured, and the measured cost of splitting into several convs."""
+    lines = [f"{'layer':<16} {'convs':>5} {'ch':>5} {'pred ms':>8} {'meas ms':>8} {'err':>6} {'1-conv':>8} "
+             f"{'split':>8}"]
+    for r in report.layers:
+        err = f"{r.error * 100:+5.0f}%" if r.error is not None else f"{'-':>6}"
+        lines.append(f"{r.name:<16} {r.convs:>5} {r.channels:>5} {_ms(r.predicted_ms)} {_ms(r.measured_ms)} {err} "
+                     f"{_ms(r.single_conv_ms)} {_ms(r.split_cost_ms)}" + (f"  unpriced: {','.join(r.unpriced)}"
+                                                                          if r.unpriced else ""))
+    lp = sum(r.predicted_ms for r in report.layers if r.predicted_ms is not None) if report.table else None
+    lm = sum(r.measured_ms for r in report.layers if r.measured_ms is not None)
+    lines.append(f"{'sum of layers':<28} {_ms(lp)} {_ms(lm)}")
+    total_err = ""
+    if report.model_predicted_ms is not None and report.model_measured_ms:
+        total_err = f" {(report.model_predicted_ms - report.model_measured_ms) / report.model_measured_ms * 100:+5.0f}%"
+    lines.append(f"{'whole model':<28} {_ms(report.model_predicted_ms)} {_ms(report.model_measured_ms)}{total_err}"
+                 + (f"  unpriced: {','.join(report.model_unpriced)}" if report.model_unpriced else ""))
+    if report.arch_predicted_ms is not None:
+        lines.append(f"search predicted {report.arch_predicted_ms:.3f} ms for this architecture")
+    return "\n".join(lines)
