@@ -1,0 +1,121 @@
+"""`fgnas-check`: the on-device latency gate for CI. Exit 0 pass, 1 regression or over budget, 2 bad input, 3 device."""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from profiler.check import CheckOptions, run_check
+from profiler.check_stats import INTERVAL_METHODS
+from profiler.devices import create_device
+from profiler.devices.base import BenchmarkSettings
+from profiler.errors import FgnasError
+from profiler.model_builder import DEFAULT_CACHE_DIR
+from profiler.reference_model import REFERENCE_SPEC
+from profiler.spec import ConvSpec
+
+PROG = "fgnas-check"
+_DURATION_UNITS = {"ms": 1.0, "us": 1e-3, "s": 1e3}  # to milliseconds
+_NUMBER_UNIT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)\s*$")
+
+
+def parse_duration_ms(text: str) -> float:
+    """`53ms` -> 53.0, `800us` -> 0.8, `0.1s` -> 100.0."""
+    m = _NUMBER_UNIT.match(text)
+    if not m or m.group(2) not in _DURATION_UNITS:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}: write a number and a unit, e.g. 53ms, 800us, 0.1s")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def parse_fraction(text: str) -> float:
+    """`5%` -> 0.05; a bare number is already a fraction (`0.05`)."""
+    m = _NUMBER_UNIT.match(text)
+    if not m or m.group(2) not in ("", "%"):
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}: write a percentage such as 5% (or 0.05)")
+    return float(m.group(1)) / (100.0 if m.group(2) == "%" else 1.0)
+
+
+def parse_conv(text: str) -> ConvSpec:
+    try:
+        return ConvSpec.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Measure a .tflite model on a device and fail when it is over "
+                                "a latency budget or slower than a stored baseline. Exit codes: 0 pass, 1 regression "
+                                "or over budget, 2 usage or input error, 3 device fault.")
+    p.add_argument("model", type=Path, help="the .tflite model to check")
+    p.add_argument("--device", required=True, help="device name: host, pixel1, galaxy-s8, emulator, android")
+    p.add_argument("--serial", help="a phone's ADB serial (or HOST:PORT)")
+    p.add_argument("--benchmark-binary", help="path of TFLite's benchmark_model for phones")
+    p.add_argument("--force", action="store_true", help="skip a phone's readiness checks")
+    p.add_argument("--budget", type=parse_duration_ms, help="latency budget, e.g. 53ms: pass when the upper end of "
+                   "the latency's confidence interval is within it")
+    p.add_argument("--baseline", type=Path, help="baseline JSON: compare the model/reference ratio with its")
+    p.add_argument("--tolerance", type=parse_fraction, default=0.05, help="allowed slowdown against the baseline, "
+                   "e.g. 5%% (default): fail when the whole confidence interval of the change is above it")
+    p.add_argument("--update-baseline", action="store_true", help="measure and write --baseline (no comparison)")
+    p.add_argument("--pairs", type=int, default=CheckOptions.pairs, help="interleaved model/reference measurements "
+                   f"(default {CheckOptions.pairs})")
+    p.add_argument("--runs", type=int, default=BenchmarkSettings.runs, help="timed invocations per measurement")
+    p.add_argument("--warmup", type=int, default=BenchmarkSettings.warmup, help="untimed invocations first")
+    p.add_argument("--threads", type=int, default=BenchmarkSettings.threads, help="runtime threads")
+    p.add_argument("--confidence", type=float, default=CheckOptions.confidence, help="interval level (default 0.95)")
+    p.add_argument("--interval", choices=sorted(INTERVAL_METHODS), default=CheckOptions.interval,
+                   help="t (mean, Student/Welch) or bootstrap (median, seeded)")
+    p.add_argument("--reference", type=parse_conv, default=REFERENCE_SPEC,
+                   help="reference conv for a new baseline, HxWxCIN:COUT:kK:sS[:dw][:act] (default 28x28x64:64:k3:s1:"
+                   "relu); a stored baseline names its own")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="where the reference model is cached")
+    p.add_argument("--junit", type=Path, help="write a JUnit XML report here")
+    p.add_argument("--json", type=Path, help="write a JSON report here")
+    return p
+
+
+def options_from(args: argparse.Namespace) -> CheckOptions:
+    if min(args.runs, args.threads) < 1 or args.warmup < 0:
+        raise FgnasError("--runs and --threads must be at least 1 and --warmup at least 0")
+    settings = BenchmarkSettings(threads=args.threads, runs=args.runs, warmup=args.warmup)
+    return CheckOptions(budget_ms=args.budget, baseline=args.baseline, tolerance=args.tolerance,
+                        update_baseline=args.update_baseline, pairs=args.pairs, confidence=args.confidence,
+                        interval=args.interval, settings=settings, reference=args.reference, cache_dir=args.cache_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from profiler import check_report
+
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    device_options = {k: v for k, v in {"serial": args.serial, "benchmark_binary": args.benchmark_binary,
+                                        "force": args.force or None}.items() if v is not None}
+    try:
+        options = options_from(args)
+        options.validate()
+        with create_device(args.device, **device_options) as device:
+            result = run_check(device, args.model, options)
+    except FgnasError as exc:  # DeviceFault included: its exit code is 3
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        try:
+            if args.junit:
+                check_report.write_junit_error(args.model, args.device, exc, args.junit)
+            if args.json:
+                check_report.write_json_error(args.model, exc, exc.exit_code, args.json)
+        except FgnasError as report_exc:
+            print(f"{PROG}: {report_exc}", file=sys.stderr)
+        return exc.exit_code
+    print("\n".join(check_report.summary_lines(result)))
+    try:
+        if args.junit:
+            check_report.write_junit(result, args.junit)
+        if args.json:
+            check_report.write_json(result, args.json)
+    except FgnasError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
