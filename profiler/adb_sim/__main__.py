@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--drop-every", type=int, metavar="K", help="cut the connection on every K-th command")
     parser.add_argument("--max-drops", type=int, metavar="N", help="stop cutting after N drops")
+    parser.add_argument("--die-after", type=int, metavar="N", help="after N commands, go away for good (unplugged)")
     parser.add_argument("--hot-reads", type=int, default=0, metavar="N",
                         help="the first N thermal reads report every zone hot")
     parser.add_argument("--output-variant", choices=VARIANTS, default="current",
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         print(args.write_benchmark_binary)
         return 0
     phone = SimPhone(args.profile, args.output_variant, args.hot_reads)
-    server = AdbServer(phone, args.port, Faults(args.drop_every, args.max_drops, args.reject_keys)).start()
+    server = AdbServer(phone, args.port, Faults(args.drop_every, args.max_drops, args.die_after, args.reject_keys)).start()
     print(server.address, flush=True)
     try:
         threading.Event().wait()

@@ -49,10 +49,12 @@ class Message:
 @dataclass(frozen=True)
 class Faults:
     """Fault injection. drop_every: cut the connection on every k-th command (after running it, before answering).
-    max_drops: stop dropping after this many (None = never stop). reject_keys: the user taps "Deny" on the key prompt."""
+    max_drops: stop dropping after this many (None = never stop). die_after: after this many commands the phone is
+    gone for good (unplugged; connections refused). reject_keys: the user taps "Deny" on the key prompt."""
 
     drop_every: int | None = None
     max_drops: int | None = None
+    die_after: int | None = None
     reject_keys: bool = False
 
 
@@ -280,6 +282,9 @@ class AdbServer:
         """Count one command; True when fault injection drops the connection on this one."""
         with self._lock:
             self._commands += 1
+            if self.faults.die_after is not None and self._commands >= self.faults.die_after:
+                threading.Thread(target=self.stop, daemon=True).start()
+                return True
             every, limit = self.faults.drop_every, self.faults.max_drops
             if every and self._commands % every == 0 and (limit is None or self._drops < limit):
                 self._drops += 1
@@ -292,6 +297,7 @@ class AdbServer:
                 sock, _ = self._listener.accept()
             except OSError:
                 return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._connections.add(sock)
             threading.Thread(target=self._handle, args=(sock,), daemon=True).start()
