@@ -7,8 +7,9 @@ FLOPs on channels rounded up to a tile, detects the tile from the data by cross-
 1/latency^2 so that it minimises relative (not absolute) error, which is what "within +-10%" asks. It is used only
 where its cross-validated error is lower than the paper's fit; the paper's fit is kept alongside for comparison.
 
-Cross-validation is leave-one-out, computed exactly from the hat matrix of the (weighted) least-squares fit:
-the held-out residual of sample i is e_i / (1 - h_ii), so no refits are needed.
+Slope and intercept are constrained non-negative: a latency model must never price a small conv (or a whole
+pruned network) at negative time, which an unconstrained intercept does whenever the smallest samples sit below the
+line. Cross-validation is leave-one-out, by refitting the constrained line without each sample.
 """
 from __future__ import annotations
 
@@ -71,28 +72,43 @@ def r2(pred: np.ndarray, y: np.ndarray) -> float | None:
     return 1.0 - float(np.sum((y - pred) ** 2)) / total
 
 
+def nonneg_line(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> tuple[float, float] | None:
+    """Weighted least squares of y = a * x + b subject to a >= 0 and b >= 0; None when x has fewer than two values.
+
+    With two parameters the constrained optimum is the unconstrained one when that is feasible, else the better of
+    the two boundary fits (b = 0: a line through the origin; a = 0: a constant), since the problem is convex.
+    """
+    if len(np.unique(x)) < 2:
+        return None
+    sw = weights.sum()
+    mx, my = (weights * x).sum() / sw, (weights * y).sum() / sw
+    a = (weights * (x - mx) * (y - my)).sum() / (weights * (x - mx) ** 2).sum()
+    if a >= 0 and my - a * mx >= 0:
+        return float(a), float(my - a * mx)
+    through_origin = (max(0.0, (weights * x * y).sum() / (weights * x * x).sum()), 0.0)
+    constant = (0.0, max(0.0, my))
+    return min((through_origin, constant), key=lambda ab: float((weights * (y - ab[0] * x - ab[1]) ** 2).sum()))
+
+
+def loo_predictions(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
+    """Leave-one-out predictions of the constrained weighted fit; None when some sample cannot be predicted from the
+    others (they hold fewer than two distinct x values)."""
+    keep = ~np.eye(len(x), dtype=bool)
+    preds = []
+    for i in range(len(x)):
+        line = nonneg_line(x[keep[i]], y[keep[i]], weights[keep[i]])
+        if line is None:
+            return None
+        preds.append(line[0] * x[i] + line[1])
+    return np.array(preds)
+
+
 def _design(x: np.ndarray) -> np.ndarray:
     return np.column_stack([x, np.ones_like(x)])
 
 
-def loo_predictions(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
-    """Exact leave-one-out predictions of a weighted affine least-squares fit; None when some sample has leverage 1
-    (too few distinct x values to predict it from the others)."""
-    design = _design(x)
-    gram = design.T @ (design * weights[:, None])
-    if abs(np.linalg.det(gram)) < 1e-12 * max(1.0, float(np.trace(gram)) ** 2):
-        return None
-    inv = np.linalg.inv(gram)
-    coef = inv @ (design.T @ (weights * y))
-    residual = y - design @ coef
-    leverage = weights * np.einsum("ij,jk,ik->i", design, inv, design)
-    if np.any(leverage > 1 - 1e-9):
-        return None
-    return y - residual / (1 - leverage)
-
-
 def fit_line(x: np.ndarray, y: np.ndarray, relative: bool) -> LinearFit:
-    """Affine fit of y on x with scikit-learn's LinearRegression (the paper's method).
+    """Affine fit of y on x with scikit-learn's LinearRegression (the paper's method), slope and intercept >= 0.
 
     `relative=True` weights each sample by 1/y^2, i.e. minimises squared relative error. One sample gives a line
     through the origin; fewer than MIN_CV_SAMPLES give no cross-validated error.
@@ -109,8 +125,9 @@ def fit_line(x: np.ndarray, y: np.ndarray, relative: bool) -> LinearFit:
         pred = a * x + b
         return LinearFit(a, b, len(x), r2(pred, y), mape(pred, y), None)
     weights = 1.0 / y**2 if relative else np.ones_like(y)
-    model = LinearRegression().fit(x[:, None], y, sample_weight=weights)
-    a, b = float(model.coef_[0]), float(model.intercept_)
+    # The intercept is a second non-negative coefficient on a column of ones, so `positive` constrains both.
+    model = LinearRegression(fit_intercept=False, positive=True).fit(_design(x), y, sample_weight=weights)
+    a, b = (float(c) for c in model.coef_)
     pred = a * x + b
     loo = loo_predictions(x, y, weights) if len(x) >= MIN_CV_SAMPLES else None
     return LinearFit(a, b, len(x), r2(pred, y), mape(pred, y), None if loo is None else mape(loo, y))

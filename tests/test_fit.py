@@ -50,7 +50,7 @@ def test_one_sample_gives_a_line_through_the_origin_without_cv():
 
 
 @pytest.mark.parametrize("relative", [False, True])
-def test_loo_shortcut_equals_explicit_refits(relative):
+def test_loo_equals_explicit_unconstrained_refits_when_the_line_is_interior(relative):
     rng = np.random.default_rng(0)
     x = rng.uniform(1, 50, 12)
     y = 0.3 * x + 2 + rng.normal(0, 0.5, 12)
@@ -60,6 +60,24 @@ def test_loo_shortcut_equals_explicit_refits(relative):
         model = LinearRegression().fit(x[train, None], y[train], sample_weight=w[train])
         explicit[test] = model.predict(x[test, None])
     assert loo_predictions(x, y, w) == pytest.approx(explicit, rel=1e-9)
+
+
+def test_negative_intercept_is_constrained_to_a_line_through_the_origin():
+    # y = 2x - 1 exactly; with b >= 0 the weighted-free optimum is b = 0, a = sum(xy)/sum(x^2) = (1+6+15)/14
+    fit = fit_line(np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 5.0]), relative=False)
+    assert fit.b == 0.0 and fit.a == pytest.approx(22 / 14)
+
+
+def test_negative_slope_is_constrained_to_a_constant():
+    fit = fit_line(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0]), relative=False)
+    assert fit.a == 0.0 and fit.b == pytest.approx(2.0)
+
+
+def test_constrained_fit_never_predicts_negative_latency_held_out():
+    x = np.array([1.0, 2.0, 10.0, 20.0])
+    y = np.array([0.01, 0.02, 0.5, 1.1])  # the small samples sit below the line an unconstrained fit would draw
+    loo = loo_predictions(x, y, 1 / y**2)
+    assert np.all(loo >= 0)
 
 
 def _tiled_condition(cout_tile, cin_tile, channels, a=0.02, b=0.05, noise=0.01, depthwise=False, seed=1):
