@@ -37,22 +37,40 @@ UNITS: dict[str, Unit] = {
 _NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]+)\s*$")
 
 
+_FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*(" + "|".join(RESOURCES) + r")\s*$")
+
+
 @dataclass(frozen=True)
 class Target:
     resource: str  # one of RESOURCES
-    value: float  # in the resource's base unit (ms, FLOPs, params)
+    value: float  # in the resource's base unit (ms, FLOPs, params); for a relative target, the fraction
+    relative: bool = False  # `60%latency`: a fraction of the unpruned backbone's resource, known once it is built
 
     def __str__(self) -> str:
+        if self.relative:
+            return f"{self.value * 100:g}%{self.resource}"
         return format_resource(self.resource, self.value)
+
+    def resolve(self, full_resource: float) -> Target:
+        """The absolute target for a backbone whose unpruned resource is `full_resource`."""
+        return Target(self.resource, self.value * full_resource) if self.relative else self
 
 
 def parse_target(text: str) -> Target:
-    """`53ms` -> Target("latency", 53.0); `1.2GFLOPs` -> Target("flops", 1.2e9); `2.7Mparams` -> Target("params", 2.7e6)."""
+    """`53ms` -> Target("latency", 53.0); `1.2GFLOPs` -> Target("flops", 1.2e9); `2.7Mparams` -> Target("params", 2.7e6);
+    `60%latency` -> 60% of the unpruned backbone's predicted latency (resolved with Target.resolve)."""
+    fraction = _FRACTION.match(text)
+    if fraction:
+        value = float(fraction.group(1)) / 100
+        if not 0 < value < 1:
+            raise FgnasError(f"relative target {text!r} must be between 0% and 100% of the unpruned network")
+        return Target(fraction.group(2), value, relative=True)
     match = _NUMBER.match(text)
     unit = UNITS.get(match.group(2)) if match else None
     if unit is None:
         known = ", ".join(sorted(UNITS))
-        raise FgnasError(f"cannot read target {text!r}: write a number and a unit, e.g. 53ms, 150MFLOPs, 2.7Mparams "
+        raise FgnasError(f"cannot read target {text!r}: write a number and a unit, e.g. 53ms, 150MFLOPs, 2.7Mparams, "
+                         f"or a share of the unpruned network, e.g. 60%latency "
                          f"(units: {known})")
     value = float(match.group(1)) * unit.scale
     if value <= 0:

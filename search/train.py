@@ -443,6 +443,7 @@ def _prepare(config: SearchConfig, run_dir: str | Path, resume: bool, log: Calla
         if missing:
             raise FgnasError(missing_conditions_message(missing, config.latency_table,
                                                         table.device.get("name", "NAME")))
+    target = target.resolve(net.full_resource(resource))
     check_target(net, target, resource)
     device = resolve_device(config.device)
     if not resume:

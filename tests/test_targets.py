@@ -38,3 +38,16 @@ def test_format_resource_round_trips_through_parse():
         back = parse_target(text)
         assert back.resource == resource
         assert back.value == pytest.approx(value, rel=1e-2)
+
+
+def test_relative_target_is_a_share_of_the_unpruned_network():
+    target = parse_target("60%latency")
+    assert target.relative and target.resource == "latency" and str(target) == "60%latency"
+    resolved = target.resolve(2.5)
+    assert resolved == Target("latency", 1.5) and not resolved.relative
+
+
+@pytest.mark.parametrize("text", ["0%latency", "100%flops", "60%speed"])
+def test_relative_target_outside_0_100_or_of_unknown_resource_is_refused(text):
+    with pytest.raises(FgnasError):
+        parse_target(text)
