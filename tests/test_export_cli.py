@@ -1,0 +1,70 @@
+"""fgnas-export on run directories: bad input is one line and exit code 2; a finished run exports end to end."""
+import json
+
+import pytest
+import torch
+
+from export.cli import main
+from export.sampling import random_searched
+from search.rundir import RunDir
+
+
+def _run_dir(path, seed=0):
+    net = random_searched("digits", seed, max_ops=2, search_space="kernels")
+    rd = RunDir(path)
+    path.mkdir(parents=True, exist_ok=True)
+    rd.write_arch(net.to_arch({"search": {"data": "digits"}}))
+    rd.save_weights(net.state_dict())
+    return rd
+
+
+def _fails_with_one_line(capsys, argv, match):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0] and "Traceback" not in err[0]
+
+
+def test_a_run_without_a_finished_search_is_refused(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"")
+    _fails_with_one_line(capsys, [str(tmp_path / "run")], "--resume")
+    _fails_with_one_line(capsys, [str(tmp_path / "nothing")], "not a directory")
+
+
+def test_an_arch_json_of_a_newer_schema_is_refused(tmp_path, capsys):
+    rd = _run_dir(tmp_path / "run")
+    arch = json.loads(rd.file("arch.json").read_text())
+    arch["schema_version"] += 1
+    rd.file("arch.json").write_text(json.dumps(arch))
+    _fails_with_one_line(capsys, [str(rd.path)], "newer")
+
+
+def test_weights_that_do_not_match_the_architecture_are_refused(tmp_path, capsys):
+    rd = _run_dir(tmp_path / "run")
+    sd = torch.load(rd.file("model.pt"))
+    sd["layers.conv2.ops.0.conv.weight"] = torch.zeros(3, 3, 1, 1)
+    torch.save(sd, rd.file("model.pt"))
+    _fails_with_one_line(capsys, [str(rd.path)], "do not match")
+    other = _run_dir(tmp_path / "other", seed=7)  # same shapes, other gates
+    rd.file("model.pt").write_bytes(other.file("model.pt").read_bytes())
+    _fails_with_one_line(capsys, [str(rd.path)], "gates select other channels")
+    rd.file("model.pt").write_bytes(b"not a checkpoint")
+    _fails_with_one_line(capsys, [str(rd.path)], "cannot be read")
+
+
+@pytest.mark.slow
+def test_a_finished_run_exports_with_parity_accuracy_and_measured_latency(tmp_path, capsys):
+    rd = _run_dir(tmp_path / "run")
+    assert main([str(rd.path), "--device", "host", "--runs", "3", "--warmup", "1", "--eval-samples", "100",
+                 "--parity-samples", "16", "--quantize", "dynamic"]) == 0
+    out = capsys.readouterr().out
+    assert "parity LiteRT" in out and "whole model" in out
+    report = json.loads((rd.path / "export" / "export_report.json").read_text())
+    assert report["tflite_ops"].get("TRANSPOSE", 0) == 0
+    assert all(p["passed"] for p in report["parity"] if p["enforced"])
+    assert report["accuracy"]["tflite"] == report["accuracy"]["pytorch"]
+    assert {"model.tflite", "model.onnx", "model_dynamic.tflite"} <= {p.name for p in (rd.path / "export").iterdir()}
+    layers = report["latency"]["layers"]
+    assert [r["name"] for r in layers] == [layer["name"] for layer in json.loads(rd.file("arch.json").read_text())["layers"]]
+    assert all(r["measured_ms"] > 0 for r in layers) and report["latency"]["model_measured_ms"] > 0
+    assert all((r["single_conv_ms"] is None) == (r["convs"] < 2) for r in layers)
