@@ -52,7 +52,7 @@ def test_force_measures_a_mismatched_phone_and_records_it(sims, adb_env):
     server = sims.start("pixel1")
     with create_device("galaxy-s8", serial=server.address, benchmark_binary=adb_env, force=True) as phone:
         info = phone.info()
-    assert info["forced"] is True and "Pixel" in info["profile_mismatch_forced"]
+    assert info["forced"] is True and "Pixel" in info["profile_mismatch"]
 
 
 @pytest.mark.parametrize("phone, soc, mask", [("galaxy-s8", "Exynos 8895", "f0"),
@@ -98,6 +98,12 @@ def test_binary_for_another_architecture_is_refused(sims, adb_env, tmp_path):
 def test_unreachable_serial_is_a_user_error(adb_env):
     with pytest.raises(FgnasError, match="cannot reach phone 127.0.0.1:9") as err:
         create_device("pixel1", serial="127.0.0.1:9", benchmark_binary=adb_env)
+    assert err.value.exit_code == 2
+
+
+def test_usb_serial_without_a_usable_usb_stack_is_a_user_error(adb_env):
+    with pytest.raises(FgnasError, match="USB") as err:
+        create_device("pixel1", serial="FA6AB0300001", benchmark_binary=adb_env)
     assert err.value.exit_code == 2
 
 

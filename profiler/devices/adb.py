@@ -109,7 +109,7 @@ class AdbDevice(Device):
             "governors": {str(cpu): g for cpu, g in cpu_values(cpu_files, "scaling_governor").items()},
             "big_core_mask": f"{mask or self.profile.big_core_mask_fallback:x}",
             "big_core_mask_source": "cpufreq" if mask else "profile fallback",
-            "profile_mismatch_forced": problem,
+            "profile_mismatch": problem,
             "thermal_at_connect_c": {r.type or r.zone: r.temp_c for r in thermal_readings(self._grep(THERMAL_GLOBS))},
         })
         self.mask = info["big_core_mask"]

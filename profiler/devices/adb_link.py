@@ -47,7 +47,7 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
 
     return (OSError, struct.error, e.AdbConnectionError, e.AdbTimeoutError, e.TcpTimeoutException,
             e.InvalidChecksumError, e.InvalidCommandError, e.InvalidResponseError, e.DeviceAuthError,
-            e.PushFailedError, e.UsbReadFailedError, e.UsbWriteFailedError)
+            e.PushFailedError, e.UsbDeviceNotFoundError, e.UsbReadFailedError, e.UsbWriteFailedError)
 
 
 def _tcp_device(host: str, port: int):
@@ -74,12 +74,14 @@ def _tcp_device(host: str, port: int):
 
 
 def _usb_device(serial: str):
+    from adb_shell.adb_device import AdbDeviceUsb
+    from adb_shell.exceptions import InvalidTransportError
+
     try:
-        from adb_shell.adb_device import AdbDeviceUsb
-    except ImportError as exc:
+        return AdbDeviceUsb(serial=serial, default_transport_timeout_s=TRANSPORT_TIMEOUT_S)
+    except InvalidTransportError as exc:  # adb-shell without its usb extra (libusb1)
         raise FgnasError(f"USB serial {serial!r} needs libusb: pip install 'fgnas[usb]' (or connect over TCP: "
                          f"`adb tcpip 5555`, then --serial PHONE_IP:5555)") from exc
-    return AdbDeviceUsb(serial=serial, default_transport_timeout_s=TRANSPORT_TIMEOUT_S)
 
 
 def open_adb_device(serial: str):
