@@ -23,7 +23,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=QUANTIZE_MODES, help="also write a post-training quantized .tflite")
     p.add_argument("--round-channels", action="store_true",
                    help="snap each operation's channels to the table's tile where that lowers predicted latency")
-    p.add_argument("--finetune-epochs", type=int, default=0, help="re-fine-tune after --round-channels")
     p.add_argument("--parity-samples", type=int, default=64, help="inputs compared across runtimes")
     p.add_argument("--eval-samples", type=int, default=1000, help="validation images for the accuracy check")
     p.add_argument("--runs", type=int, default=BenchmarkSettings.runs, help="timed runs per measurement")
@@ -52,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         device = None if args.device == "none" else args.device
         options = ExportOptions(args.out or args.run_dir / "export", device, _table(args, run.arch), args.data,
                                 args.quantize, args.parity_samples, args.eval_samples,
-                                BenchmarkSettings(runs=args.runs, warmup=args.warmup), args.round_channels,
-                                args.finetune_epochs)
+                                BenchmarkSettings(runs=args.runs, warmup=args.warmup), args.round_channels)
         result = export_run(run, options, log=lambda m: print(f"fgnas-export: {m}", file=sys.stderr, flush=True))
     except DeviceFault as exc:
         print(f"fgnas-export: {exc}", file=sys.stderr)

@@ -36,7 +36,6 @@ class ExportOptions:
     eval_samples: int = 1000
     settings: BenchmarkSettings = field(default_factory=BenchmarkSettings)
     round_channels: bool = False
-    finetune_epochs: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ def export_run(run: SearchedRun, options: ExportOptions, log: Callable[[str], No
         from export.rounding import round_run
 
         log("rounding channels to the table's tiles")
-        arch, net, rounding = round_run(run, options.table, x, labels, options.finetune_epochs, data)
+        arch, net, rounding = round_run(run, options.table, x, labels)
     plan = prune(arch, net.state_dict())
     module = PrunedNetwork(plan)
     files = {}
