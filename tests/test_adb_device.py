@@ -164,11 +164,14 @@ def test_hot_phone_that_never_cools_is_measured_and_flagged(sims, adb_env, small
     assert m.extra["cooldown"]["still_hot"] is True and m.extra["hottest_c"] == 55.0
 
 
-@pytest.mark.parametrize("variant", ["2018", "2019", "2020"])
-def test_older_tool_output_is_read(sims, adb_env, small_models, variant):
+@pytest.mark.parametrize("variant, xnnpack_flag", [("2018", False), ("2019", False), ("2020", True)])
+def test_older_tools_get_only_the_flags_they_know_and_their_output_is_read(sims, adb_env, small_models, variant,
+                                                                            xnnpack_flag):
     server = sims.start("pixel1", output_variant=variant)
     with create_device("pixel1", serial=server.address, benchmark_binary=adb_env) as phone:
         m = phone.benchmark(small_models[1], FAST)
+        assert phone.info()["benchmark_tool"]["has_use_xnnpack_flag"] is xnnpack_flag
+        assert ("--min_secs=0" in phone.command("m.tflite", FAST)) is (variant != "2018")
     assert m.extra["output_format"] == variant and m.count == 5
 
 

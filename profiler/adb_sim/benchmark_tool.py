@@ -32,13 +32,19 @@ _TYPES: dict[str, Callable[[str], object]] = {
 }
 
 
-def parse_flags(argv: list[str]) -> tuple[Flags, list[str]]:
+# Flags each era's tool knows: min_secs/warmup_min_secs/max_secs arrived in 2019, use_xnnpack in 2020.
+_KNOWN = {"2018": {"graph", "num_threads", "num_runs", "warmup_runs", "help"}}
+_KNOWN["2019"] = _KNOWN["2018"] | {"min_secs", "warmup_min_secs", "max_secs"}
+_KNOWN["2020"] = _KNOWN["current"] = set(_TYPES)
+
+
+def parse_flags(argv: list[str], variant: str = "current") -> tuple[Flags, list[str]]:
     """`--name=value` flags as the tool's Flags::Parse reads them; returns the flags and the unconsumed arguments."""
     values: dict[str, object] = {}
     unconsumed = []
     for arg in argv:
         name, _, value = arg.removeprefix("--").partition("=")
-        if arg.startswith("--") and name in _TYPES:
+        if arg.startswith("--") and name in _KNOWN[variant]:
             values[name] = _TYPES[name](value)
         else:
             unconsumed.append(arg)
@@ -85,12 +91,12 @@ def _run_phase(invoke: Callable[[], None], min_runs: int, min_secs: float, max_s
 def run_benchmark_model(program: str, argv: list[str], read_file: Callable[[str], bytes | None],
                         variant: str = "current") -> tuple[str, int]:
     """Run the tool's command line; returns (merged stdout+stderr, exit status)."""
-    flags, unconsumed = parse_flags(argv)
+    flags, unconsumed = parse_flags(argv, variant)
     info = "INFO: " if variant == "current" else ""
     out: list[str] = []
-    if flags.help:
+    if flags.help or (unconsumed and variant != "current"):  # before 2020 an unknown flag failed the parse
         usage = "\n".join(f"\t--{name}=\t{t.__name__ if isinstance(t, type) else 'bool'}\toptional"
-                          for name, t in _TYPES.items())
+                          for name, t in _TYPES.items() if name in _KNOWN[variant])
         return f"ERROR: usage: {program}\nFlags:\n{usage}\n", 1
     out.append(f"{info}STARTING!")
     if unconsumed and variant == "current":
@@ -130,7 +136,8 @@ def run_benchmark_model(program: str, argv: list[str], read_file: Callable[[str]
     out += [f"{info}The input model file size (MB): {len(model) / 1e6:g}", f"{info}Initialized session in {init_us / 1e3:g}ms."]
 
     phases = []
-    for runs, min_secs in ((flags.warmup_runs, flags.warmup_min_secs), (flags.num_runs, flags.min_secs)):
+    timed_for = (flags.warmup_min_secs, flags.min_secs) if variant != "2018" else (0.0, 0.0)  # 2018: exact counts
+    for runs, min_secs in zip((flags.warmup_runs, flags.num_runs), timed_for):
         if variant == "2018":
             out.append(f"{info}Running benchmark for {runs} iterations")
         elif variant == "2019":

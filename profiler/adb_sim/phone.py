@@ -7,6 +7,7 @@ import fnmatch
 import json
 import re
 import shlex
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -15,7 +16,7 @@ from profiler.adb_sim.benchmark_tool import VARIANTS, run_benchmark_model
 
 PHONE_DIR = Path(__file__).parent / "phones"
 _ELF_MACHINES = {"arm64-v8a": 183, "x86_64": 62}
-_REDIRECT = re.compile(r"\s+\d?>&?\s*\S+")
+_REDIRECT = re.compile(r"\s+\d?>&?\s*[^\s;&|]+")
 _SEPARATOR = re.compile(r"\s*(?:;|&&)\s*")
 S_IFREG = 0o100000
 
@@ -183,8 +184,6 @@ class SimPhone:
         return "", 0
 
     def _cmd_rm(self, args: list[str]) -> tuple[str, int]:
-        import shutil
-
         for path in (a for a in args if not a.startswith("-")):
             local = self._local(path)
             if local.is_dir():

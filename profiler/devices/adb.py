@@ -26,6 +26,7 @@ REMOTE_BINARY = f"{REMOTE_DIR}/benchmark_model"
 PREBUILT_URL = ("https://storage.googleapis.com/tensorflow-nightly-public/prod/tensorflow/release/lite/tools/nightly/"
                 "latest/android_aarch64_benchmark_model")
 _STATUS = re.compile(r"__fgnas_rc=(\d+)\s*$")
+_FLAG = re.compile(r"--(\w+)=")
 _FINGERPRINT_PROPS = {
     "model": "ro.product.model", "manufacturer": "ro.product.manufacturer", "device": "ro.product.device",
     "board": "ro.product.board", "platform": "ro.board.platform", "hardware": "ro.hardware",
@@ -124,10 +125,12 @@ class AdbDevice(Device):
             first = text.strip().splitlines()[0] if text.strip() else f"exit status {status}"
             raise FgnasError(f"{self.binary} does not run on phone {self.serial} ({self._fingerprint['abi']}): "
                              f"{first}. Use the Android arm64 build of benchmark_model from {PREBUILT_URL}")
+        self._tool_flags = set(_FLAG.findall(text))
         self._fingerprint["benchmark_tool"] = {
             "file": self.binary.name,
             "sha256": hashlib.sha256(self.binary.read_bytes()).hexdigest(),
             "output_format": None,  # filled in by the first benchmark
+            "has_use_xnnpack_flag": "use_xnnpack" in self._tool_flags,
         }
 
     # ---- Device interface -------------------------------------------------------------------------------------------
@@ -166,9 +169,13 @@ class AdbDevice(Device):
         return remote
 
     def command(self, remote_model: str, settings: BenchmarkSettings) -> str:
-        return (f"taskset {self.mask} {REMOTE_BINARY} --graph={remote_model} --num_threads={settings.threads} "
-                f"--num_runs={settings.runs} --warmup_runs={settings.warmup} --min_secs=0 --warmup_min_secs=0 "
-                f"--use_xnnpack={str(settings.use_xnnpack).lower()} 2>&1; echo __fgnas_rc=$?")
+        """Only flags this build lists in its --help: tools before 2019 fail on min_secs, before 2020 on use_xnnpack
+        (and did not use XNNPACK)."""
+        flags = {"graph": remote_model, "num_threads": settings.threads, "num_runs": settings.runs,
+                 "warmup_runs": settings.warmup, "min_secs": 0, "warmup_min_secs": 0,
+                 "use_xnnpack": str(settings.use_xnnpack).lower()}
+        args = " ".join(f"--{k}={v}" for k, v in flags.items() if k in self._tool_flags)
+        return f"taskset {self.mask} {REMOTE_BINARY} {args} 2>&1; echo __fgnas_rc=$?"
 
     def benchmark(self, model_path: Path, settings: BenchmarkSettings) -> Measurement:
         model_path = Path(model_path)
