@@ -136,6 +136,32 @@ def test_dropped_connections_are_reconnected_and_every_model_measured(sims, adb_
     assert [m.count for m in results] == [5, 5, 5]
 
 
+def test_adbd_restart_mid_sweep_is_reconnected_on_the_same_port(sims, adb_env, small_models, monkeypatch):
+    import threading
+
+    from profiler.adb_sim import AdbServer
+
+    monkeypatch.setenv("FGNAS_ADB_RETRIES", "6")  # backoff 0.05 .. 1.6 s: ~3 s in all, far beyond the 0.3 s outage
+    server = sims.start("pixel1")
+    port = int(server.address.rsplit(":", 1)[1])
+    with create_device("pixel1", serial=server.address, benchmark_binary=adb_env) as phone:
+        phone.prepare(small_models[:1])
+        server.stop()  # adbd goes away; it comes back 0.3 s later on the same port, knowing our key
+
+        def restart():
+            restarted = AdbServer(server.phone, port=port).start()
+            for key in server.trusted_keys():
+                restarted.trust(key)
+            sims.servers.append(restarted)
+
+        timer = threading.Timer(0.3, restart)
+        timer.start()
+        m = phone.benchmark(small_models[0], FAST)
+        timer.join()
+        assert phone.info()["reconnects"] >= 1
+    assert m.count == 5
+
+
 def test_phone_gone_for_good_is_a_device_fault(sims, adb_env, small_models):
     server = sims.start("pixel1")
     phone = create_device("pixel1", serial=server.address, benchmark_binary=adb_env)
