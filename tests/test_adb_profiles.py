@@ -3,7 +3,9 @@ import subprocess
 import sys
 
 import pytest
+from adb_sim_helpers import adb_env, adb_key_dir, sims  # noqa: F401 (pytest fixtures)
 
+from profiler.devices import create_device
 from profiler.devices.adb import split_status
 from profiler.devices.device_profile import big_core_mask, load_profile, profile_names
 from profiler.devices.phone_readings import (ThermalReading, cpu_values, max_freqs_khz, parse_getprop,
@@ -41,7 +43,9 @@ def test_galaxy_s8_soc_from_model_number():
     profile = load_profile("galaxy-s8")
     assert profile.soc_for({"ro.product.model": "SM-G950F"}).name == "Exynos 8895"
     assert profile.soc_for({"ro.product.model": "SM-G955FD"}).name == "Exynos 8895"
+    assert profile.soc_for({"ro.product.model": "SM-G950N"}).name == "Exynos 8895"
     assert profile.soc_for({"ro.product.model": "SM-G950U1"}).name.startswith("Snapdragon 835")
+    assert profile.soc_for({"ro.product.model": "SCV36"}).name.startswith("Snapdragon 835")
     assert profile.soc_for({"ro.product.model": "SM-G960F"}) is None  # Galaxy S9
 
 
@@ -53,6 +57,13 @@ def test_emulator_profile_requires_qemu_property():
 
 def test_android_profile_takes_any_phone():
     assert load_profile("android").mismatch({"ro.product.model": "Nokia 3.4"}) is None
+
+
+def test_android_profile_names_the_soc_by_platform(sims, adb_env):
+    server = sims.start("galaxy-s8-snapdragon")
+    with create_device("android", serial=server.address, benchmark_binary=adb_env) as phone:
+        info = phone.info()
+    assert info["soc"] == "msm8998" and info["big_core_mask"] == "f0" and info["name"] == "android"
 
 
 def test_parse_getprop():

@@ -103,7 +103,7 @@ class AdbDevice(Device):
         info = {"name": self.profile.name, "kind": "android", "serial": self.serial}
         info.update({key: props.get(prop, "") for key, prop in _FINGERPRINT_PROPS.items()})
         info.update({
-            "soc": soc.name if soc else props.get("ro.board.platform", ""),
+            "soc": soc.name if soc and soc.name else props.get("ro.board.platform", ""),
             "emulator": props.get("ro.kernel.qemu") == "1",
             "kernel": self.link.shell("uname -r").strip(),
             "max_freq_khz": {str(cpu): f for cpu, f in freqs.items()},
