@@ -85,8 +85,6 @@ def _check_writable(directory: Path) -> None:
 
 def profile(args: argparse.Namespace) -> ProfileOutcome:
     """Run the sweep the arguments describe and write the table; FgnasError/DeviceFault/KeyboardInterrupt pass up."""
-    from profiler.table import LatencyTable
-
     space = make_space(args)
     if min(args.runs, args.threads) < 1 or args.warmup < 0:
         raise FgnasError("--runs and --threads must be at least 1 and --warmup at least 0")
@@ -105,6 +103,8 @@ def profile(args: argparse.Namespace) -> ProfileOutcome:
         info = devices[0].info()
         if len(devices) > 1:
             info["farm"] = [d.info() for d in devices]
+    from profiler.table import LatencyTable  # scikit-learn: only needed once the measurements are in
+
     log_path = raw_log_path(out)
     table_settings = {**settings.to_dict(), "space": space.name, "seed": args.seed}
     table = LatencyTable.build(read_records(log_path), info, table_settings, log_path, drift=result.drift)

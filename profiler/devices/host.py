@@ -6,6 +6,7 @@ DeviceFault. TensorFlow is never imported here; the worker loads only LiteRT and
 """
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata
 import json
 import os
@@ -24,6 +25,7 @@ from profiler.devices.base import BenchmarkSettings, Device, Measurement
 from profiler.errors import DeviceFault, FgnasError
 
 RUNTIME = "ai-edge-litert"
+_PR_SET_PDEATHSIG = 1
 _REPO_ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -47,13 +49,25 @@ def time_model(model_path: str, threads: int, runs: int, warmup: int, use_xnnpac
     return samples
 
 
-def serve(cpu: int) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: have the kernel SIGKILL this worker when the sweep dies (kill -9 included), so no orphan keeps
+    timing a model on the measurement core."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return  # not Linux: the worker still exits at its next read, on EOF
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+def serve(cpu: int, parent_pid: int) -> None:
     """The worker's loop: one JSON request per stdin line, one JSON answer per line on the original stdout.
 
     stdout is then pointed at stderr so that nothing the runtime prints can corrupt the answers. Ctrl-C is for the
     parent: the worker ignores it, so the measurement in flight completes and is logged before the sweep stops.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
     os.sched_setaffinity(0, {cpu})
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
@@ -136,7 +150,8 @@ class HostDevice(Device):
         self._stop_worker()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_REPO_ROOT, os.environ.get("PYTHONPATH")])),
                    TF_CPP_MIN_LOG_LEVEL="2")
-        self._process = subprocess.Popen([sys.executable, "-m", "profiler.devices.host", str(self.cpu)],
+        self._process = subprocess.Popen([sys.executable, "-m", "profiler.devices.host", str(self.cpu),
+                                          str(os.getpid())],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                          text=True, env=env)
 
@@ -173,4 +188,4 @@ def create_host(cpu: int = 0, serial: str | None = None, benchmark_binary: str |
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    serve(int(sys.argv[1]), int(sys.argv[2]))

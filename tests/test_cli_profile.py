@@ -1,0 +1,174 @@
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from profiler.cli_profile import build_parser, main, make_space
+from profiler.devices import register_device
+from profiler.devices.base import BenchmarkSettings, Device, Measurement
+from profiler.errors import DeviceFault
+from profiler.model_builder import build_model
+from profiler.rawlog import read_records
+from profiler.table import LatencyTable
+
+TINY = ["--device", "host", "--space", "quick", "--resolutions", "4", "--kernels", "1,3", "--strides", "1",
+        "--samples-per-condition", "3", "--ops", "ADD,MEAN", "--warmup", "2"]
+
+
+def _expected_ids(argv: list[str]) -> set[str]:
+    args = build_parser().parse_args(argv)
+    return {p.config_hash() for p in make_space(args).probes(args.seed)}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """Models of the tiny space built once, so that the killed sweeps spend their time measuring."""
+    cache = tmp_path_factory.mktemp("models")
+    args = build_parser().parse_args(TINY)
+    space = make_space(args)
+    for probe in [*space.probes(args.seed), space.reference]:
+        build_model(probe, cache)
+    return cache
+
+
+def _cli(argv: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "profiler.cli_profile", *argv], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _workers_of(parent_pid: int, wait_s: float = 5.0) -> list[int]:
+    """Host runtime workers started by `parent_pid` that are still alive after up to wait_s seconds."""
+    deadline = time.time() + wait_s
+    while True:
+        alive = []
+        for proc in Path("/proc").iterdir():
+            try:
+                args = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"profiler.devices.host" in args and args[-2:-1] == [str(parent_pid).encode()]:
+                alive.append(int(proc.name))
+        if not alive or time.time() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def _last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_logs_every_configuration_once(tmp_path, cache):
+    # hundreds of runs: each measurement lasts milliseconds, so a kill may land inside one
+    argv = [*TINY, "--runs", "300", "--out", str(tmp_path / "host.json"), "--cache-dir", str(cache)]
+    log = tmp_path / "host.raw.jsonl"
+
+    def measured() -> int:
+        return sum(r["kind"] != "reference" for r in read_records(log))
+
+    rng = random.Random(7)
+    total = len(_expected_ids(argv))
+    counts = []
+    for target in sorted(rng.sample(range(1, total - 4), 4)):
+        proc = _cli(argv, tmp_path)
+        deadline = time.time() + 120
+        while measured() < target and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.05))  # then a random moment: mid-measurement, mid-append or between
+        proc.kill()
+        proc.communicate()
+        counts.append(measured())  # the log must parse after every kill
+        assert _workers_of(proc.pid) == [], "a killed sweep left its runtime worker behind"
+    final = _cli(argv, tmp_path)
+    out, err = final.communicate(timeout=300)
+    assert final.returncode == 0, err
+    ids = [r["id"] for r in read_records(log) if r["kind"] != "reference"]
+    assert len(ids) == len(set(ids)) and set(ids) == _expected_ids(argv)
+    assert counts == sorted(counts) and 0 < counts[-1] < len(ids), counts  # the kills did land mid-sweep
+    table = LatencyTable.load(tmp_path / "host.json")
+    assert table.raw_log_file is not None
+    assert f"measured {len(ids) - counts[-1]}" in out
+
+
+def test_same_command_again_resumes_and_finishes_at_once(tmp_path, cache, capsys):
+    argv = [*TINY, "--runs", "3", "--out", str(tmp_path / "host.json"), "--cache-dir", str(cache)]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    n = len(read_records(tmp_path / "host.raw.jsonl"))
+    started = time.time()
+    assert main(argv) == 0
+    assert time.time() - started < 10
+    assert "measured 0, skipped" in capsys.readouterr().out and "skipped 0" in first
+    assert len(read_records(tmp_path / "host.raw.jsonl")) == n
+    doc = json.loads((tmp_path / "host.json").read_text())
+    assert doc["table_version"] == 2 and doc["device"]["name"] == "host" and doc["settings"]["space"] == "quick"
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_with_the_log_intact_and_the_resume_command(tmp_path, cache):
+    argv = [*TINY, "--runs", "300", "--out", str(tmp_path / "host.json"), "--cache-dir", str(cache)]
+    proc = _cli(argv, tmp_path)
+    deadline = time.time() + 60
+    while not read_records(tmp_path / "host.raw.jsonl") and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "resume with: fgnas-profile --device host" in _last_line(err)
+    assert "Traceback" not in err
+    assert read_records(tmp_path / "host.raw.jsonl")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--device", "toaster"], "unknown device 'toaster'"),
+    (["--space", "galaxy"], "unknown space 'galaxy'"),
+    (["--serial", "emulator-5554"], "--serial is for phones"),
+    (["--resolutions", "5"], "has no resolution [5]"),
+    (["--kernels", "13"], "kernels must be in 1..11"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
+    argv = [*TINY, "--out", str(tmp_path / "t.json"), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_unwritable_output_is_exit_2(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a directory")
+    assert main([*TINY, "--out", str(tmp_path / "file" / "host.json")]) == 2
+    assert "cannot write to" in capsys.readouterr().err
+
+
+def test_corrupted_raw_log_line_is_exit_2_naming_the_line(tmp_path, cache, capsys):
+    log = tmp_path / "host.raw.jsonl"
+    good = {"v": 1, "kind": "conv", "id": "x", "spec": {}, "m": {}, "device": "host", "serial": None, "t": 0}
+    log.write_text(json.dumps(good) + "\n" + "{garbage\n" + json.dumps(good) + "\n")
+    assert main([*TINY, "--out", str(tmp_path / "host.json"), "--cache-dir", str(cache)]) == 2
+    assert "host.raw.jsonl:2: corrupted raw-log line" in _last_line(capsys.readouterr().err)
+
+
+class _Unplugged(Device):
+    name = "test-unplugged"
+
+    def info(self) -> dict:
+        return {"name": self.name}
+
+    def benchmark(self, model_path: Path, settings: BenchmarkSettings) -> Measurement:
+        raise DeviceFault("device went away after 3 retries")
+
+
+register_device("test-unplugged")(lambda **options: _Unplugged())
+
+
+def test_device_fault_is_exit_3_with_the_resume_command(tmp_path, cache, capsys):
+    argv = [*TINY, "--device", "test-unplugged", "--out", str(tmp_path / "t.json"), "--cache-dir", str(cache)]
+    assert main(argv) == 3
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert "every device failed" in lines[-2] and "device went away" in lines[-2]
+    assert lines[-1].startswith("resume with: fgnas-profile --device host --space quick")
+    assert "--device test-unplugged" in lines[-1]
