@@ -2,7 +2,9 @@
 
 One registered device per profile in profiler/devices/profiles/ (`pixel1`, `galaxy-s8`, `emulator`, `android`).
 `benchmark_model` prints no per-run times, only count/first/curr/min/max/avg/std of the timed runs, so a
-Measurement's median_ms and mean_ms both hold the tool's average (extra["median_source"] says so).
+Measurement's median_ms and mean_ms both hold the tool's average (extra["median_source"] says so). The tool times in
+whole microseconds: an op whose every run took under 1 us averages 0, which we report as 0.5 us (the middle of
+[0, 1) us) with extra["below_resolution"] set, so a fit never sees a zero latency.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import re
 import time
 from pathlib import Path
 
-from profiler.benchmark_output import BenchmarkOutputError, parse_benchmark_output
+from profiler.benchmark_output import BenchmarkOutput, BenchmarkOutputError, parse_benchmark_output
 from profiler.devices import register_device
 from profiler.devices.adb_link import AdbLink
 from profiler.devices.base import BenchmarkSettings, Device, Measurement
@@ -21,6 +23,7 @@ from profiler.devices.phone_readings import (CPU_GLOBS, THERMAL_GLOBS, ThermalRe
                                              parse_getprop, parse_grep_files, thermal_readings)
 from profiler.errors import DeviceFault, FgnasError
 
+RESOLUTION_US = 1.0  # benchmark_model's clock: whole microseconds
 REMOTE_DIR = "/data/local/tmp/fgnas"
 REMOTE_BINARY = f"{REMOTE_DIR}/benchmark_model"
 PREBUILT_URL = ("https://storage.googleapis.com/tensorflow-nightly-public/prod/tensorflow/release/lite/tools/nightly/"
@@ -52,6 +55,24 @@ def split_status(text: str) -> tuple[str, int | None]:
     """Our commands end with `; echo __fgnas_rc=$?` because the legacy shell service does not return exit codes."""
     m = _STATUS.search(text)
     return (text[:m.start()], int(m.group(1))) if m else (text, None)
+
+
+def measurement_from_output(out: BenchmarkOutput, started: float, finished: float, extra: dict) -> Measurement:
+    """The tool's statistics of the timed runs as a Measurement (ms); everything else it reported goes to extra."""
+    inf = out.inference
+    avg_us = inf.avg_us if inf.avg_us > 0 else RESOLUTION_US / 2
+    return Measurement(
+        median_ms=avg_us / 1e3, mean_ms=avg_us / 1e3, std_ms=inf.std_us / 1e3, min_ms=inf.min_us / 1e3,
+        count=inf.count, warmup=out.warmup.count, started_at=started, finished_at=finished,
+        extra={
+            **extra,
+            "median_source": "benchmark_model average (the tool prints no per-run times)",
+            "below_resolution": inf.avg_us <= 0,
+            "max_ms": inf.max_us / 1e3, "init_ms": out.init_us / 1e3,
+            "first_inference_ms": out.first_inference_us / 1e3, "warmup_avg_ms": out.warmup_avg_us / 1e3,
+            "memory_overall_mb": out.memory_overall_mb, "output_format": out.variant,
+        },
+    )
 
 
 def hottest(readings: list[ThermalReading], cooldown: Cooldown) -> float | None:
@@ -190,23 +211,12 @@ class AdbDevice(Device):
             raise DeviceFault(f"benchmark_model failed on phone {self.serial} for {model_path.name} "
                               f"(exit status {status}): {exc}") from exc
         self._fingerprint["benchmark_tool"]["output_format"] = out.variant
-        inf = out.inference
-        return Measurement(
-            median_ms=inf.avg_us / 1e3, mean_ms=inf.avg_us / 1e3, std_ms=inf.std_us / 1e3, min_ms=inf.min_us / 1e3,
-            count=inf.count, warmup=out.warmup.count, started_at=started, finished_at=finished,
-            extra={
-                "serial": self.serial,
-                "median_source": "benchmark_model average (the tool prints no per-run times)",
-                "max_ms": inf.max_us / 1e3, "init_ms": out.init_us / 1e3,
-                "first_inference_ms": out.first_inference_us / 1e3, "warmup_avg_ms": out.warmup_avg_us / 1e3,
-                "memory_overall_mb": out.memory_overall_mb, "output_format": out.variant,
-                "big_core_mask": self.mask,
-                "temps_c": {r.type or r.zone: r.temp_c for r in readings},
-                "hottest_c": hottest(readings, self.cooldown),
-                "cooldown": self._last_cooldown,
-                "reconnects": self.link.reconnects,
-            },
-        )
+        return measurement_from_output(out, started, finished, {
+            "serial": self.serial, "big_core_mask": self.mask,
+            "temps_c": {r.type or r.zone: r.temp_c for r in readings},
+            "hottest_c": hottest(readings, self.cooldown),
+            "cooldown": self._last_cooldown, "reconnects": self.link.reconnects,
+        })
 
     def close(self) -> None:
         self.link.close()
