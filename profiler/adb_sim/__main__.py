@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the first N thermal reads report every zone hot")
     parser.add_argument("--output-variant", choices=VARIANTS, default="current",
                         help="which benchmark_model output format to print")
-    parser.add_argument("--reject-keys", action="store_true", help="never accept a new ADB key")
+    parser.add_argument("--reject-keys", action="store_true", help="the user taps Deny on the key prompt")
     parser.add_argument("--write-benchmark-binary", type=Path, metavar="PATH",
                         help="write an arm64 ELF stub this simulator runs as benchmark_model, then exit")
     args = parser.parse_args(argv)
