@@ -95,17 +95,25 @@ class Space:
             for i in range(self.op_samples):
                 res = self.resolutions[i % len(self.resolutions)]
                 c = _channel_samples(rng, res.min_channels, res.max_channels, 1)[0]
-                if op == "FULLY_CONNECTED":
-                    probes.append(OpProbe.for_feature_map(op, 1, _CLASSES[i % len(_CLASSES)], c))
-                elif op == "SOFTMAX":
-                    probes.append(OpProbe.for_feature_map(op, 1, 1, _CLASSES[i % len(_CLASSES)] + i))
-                else:
-                    probes.append(OpProbe.for_feature_map(op, res.hw, res.hw, c))
-        return list(dict.fromkeys(probes))
+                probe = None
+                while probe is None or probe in probes:  # distinct sizes, so the op's fit gets op_samples points
+                    probe = _op_probe(op, res.hw, c, i)
+                    c += 1
+                probes.append(probe)
+        return probes
 
     def probes(self, seed: int = 0) -> list[Probe]:
         """Every conv and op probe of the space, without duplicates (the sweep shuffles them)."""
         return [*self.conv_probes(seed), *self.op_probes(seed)]
+
+
+def _op_probe(op: str, hw: int, c: int, i: int) -> OpProbe:
+    """The i-th size of `op`: classifier ops cycle through 10/100/1000 classes, the others see hw x hw x c."""
+    if op == "FULLY_CONNECTED":
+        return OpProbe.for_feature_map(op, 1, _CLASSES[i % len(_CLASSES)], c)
+    if op == "SOFTMAX":
+        return OpProbe.for_feature_map(op, 1, 1, _CLASSES[i % len(_CLASSES)] + c)
+    return OpProbe.for_feature_map(op, hw, hw, c)
 
 
 def _channel_samples(rng: random.Random, lo: int, hi: int, n: int) -> list[int]:
@@ -119,7 +127,10 @@ def _channel_samples(rng: random.Random, lo: int, hi: int, n: int) -> list[int]:
             c = max(step, round(c / step) * step) if step <= hi else c
         elif c % 8 == 0:
             c += rng.choice((-1, 1)) * rng.randint(1, 7)
-        counts.append(min(max(c, 1), max(hi, lo)))
+        c = min(max(c, lo), hi)
+        while c in counts and c < hi:  # tile rounding can land two strata on one count: keep n distinct points
+            c += 1
+        counts.append(c)
     return counts
 
 
