@@ -7,7 +7,7 @@ fgnas uses, so the unit factor is 1. What differs is the network: lambda * R(bac
 (EfficientNet-B0, 4.0M), 0.09 for latency (MobileNetV2-224 on a Pixel 1, 75 ms) and 6.3 for FLOPs (EDSR baseline x2,
 6.3 GFLOPs on a 48x48 patch). The default lambda keeps that product: lambda_0 = lambda_paper * R_paper / R(backbone).
 The automatic schedule then multiplies lambda by a constant factor every step the hard resource lags a linear plan
-(start -> target by 70% of the search epochs) and divides by it when well ahead, so lambda can grow 100-fold within
+(start -> target by half the search epochs) and divides by it when well ahead, so lambda can grow 1000-fold within
 the planned steps: the target is reached in a bounded number of epochs whatever the starting value.
 """
 from __future__ import annotations
@@ -24,9 +24,12 @@ from torch import nn
 
 from profiler.errors import FgnasError
 from profiler.spec import ConditionKey
+from search.batchnorm import recalibrate_batchnorm
+from search.gate_optimizer import NormalizedSGD
 from search.data import BatchLoader, DataSplits, load_data, make_loaders
 from search.resources import Resource, create_resource
 from search.targets import Target, format_resource, parse_target
+from search.transforms import eval_transform
 
 PHASES = ("pretrain", "search", "finetune", "done")
 REPORTED_RESOURCES = ("params", "flops", "latency")
@@ -56,7 +59,7 @@ def default_lambda(resource: str, backbone_resource: float) -> float:
 class LambdaSchedule:
     """Adapts lambda so the hard resource follows a straight line from `start_resource` to `target`, reached by
     `plan_steps`. Behind the line: lambda *= growth; ahead by more than `slack` of the way: lambda /= growth (never
-    below lambda_0 / 100); otherwise unchanged. `fixed` keeps lambda constant, as in the paper."""
+    below lambda_0 / 1000); otherwise unchanged. `fixed` keeps lambda constant, as in the paper."""
 
     lam0: float
     start_resource: float
@@ -68,7 +71,7 @@ class LambdaSchedule:
 
     @classmethod
     def plan(cls, lam0: float, start_resource: float, target: float, plan_steps: int, fixed: bool = False,
-             max_growth: float = 1e2) -> LambdaSchedule:
+             max_growth: float = 1e3) -> LambdaSchedule:
         plan_steps = max(1, plan_steps)
         return cls(lam0, start_resource, target, plan_steps, max_growth ** (1.0 / plan_steps), fixed)
 
@@ -90,7 +93,7 @@ class LambdaSchedule:
         if gap < 0:
             return lam * self.growth
         if gap > self.slack:
-            return max(self.lam0 / 100, lam / self.growth)
+            return max(self.lam0 / 1000, lam / self.growth)
         return lam
 
 
@@ -127,6 +130,7 @@ class SearchConfig:
     train_subset: int | None = None
     val_subset: int | None = None
     pretrained: str | None = None
+    bn_calibration_images: int = 512  # training images that re-estimate BN statistics before each evaluation
 
     # What must match for --resume to continue a run (the rest, e.g. epochs or device, may change).
     IDENTITY = ("target", "backbone", "search_space", "data", "width", "seed", "train_subset", "lr", "batch_size")
@@ -249,12 +253,11 @@ def make_weight_optimizer(params: Iterable[nn.Parameter], config: SearchConfig) 
                            nesterov=True)
 
 
-def make_gate_optimizer(params: Iterable[nn.Parameter], config: SearchConfig) -> torch.optim.Adam:
-    """Adam for psi, without weight decay. The paper names SGD for the weights only; with SGD the psi step is
-    lambda * dR/dpsi, whose scale differs by orders of magnitude between resources and backbones, so a short search
-    may never flip a gate. Adam's step is ~gate_lr whatever that scale, and lambda sets only the balance between the
-    task loss and the resource, which is what the schedule adapts."""
-    return torch.optim.Adam(params, lr=config.gate_lr, weight_decay=0.0)
+def make_gate_optimizer(params: Iterable[nn.Parameter], config: SearchConfig) -> torch.optim.Optimizer:
+    """SGD on the network-wide normalised gate gradient (search/gate_optimizer.py): steps of ~gate_lr whatever the
+    resource's scale, and lambda sets only the balance between the task loss and the resource, which is what the
+    schedule adapts."""
+    return NormalizedSGD(params, lr=config.gate_lr)
 
 
 def keep_one_channel(net: nn.Module) -> None:
@@ -379,6 +382,7 @@ class _Run:
     amp: bool
     train_loader: BatchLoader
     val_loader: BatchLoader
+    calibration_loader: BatchLoader
     state: SearchState
     optimizer_states: list | None
     log: Callable[[str], None]
@@ -399,6 +403,9 @@ class _Run:
         self.optimizer_states = None
 
     def end_epoch(self, phase: str, loss: float, acc: float, lr: float, seconds: float) -> EpochMetrics:
+        # Eval mode must see the statistics of the current weights and architecture, not a lagging average (a short
+        # run, and every search step that prunes, leaves them stale); the checkpoint keeps the recalibrated ones.
+        recalibrate_batchnorm(self.net, self.calibration_loader, self.config.bn_calibration_images)
         val_loss, val_acc = evaluate(self.net, self.val_loader, self.device, self.amp)
         res = measure(self.net, self.resources)
         row = EpochMetrics(phase, self.state.epoch + 1, self.state.step, loss, acc, val_loss, val_acc,
@@ -451,6 +458,9 @@ def _prepare(config: SearchConfig, run_dir: str | Path, resume: bool, log: Calla
     torch.manual_seed(config.seed)
     net.to(device)
     train_loader, val_loader = make_loaders(data, config.batch_size, seed=config.seed, device=device)
+    calibration_loader = BatchLoader(data.train.subset(config.bn_calibration_images, config.seed), config.batch_size,
+                                     eval_transform(data.input_size, data.mean, data.std), shuffle=False,
+                                     device=device)
     state, optimizer_states = SearchState(), None
     ckpt = rundir.load_checkpoint() if resume else None
     if ckpt is not None:
@@ -463,7 +473,8 @@ def _prepare(config: SearchConfig, run_dir: str | Path, resume: bool, log: Calla
         state.phase = "search"
         log(f"weights from {config.pretrained}: skipping pretraining")
     return _Run(config, rundir, target, resource, resources, table, data, net, device,
-                config.amp and device.type == "cuda", train_loader, val_loader, state, optimizer_states, log, progress)
+                config.amp and device.type == "cuda", train_loader, val_loader, calibration_loader, state,
+                optimizer_states, log, progress)
 
 
 def _read_pretrained(path: str) -> dict:
@@ -525,7 +536,7 @@ def _search(run: _Run, scaler: torch.amp.GradScaler) -> None:
         run.log(f"search: from {format_resource(target.resource, state.start_resource)} to {target}, "
                 f"lambda {state.lam:.3g} ({cfg.lambda_schedule})")
     schedule = LambdaSchedule.plan(state.lam0, state.start_resource, target.value,
-                                   math.ceil(0.7 * cfg.epochs_search * len(run.train_loader)),
+                                   math.ceil(0.5 * cfg.epochs_search * len(run.train_loader)),
                                    fixed=cfg.lambda_schedule == "fixed")
     reached = net.hard_resource(run.resource) <= target.value
 

@@ -23,23 +23,23 @@ def test_default_lambda_keeps_the_papers_lambda_times_resource():
 
 def test_lambda_schedule_grows_when_behind_the_plan_and_shrinks_when_well_ahead():
     s = LambdaSchedule.plan(1.0, start_resource=100.0, target=50.0, plan_steps=10)
-    assert s.growth == pytest.approx(100 ** 0.1)
+    assert s.growth == pytest.approx(1000 ** 0.1)
     assert s.progress(75.0) == pytest.approx(0.5)
     assert s.progress(40.0) == 1.0 and s.progress(120.0) == 0.0
     assert s.expected(5) == pytest.approx(0.5)
     assert s.next(2.0, step=5, resource=80.0) == pytest.approx(2.0 * s.growth)  # 0.4 done, 0.5 planned
     assert s.next(2.0, step=5, resource=72.0) == 2.0  # 0.56 done: within the slack
     assert s.next(2.0, step=5, resource=60.0) == pytest.approx(2.0 / s.growth)  # 0.8 done: well ahead
-    assert s.next(0.01, step=5, resource=60.0) == pytest.approx(0.01)  # floor lambda0 / 100
+    assert s.next(0.001, step=5, resource=60.0) == pytest.approx(0.001)  # floor lambda0 / 1000
     assert LambdaSchedule.plan(1.0, 100.0, 50.0, 10, fixed=True).next(2.0, 5, 99.0) == 2.0
 
 
-def test_lambda_schedule_can_grow_100_fold_within_the_plan():
+def test_lambda_schedule_can_grow_1000_fold_within_the_plan():
     s = LambdaSchedule.plan(1.0, 100.0, 50.0, plan_steps=40)
     lam = 1.0
     for step in range(1, 41):
         lam = s.next(lam, step, resource=100.0)
-    assert lam == pytest.approx(100.0)
+    assert lam == pytest.approx(1000.0)
 
 
 def test_cosine_lr_hand_values():
