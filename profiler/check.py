@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from profiler.check_baseline import Baseline, fingerprint, load_baseline, require_same_device, save_baseline
-from profiler.check_stats import (Interval, change_interval, is_regression, is_within_budget, latency_interval,
+from profiler.check_stats import (change_interval, is_regression, is_within_budget, latency_interval,
                                   log_ratios, ratio_interval)
 from profiler.devices.base import BenchmarkSettings, Device
 from profiler.errors import FgnasError
@@ -43,8 +43,8 @@ class CheckOptions:
             raise FgnasError("--update-baseline needs --baseline FILE to write")
         if self.budget_ms is not None and self.budget_ms <= 0:
             raise FgnasError("--budget must be positive, e.g. 53ms")
-        if not 0 <= self.tolerance < 10:
-            raise FgnasError(f"--tolerance must be a small non-negative fraction such as 5%, got {self.tolerance}")
+        if not 0 <= self.tolerance < 1:  # "--tolerance 5" almost surely means 5%, not 500%
+            raise FgnasError(f"--tolerance must be between 0% and 100%, e.g. 5% or 0.05; got {self.tolerance:g}")
         if self.pairs < 2:
             raise FgnasError("--pairs must be at least 2: an interval needs repeated measurements")
         if not 0 < self.confidence < 1:
@@ -151,7 +151,7 @@ def baseline_outcome(run: PairedRun, baseline: Baseline, options: CheckOptions) 
 
 def make_baseline(model: Path, reference_spec: ConvSpec, reference: Path, device_info: dict, run: PairedRun,
                   options: CheckOptions) -> Baseline:
-    ratio: Interval = ratio_interval(log_ratios(run.model_ms, run.reference_ms), options.confidence,
+    ratio = ratio_interval(log_ratios(run.model_ms, run.reference_ms), options.confidence,
                                      options.interval)
     return Baseline(model_sha256=file_sha256(model), model_name=Path(model).name, reference_spec=reference_spec,
                     reference_sha256=file_sha256(reference), device=device_info,

@@ -99,6 +99,7 @@ def test_baseline_of_another_cpu_is_refused_before_measuring(host, check_models,
     (CheckOptions(budget_ms=5.0, update_baseline=True), "--update-baseline needs --baseline"),
     (CheckOptions(budget_ms=5.0, pairs=1), "--pairs must be at least 2"),
     (CheckOptions(budget_ms=-1.0), "--budget must be positive"),
+    (CheckOptions(baseline=Path("b.json"), tolerance=5.0), "between 0% and 100%, e.g. 5%"),
 ])
 def test_meaningless_options_are_user_errors(host, check_models, options, message):
     with pytest.raises(FgnasError, match=message):
