@@ -115,7 +115,10 @@ def test_budget_and_tolerance_texts():
 @pytest.mark.slow
 def test_cli_exit_codes_and_reports(check_models, tmp_path, capsys):
     baseline, junit, report = tmp_path / "b.json", tmp_path / "junit.xml", tmp_path / "report.json"
-    assert _cli(check_models, check_models.demo, "--baseline", baseline, "--update-baseline", "--pairs", "6") == 0
+    assert _cli(check_models, check_models.demo, "--baseline", baseline, "--update-baseline", "--pairs", "6",
+                "--junit", junit) == 0
+    recorded = ET.parse(junit).getroot()
+    assert recorded.get("failures") == "0" and [c.get("name") for c in recorded.iter("testcase")] == ["update-baseline"]
     assert _cli(check_models, check_models.slower, "--baseline", baseline, "--tolerance", "5%", "--budget", "10s",
                 "--pairs", "6", "--junit", junit, "--json", report) == 1
     out = capsys.readouterr().out
