@@ -71,3 +71,19 @@ def test_cached_model_is_reused_not_rebuilt(cache):
     assert path == model_path(spec, cache) and path.name == f"{spec.config_hash()}.tflite"
     path.write_bytes(b"marker")
     assert build_model(spec, cache).read_bytes() == b"marker"
+
+
+@pytest.mark.parametrize("activation", ["relu", "prelu", "tanh"])
+def test_ops_match_a_converted_keras_conv_bn_activation_model(cache, activation):
+    import tensorflow as tf
+
+    layers = {"relu": tf.keras.layers.ReLU(), "tanh": tf.keras.layers.Activation("tanh"),
+              "prelu": tf.keras.layers.PReLU(shared_axes=[1, 2])}
+    keras_model = tf.keras.Sequential([tf.keras.Input((8, 8, 4), batch_size=1),
+                                       tf.keras.layers.Conv2D(6, 3, padding="same", use_bias=False),
+                                       tf.keras.layers.BatchNormalization(), layers[activation]])
+    fn = tf.function(lambda x: keras_model(x, training=False), input_signature=[tf.TensorSpec((1, 8, 8, 4))])
+    converted = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn).convert()
+    keras_path = cache / f"keras-{activation}.tflite"
+    keras_path.write_bytes(converted)
+    assert _ops(build_model(ConvSpec(8, 8, 4, 6, 3, 1, 1, activation), cache)) == _ops(keras_path)
