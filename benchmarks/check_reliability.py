@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--pairs", type=int, default=CheckOptions.pairs, help="pairs per check")
+    p.add_argument("--max-pairs", type=int, default=CheckOptions.max_pairs, help="pairs when the first are undecided")
     p.add_argument("--baseline-pairs", type=int, default=40)
     p.add_argument("--calibration-pairs", type=int, default=60)
     p.add_argument("--tolerance", type=float, default=0.05)
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         truth = {name: true_slowdown(device, path, models["unchanged"], settings, args.calibration_pairs)
                  for name, path in models.items() if name != "unchanged"}
         truth["unchanged"] = 0.0
-        options = CheckOptions(baseline=baseline, tolerance=args.tolerance, pairs=args.pairs, settings=settings,
+        options = CheckOptions(baseline=baseline, tolerance=args.tolerance, pairs=args.pairs, max_pairs=args.max_pairs,
+                           settings=settings,
                                interval=args.interval, cache_dir=args.cache_dir)
         rng = random.Random(args.seed)
         verdicts: dict[str, list[dict]] = {name: [] for name in models}
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         info = device.info()
 
     print(f"\nHost {info['cpu_model']}, LiteRT {info['runtime_version']}; tolerance {args.tolerance:.0%}, "
-          f"{args.pairs} pairs per check ({args.interval} interval), baseline of {args.baseline_pairs} pairs; "
+          f"{args.pairs} pairs per check, up to {args.max_pairs} when undecided ({args.interval} interval), baseline of {args.baseline_pairs} pairs; "
           f"{args.trials} trials; {time.time() - started:.0f} s in all\n")
     print("| model | channels | true slowdown | failed | mean change (min..max) | s per check |")
     print("|---|---|---|---|---|---|")

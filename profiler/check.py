@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from profiler.check_baseline import Baseline, fingerprint, load_baseline, require_same_device, save_baseline
-from profiler.check_stats import (change_interval, is_regression, is_within_budget, latency_interval,
-                                  log_ratios, ratio_interval)
+from profiler.check_stats import (Interval, change_interval, is_regression, is_undecided, is_within_budget,
+                                  latency_interval, log_ratios, ratio_interval)
 from profiler.devices.base import BenchmarkSettings, Device
 from profiler.errors import FgnasError
 from profiler.model_builder import DEFAULT_CACHE_DIR
@@ -30,6 +30,7 @@ class CheckOptions:
     tolerance: float = 0.05
     update_baseline: bool = False
     pairs: int = 20
+    max_pairs: int = 40  # a baseline check whose interval straddles the tolerance measures more pairs, up to this
     confidence: float = 0.95
     interval: str = "bootstrap"
     settings: BenchmarkSettings = field(default_factory=BenchmarkSettings)
@@ -133,11 +134,14 @@ def _pct(value: float) -> str:
     return f"{value:+.1%}"
 
 
+def _change(run: PairedRun, baseline: Baseline, options: CheckOptions) -> Interval:
+    return change_interval(log_ratios(run.model_ms, run.reference_ms),
+                           log_ratios(baseline.model_ms, baseline.reference_ms), options.confidence, options.interval)
+
+
 def baseline_outcome(run: PairedRun, baseline: Baseline, options: CheckOptions) -> Outcome:
-    current = log_ratios(run.model_ms, run.reference_ms)
-    recorded = log_ratios(baseline.model_ms, baseline.reference_ms)
-    ratio = ratio_interval(current, options.confidence, options.interval)
-    change = change_interval(current, recorded, options.confidence, options.interval)
+    ratio = ratio_interval(log_ratios(run.model_ms, run.reference_ms), options.confidence, options.interval)
+    change = _change(run, baseline, options)
     regressed = is_regression(change, options.tolerance)
     verdict = (f"slower than the {options.tolerance:.0%} tolerance" if regressed
                else f"not shown slower than the {options.tolerance:.0%} tolerance")
@@ -146,7 +150,7 @@ def baseline_outcome(run: PairedRun, baseline: Baseline, options: CheckOptions) 
                f"{_pct(change.high)}), {verdict}")
     return Outcome("baseline", not regressed, message, {
         "tolerance": options.tolerance, "ratio": ratio.to_dict(), "baseline_ratio": baseline.ratio,
-        "change": change.to_dict(), "pairs": len(current), "baseline_pairs": len(recorded)})
+        "change": change.to_dict(), "pairs": len(run.model_ms), "baseline_pairs": len(baseline.model_ms)})
 
 
 def make_baseline(model: Path, reference_spec: ConvSpec, reference: Path, device_info: dict, run: PairedRun,
@@ -181,6 +185,12 @@ def run_check(device: Device, model: Path, options: CheckOptions) -> CheckResult
         if file_sha256(model) == baseline.model_sha256:
             notes.append("the model is byte-identical to the baseline's")
     run = measure_pairs(device, model, reference, options.settings, options.pairs)
+    if baseline is not None and options.max_pairs > options.pairs \
+            and is_undecided(_change(run, baseline, options), options.tolerance):
+        more = measure_pairs(device, model, reference, options.settings, options.max_pairs - options.pairs)
+        run = PairedRun(run.model_ms + more.model_ms, run.reference_ms + more.reference_ms, run.seconds + more.seconds)
+        notes.append(f"the first {options.pairs} pairs could not tell the change from the tolerance: measured "
+                     f"{len(run.model_ms)}")
     outcomes = []
     if options.budget_ms is not None:
         outcomes.append(budget_outcome(run, options))

@@ -147,6 +147,11 @@ def is_regression(change: Interval, tolerance: float) -> bool:
     return change.low > tolerance
 
 
+def is_undecided(change: Interval, tolerance: float) -> bool:
+    """The interval straddles the tolerance: more pairs may prove a regression that is there, or rule it out."""
+    return change.low <= tolerance < change.high
+
+
 def is_within_budget(latency: Interval, budget_ms: float) -> bool:
     """Within budget only when the noise margin (the interval's upper end) is too: noise alone cannot pass it."""
     return latency.high <= budget_ms

@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--update-baseline", action="store_true", help="measure and write --baseline (no comparison)")
     p.add_argument("--pairs", type=int, default=CheckOptions.pairs, help="interleaved model/reference measurements "
                    f"(default {CheckOptions.pairs})")
+    p.add_argument("--max-pairs", type=int, default=CheckOptions.max_pairs, help="measure up to this many pairs when "
+                   f"the first --pairs leave the baseline verdict open (default {CheckOptions.max_pairs})")
     p.add_argument("--runs", type=int, default=BenchmarkSettings.runs, help="timed invocations per measurement")
     p.add_argument("--warmup", type=int, default=BenchmarkSettings.warmup, help="untimed invocations first")
     p.add_argument("--threads", type=int, default=BenchmarkSettings.threads, help="runtime threads")
@@ -80,8 +82,9 @@ def options_from(args: argparse.Namespace) -> CheckOptions:
         raise FgnasError("--runs and --threads must be at least 1 and --warmup at least 0")
     settings = BenchmarkSettings(threads=args.threads, runs=args.runs, warmup=args.warmup)
     return CheckOptions(budget_ms=args.budget, baseline=args.baseline, tolerance=args.tolerance,
-                        update_baseline=args.update_baseline, pairs=args.pairs, confidence=args.confidence,
-                        interval=args.interval, settings=settings, reference=args.reference, cache_dir=args.cache_dir)
+                        update_baseline=args.update_baseline, pairs=args.pairs, max_pairs=args.max_pairs,
+                        confidence=args.confidence, interval=args.interval, settings=settings,
+                        reference=args.reference, cache_dir=args.cache_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,8 @@ import math
 import pytest
 
 from profiler.check_stats import (Interval, bootstrap_difference_interval, bootstrap_interval, change_interval,
-                                  interval_method, is_regression, is_within_budget, latency_interval, log_ratios,
-                                  ratio_interval, t_difference_interval, t_interval)
+                                  interval_method, is_regression, is_undecided, is_within_budget, latency_interval,
+                                  log_ratios, ratio_interval, t_difference_interval, t_interval)
 from profiler.errors import FgnasError
 
 T_975_DF4 = 2.7764451051977987  # Student's t 97.5% quantile, 4 degrees of freedom (tables: 2.776)
@@ -70,6 +70,11 @@ def test_regression_only_when_the_whole_interval_is_above_tolerance():
     assert is_regression(Interval(0.12, 0.06, 0.18, 0.95, "t"), 0.05)
     assert not is_regression(Interval(0.12, 0.04, 0.20, 0.95, "t"), 0.05)
     assert not is_regression(Interval(0.05, 0.05, 0.05, 0.95, "t"), 0.05)  # exactly at the tolerance passes
+
+
+@pytest.mark.parametrize("low, high, undecided", [(0.01, 0.09, True), (0.06, 0.09, False), (-0.02, 0.05, False)])
+def test_undecided_when_the_interval_straddles_the_tolerance(low, high, undecided):
+    assert is_undecided(Interval((low + high) / 2, low, high, 0.95, "t"), 0.05) is undecided
 
 
 def test_budget_needs_the_upper_end_within():
