@@ -192,7 +192,11 @@ class _Farm:
         with self._build_lock:
             paths = [build_model(p, self.options.cache_dir) for p in batch]
             reference_path = build_model(reference, self.options.cache_dir) if reference is not None else None
-        device.prepare(paths + ([reference_path] if reference_path is not None else []))
+        try:
+            device.prepare(paths + ([reference_path] if reference_path is not None else []))
+        except DeviceFault:
+            self._give_back(batch)
+            raise
         for i, (probe, path) in enumerate(zip(batch, paths)):
             if self.stop.is_set():
                 self._give_back(batch[i:])

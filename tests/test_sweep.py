@@ -41,6 +41,8 @@ class FlakyHost(Device):
         return self.inner.info()
 
     def prepare(self, model_paths: list[Path]) -> None:
+        if self.good <= 0:
+            raise DeviceFault(f"{self.serial} unplugged while pushing models")
         self.prepared.append(list(model_paths))
 
     def benchmark(self, model_path: Path, settings: BenchmarkSettings) -> Measurement:
@@ -117,6 +119,18 @@ def test_farm_moves_a_failing_devices_probes_to_the_others(tmp_path, cache):
     by_serial = collections.Counter(r["serial"] for r in records)
     assert by_serial["phone-a"] <= 2 and by_serial["phone-a"] + by_serial["phone-b"] == len(PROBES)
     assert all(len(batch) <= 3 for batch in good.prepared) and good.prepared
+
+
+def test_a_device_failing_while_preparing_a_batch_gives_the_whole_batch_back(tmp_path, cache):
+    flaky, good = FlakyHost(good=0, serial="phone-a"), FlakyHost(good=10**6, serial="phone-b")
+    try:
+        with RawLog(tmp_path / "t.raw.jsonl") as log:
+            result = run_sweep(PROBES, [flaky, good], log, SETTINGS, _options(cache, batch_size=4))
+    finally:
+        flaky.close()
+        good.close()
+    assert result.failed_devices == ("host:phone-a",) and not flaky.prepared
+    assert sorted(r["id"] for r in read_records(tmp_path / "t.raw.jsonl")) == sorted(p.config_hash() for p in PROBES)
 
 
 def test_all_devices_failing_is_a_device_fault_that_keeps_the_measurements(tmp_path, cache):
