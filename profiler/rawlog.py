@@ -40,9 +40,13 @@ class RawLog:
     def append(self, record: dict) -> None:
         line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
         with self._lock:
-            self._file.write(line)
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            try:
+                self._file.write(line)
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError as exc:
+                raise FgnasError(f"cannot append to the raw log {self.path}: {exc.strerror}; free space or fix "
+                                 f"permissions, then re-run the same command to resume") from exc
 
     def close(self) -> None:
         self._file.close()
