@@ -32,7 +32,7 @@ class RawLog:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             _cut_torn_tail(self.path)
-            self._file = open(self.path, "ab")
+            self._file = open(self.path, "ab", buffering=0)  # one write() per record, nothing left in a buffer
         except OSError as exc:
             raise FgnasError(f"cannot write the raw log {self.path}: {exc.strerror}; choose a writable --out") from exc
         self._lock = threading.Lock()
@@ -41,8 +41,9 @@ class RawLog:
         line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
         with self._lock:
             try:
-                self._file.write(line)
-                self._file.flush()
+                written = 0
+                while written < len(line):
+                    written += self._file.write(line[written:])
                 os.fsync(self._file.fileno())
             except OSError as exc:
                 raise FgnasError(f"cannot append to the raw log {self.path}: {exc.strerror}; free space or fix "

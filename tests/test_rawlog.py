@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +71,9 @@ def test_unwritable_log_location_is_an_fgnas_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(FgnasError, match="cannot write the raw log"):
         RawLog(blocker / "sub" / "t.raw.jsonl")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux /dev/full")
+def test_a_full_disk_is_an_fgnas_error_saying_how_to_resume():
+    with RawLog(Path("/dev/full")) as log, pytest.raises(FgnasError, match="cannot append.*resume"):
+        log.append(_record(0))
