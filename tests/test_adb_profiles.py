@@ -7,7 +7,7 @@ from adb_sim_helpers import adb_env, adb_key_dir, sims  # noqa: F401 (pytest fix
 
 from profiler.devices import create_device
 from profiler.benchmark_output import parse_benchmark_output
-from profiler.devices.adb import measurement_from_output, split_status
+from profiler.devices.adb import measurement_from_output, split_status, temps_by_name
 from profiler.devices.device_profile import big_core_mask, load_profile, profile_names
 from profiler.devices.phone_readings import (ThermalReading, cpu_values, max_freqs_khz, parse_getprop,
                                              parse_grep_files, sysfs_temp_c, thermal_readings)
@@ -127,3 +127,9 @@ def test_runs_under_the_tools_microsecond_resolution_are_half_a_microsecond_and_
             "INFO: Inference timings in us: Init: 300, First inference: 1, Warmup (avg): 1, Inference (avg): 0\n")
     m = measurement_from_output(parse_benchmark_output(text), 0.0, 1.0, {})
     assert m.median_ms == m.mean_ms == 0.0005 and m.min_ms == 0.0 and m.extra["below_resolution"] is True
+
+
+def test_temperatures_keyed_by_type_unless_a_type_repeats():
+    readings = [ThermalReading("thermal_zone0", "cpu", 40.0), ThermalReading("thermal_zone1", "cpu", 42.0),
+                ThermalReading("thermal_zone2", "battery", 30.0)]
+    assert temps_by_name(readings) == {"thermal_zone0:cpu": 40.0, "thermal_zone1:cpu": 42.0, "battery": 30.0}

@@ -75,6 +75,12 @@ def measurement_from_output(out: BenchmarkOutput, started: float, finished: floa
     )
 
 
+def temps_by_name(readings: list[ThermalReading]) -> dict[str, float]:
+    """Temperatures keyed by zone type, or by zone where a type repeats (many kernels name several zones 'cpu')."""
+    types = [r.type for r in readings]
+    return {(r.type if r.type and types.count(r.type) == 1 else f"{r.zone}:{r.type}"): r.temp_c for r in readings}
+
+
 def hottest(readings: list[ThermalReading], cooldown: Cooldown) -> float | None:
     temps = [r.temp_c for r in readings if cooldown.considers(r.type)]
     return max(temps) if temps else None
@@ -132,7 +138,7 @@ class AdbDevice(Device):
             "big_core_mask": f"{mask or self.profile.big_core_mask_fallback:x}",
             "big_core_mask_source": "cpufreq" if mask else "profile fallback",
             "profile_mismatch": problem,
-            "thermal_at_connect_c": {r.type or r.zone: r.temp_c for r in thermal_readings(self._grep(THERMAL_GLOBS))},
+            "thermal_at_connect_c": temps_by_name(thermal_readings(self._grep(THERMAL_GLOBS))),
         })
         self.mask = info["big_core_mask"]
         return info
@@ -213,7 +219,7 @@ class AdbDevice(Device):
         self._fingerprint["benchmark_tool"]["output_format"] = out.variant
         return measurement_from_output(out, started, finished, {
             "serial": self.serial, "big_core_mask": self.mask,
-            "temps_c": {r.type or r.zone: r.temp_c for r in readings},
+            "temps_c": temps_by_name(readings),
             "hottest_c": hottest(readings, self.cooldown),
             "cooldown": self._last_cooldown, "reconnects": self.link.reconnects,
         })
