@@ -3,7 +3,9 @@
 Each layer keeps only its alive channels and each kept operation becomes one conv over exactly the channels it owns,
 with BN and the 1/M average folded into its weights. Channel orders are chosen, layer by layer, so that:
   * operations' outputs and the skip input assemble into the layer's output by split/add/concat, never a gather
-    (the skip input's order is fixed by its own layer, so runs follow it);
+    (the skip input's order is fixed by its own layer, so runs follow it); the order of a residual stream is chosen
+    once, where the stream starts: within each of its own owner sets a layer orders channels by which operations of
+    the layers that add it downstream keep them, so those layers split the skip into few runs;
   * a depthwise consumer's kept channels are contiguous in its input (a slice, not a gather) where possible: channels
     are ordered by which downstream depthwise operations read them, in reflected Gray-code order, which makes the
     channel sets of two depthwise operations contiguous at once;
@@ -133,8 +135,11 @@ def gray_rank(bits: tuple[bool, ...]) -> int:
     return rank
 
 
-def _runs(layer: dict, skip_order: tuple[int, ...] | None, key: Callable[[int], tuple]) -> list[tuple[frozenset, list[int]]]:
-    """The layer's output as runs of channels with one producer set; skip channels keep the skip tensor's order."""
+def _runs(layer: dict, skip_order: tuple[int, ...] | None, key: Callable[[int], tuple],
+          grouped: bool = True) -> list[tuple[frozenset, list[int]]]:
+    """The layer's output as runs of channels with one producer set; skip channels keep the skip tensor's order.
+    The other channels form one run per producer set (`grouped`), or follow `key` strictly, a new run wherever the
+    producer set changes (which lets `key` make downstream sets contiguous at the price of more runs here)."""
     producers: dict[int, set] = {c: set() for c in layer["active_out"]}
     for i, op in enumerate(layer["ops"]):
         for c in op["keep"]:
@@ -149,11 +154,59 @@ def _runs(layer: dict, skip_order: tuple[int, ...] | None, key: Callable[[int], 
             runs[-1][1].append(c)
         else:
             runs.append((p, [c]))
+    rest = sorted(set(layer["active_out"]) - skip_set, key=key)
+    if not grouped:
+        for c in rest:
+            p = frozenset(producers[c])
+            if runs and runs[-1][0] == p and runs[-1][1][-1] in rest:
+                runs[-1][1].append(c)
+            else:
+                runs.append((p, [c]))
+        return runs
     groups: dict[frozenset, list[int]] = {}
-    for c in sorted(set(layer["active_out"]) - skip_set, key=key):
+    for c in rest:
         groups.setdefault(frozenset(producers[c]), []).append(c)
     runs.extend(sorted(groups.items(), key=lambda g: key(g[1][0])))
     return runs
+
+
+def assembly_cost(runs: list[tuple[frozenset, list[int]]], downstream: list[set[int]], readers: list[set[int]],
+                  depthwise_ops: list[int], in_position: dict[int, int]) -> int:
+    """Ops an order costs: ADDs here, ADDs where the layers downstream add this output (one per operation per run
+    of channels they keep alike), a GATHER per depthwise reader whose channels are not contiguous, and a GATHER per
+    depthwise operation here whose channels are not emitted as a contiguous slice of the input."""
+    order = [c for _, run in runs for c in run]
+    cost = sum(len(p) - 1 for p, _ in runs)
+    for i in depthwise_ops:
+        places = [in_position.get(c, -1) for p, run in runs if i in p for c in run]
+        cost += int(places != list(range(places[0], places[0] + len(places))))
+    previous = None
+    for c in order:
+        bits = tuple(c in k for k in downstream)
+        if bits != previous:
+            cost += sum(bits)
+            previous = bits
+    position = {c: i for i, c in enumerate(order)}
+    for r in readers:
+        places = sorted(position[c] for c in r if c in position)
+        cost += int(bool(places) and places[-1] - places[0] + 1 != len(places))
+    return cost
+
+
+def _stream_keeps(layers: list[dict]) -> dict[str, list[set[int]]]:
+    """Per layer: the channel sets kept by each operation of the layers that add its output downstream, directly
+    or through a chain of skips (one residual stream shares one channel index space)."""
+    adders: dict[str, list[dict]] = {}
+    for layer in layers:
+        if layer["skip"]:
+            adders.setdefault(layer["skip"], []).append(layer)
+    result: dict[str, list[set[int]]] = {}
+    for layer in reversed(layers):
+        keeps: list[set[int]] = []
+        for adder in adders.get(layer["name"], []):
+            keeps += [set(op["keep"]) for op in adder["ops"] if op["keep"]] + result.get(adder["name"], [])
+        result[layer["name"]] = keeps
+    return result
 
 
 def _check_layer(layer: dict, orders: dict[str, tuple[int, ...]]) -> None:
@@ -179,6 +232,9 @@ def prune(arch: dict, state_dict: Mapping[str, torch.Tensor]) -> PrunedPlan:
     for layer in layers:
         dw_readers.setdefault(layer["input"], []).extend(
             set(op["keep"]) for op in layer["ops"] if op["conv_type"] == "depthwise" and op["keep"])
+    for readers in dw_readers.values():
+        readers.sort(key=len, reverse=True)  # nested sets (the usual case) are then all contiguous in Gray order
+    stream_keeps = _stream_keeps(layers)
 
     orders: dict[str, tuple[int, ...]] = {"input": tuple(range(arch["input"]["channels"]))}
     pending: dict[str, float] = {"input": 1.0}
@@ -190,12 +246,20 @@ def prune(arch: dict, state_dict: Mapping[str, torch.Tensor]) -> PrunedPlan:
         in_position = {c: i for i, c in enumerate(in_order)}
         reads_dw = any(op["conv_type"] == "depthwise" for op in layer["ops"])
         readers = dw_readers.get(name, [])
+        downstream = stream_keeps.get(name, [])
+        own = [set(op["keep"]) for op in layer["ops"]]
 
         def key(c: int) -> tuple:
-            return gray_rank(tuple(c in r for r in readers)), in_position.get(c, 0) if reads_dw else 0, c
+            # descending Gray rank downstream: a channel every downstream op keeps comes first
+            return (gray_rank(tuple(c in r for r in readers)), -gray_rank(tuple(c in k for k in downstream)),
+                    in_position.get(c, 0) if reads_dw else 0, -gray_rank(tuple(c in k for k in own)), c)
 
         skip_order = orders[layer["skip"]] if layer["skip"] else None
-        runs = _runs(layer, skip_order, key)
+        candidates = [_runs(layer, skip_order, key, True), _runs(layer, skip_order, key, False)]
+        if reads_dw:
+            candidates.append(_runs(layer, skip_order, lambda c: (in_position.get(c, 0), c), False))
+        depthwise_ops = [i for i, op in enumerate(layer["ops"]) if op["conv_type"] == "depthwise" and op["keep"]]
+        runs = min(candidates, key=lambda r: assembly_cost(r, downstream, readers, depthwise_ops, in_position))
         # The 1/M average is left for the consumers (convs and the head are linear) when nothing adds this output
         # unscaled to something else; otherwise each op folds it (or multiplies by it after a tanh/relu6).
         defer = (layer["scale"] != 1.0 and not layer["skip"] and name not in skip_sources

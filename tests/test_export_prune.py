@@ -102,3 +102,25 @@ def test_weights_of_another_shape_are_refused_naming_the_tensor():
     del sd["head.fc.bias"]
     with pytest.raises(FgnasError, match="no tensor"):
         prune(net.to_arch(), {k: v for k, v in net.state_dict().items() if k != "head.fc.bias"})
+
+
+def test_a_residual_stream_is_ordered_where_it_starts_so_the_adding_layer_splits_the_skip_into_few_runs():
+    nodes = [LayerNode("a", "input", (8, 8), 3, 6, 1, (OpSpec("normal", 1, "relu"),)),
+             LayerNode("b", "a", (8, 8), 6, 6, 1, (OpSpec("normal", 3, "relu"), OpSpec("normal", 5, "relu")),
+                       skip="a")]
+    net = SearchNetwork(nodes, HeadSpec("b", (8, 8), 6, 4), in_channels=3, input_size=8)
+    with torch.no_grad():
+        net.layers["a"].psi[..., 0] = 1.0
+        net.layers["b"].psi[..., 0] = torch.tensor([[1, -1, 1, -1, 1, -1], [-1, -1, 1, 1, -1, -1.0]])
+        net.layers["b"].psi[..., 1] = 0.0
+    net.eval()
+    net.set_search_mode("finetune")
+    plan = prune(net.to_arch(), net.state_dict())
+    a, b = plan.layers
+    # b keeps {0, 2, 4} by op0 and {2, 3} by op1: a orders its channels op0-only, both, op1-only, neither
+    # (descending Gray rank), so b's skip runs are 2 + 1 + 1 + 2 channels: 4 ADDs, where index order needed 6 runs
+    # and 5 ADDs
+    assert a.order == (0, 4, 2, 3, 1, 5)
+    assert b.skip_splits == (2, 1, 1, 2)
+    assert sum(len(run) - 1 for run in b.runs) == 4
+    _check_equal(net, plan)
