@@ -136,9 +136,12 @@ class LatencyTable:
         raw_log_path = Path(raw_log_path)
         if not raw_log_path.is_file():
             raise FgnasError(f"raw log {raw_log_path} not found: the table must point at the measurements it came from")
-        conditions = [model.to_dict() for model in fit_conditions(_group_conv_records(records))]
-        ops = {op: fit_op(op, unit, units, ms).to_dict()
-               for op, (unit, units, ms) in sorted(_group_op_records(records).items())}
+        try:
+            conditions = [model.to_dict() for model in fit_conditions(_group_conv_records(records))]
+            ops = {op: fit_op(op, unit, units, ms).to_dict()
+                   for op, (unit, units, ms) in sorted(_group_op_records(records).items())}
+        except ValueError as exc:  # e.g. a zero latency: a timer too coarse for the op; the raw log is kept as is
+            raise FgnasError(f"cannot fit {raw_log_path}: {exc}; re-measure those probes with more --runs") from exc
         if not conditions and not ops:
             raise FgnasError(f"no conv or op measurements in {raw_log_path}: run the sweep first")
         doc = {

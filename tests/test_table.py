@@ -131,6 +131,14 @@ def test_build_without_measurements_or_raw_log_is_refused(tmp_path):
         LatencyTable.build([], syn.DEVICE, {}, raw)
 
 
+def test_zero_latency_in_the_log_is_a_one_line_error_not_a_traceback(tmp_path):
+    recs = syn.records()
+    recs[0]["m"]["median_ms"] = 0.0
+    raw = syn.write_raw_log(tmp_path / "zero.raw.jsonl", recs)
+    with pytest.raises(FgnasError, match="cannot fit .*more --runs"):
+        LatencyTable.build(recs, syn.DEVICE, syn.SETTINGS, raw)
+
+
 def test_clamp_activations_are_priced_from_each_other(built):
     spec = ConvSpec(16, 16, 50, 33, 3, activation="relu6")
     prediction = built.predict(spec)
