@@ -185,3 +185,25 @@ def test_space_covers_conditions_with_aligned_and_misaligned_channels():
     couts = [p.cout for p in space.conv_probes()]
     assert len(couts) == 8 and min(couts) < 48 and max(couts) > 128
     assert any(c % 8 == 0 for c in couts) and any(c % 8 for c in couts)
+
+
+def test_quick_space_covers_the_demo_networks_conditions_and_ops():
+    from profiler.ops import PRICED_OPS
+    from profiler.spaces import get_space
+    from profiler.spec import ConditionKey
+
+    space = get_space("quick")
+    measured = {p.condition for p in space.conv_probes()}
+    for hw in (32, 16, 8, 4):
+        for kernel in (1, 3, 5):
+            for stride in (1, 2):
+                for conv_type in ("normal", "depthwise"):
+                    assert ConditionKey(hw, hw, kernel, stride, conv_type, "relu") in measured
+    assert {p.op for p in space.op_probes()} == set(PRICED_OPS)
+
+
+def test_imagenet_stem_is_a_normal_conv_on_the_rgb_image_only():
+    from profiler.spaces import get_space
+
+    stem = [p for p in get_space("imagenet").conv_probes() if p.h == 224]
+    assert stem and all(p.cin == 3 and p.conv_type == "normal" for p in stem)
