@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-subset", type=int, help="train on a seeded random subset of N images")
     p.add_argument("--val-subset", type=int, help="validate on a seeded random subset of N images")
     p.add_argument("--pretrained", help="checkpoint to start from instead of pretraining")
+    p.add_argument("--bn-calibration-images", type=int,
+                   help=f"training images that re-estimate BatchNorm statistics before each evaluation "
+                        f"(default {d.bn_calibration_images})")
     p.add_argument("--out", help="run directory (default runs/<backbone>-<target>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")
     p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")

@@ -175,6 +175,7 @@ class SearchState:
     lam0: float | None = None  # lambda when the search started (the schedule's reference)
     search_step: int = 0
     start_resource: float | None = None
+    search_pruned: bool = False  # the search's epochs ran out and prune_to_target met the target
     metrics: list[EpochMetrics] = field(default_factory=list)
 
 
@@ -272,38 +273,63 @@ def keep_one_channel(net: nn.Module) -> None:
                 psi[op, channel, 0] = psi[op, channel, 1] + 1e-3
 
 
+def _gate_switch(net: nn.Module, on: bool) -> tuple[Callable[[int], float], int]:
+    """Gates ordered by how unsure the search is about them (psi_on - psi_off nearest zero first) among those now
+    off (`on`: to switch on) or on (to switch off). Returns set(k) -> the hard resource with the first k switched
+    (from the current gates; ensure_alive keeps every layer producing), and how many there are."""
+    params = list(net.gate_parameters())
+    with torch.no_grad():
+        margins = torch.cat([(p[..., 0] - p[..., 1]).flatten() for p in params])
+        candidates = torch.nonzero(margins <= 0 if on else margins > 0).flatten()
+        order = candidates[torch.argsort(margins[candidates], descending=on)].tolist()
+    saved = [p.detach().clone() for p in params]
+    offsets = [0]
+    for p in params:
+        offsets.append(offsets[-1] + p[..., 0].numel())
+
+    def switch(k: int, resource: Resource) -> float:
+        with torch.no_grad():
+            for p, s in zip(params, saved):
+                p.copy_(s)
+            for flat in order[:k]:
+                i = next(j for j in range(len(params)) if offsets[j] <= flat < offsets[j + 1])
+                p = params[i]
+                op, ch = divmod(flat - offsets[i], p.shape[-2])
+                p[op, ch, 0] = p[op, ch, 1] + (1e-3 if on else -1e-3)
+            net.ensure_alive()
+            return net.hard_resource(resource)
+
+    return switch, len(order)
+
+
 def fill_to_target(net: nn.Module, resource: Resource, target: float) -> float:
     """Gates move together, so one step can overshoot far below the target. Turn back on the off gates the search
     was least sure about (largest psi_on - psi_off first), as many as keep the hard resource within the target
     (bisection on how many). Returns the resource after filling."""
-    params = list(net.gate_parameters())
-    with torch.no_grad():
-        margins = torch.cat([(p[..., 0] - p[..., 1]).flatten() for p in params])
-        off = torch.nonzero(margins <= 0).flatten()
-        order = off[torch.argsort(margins[off], descending=True)]
-        saved = [p.detach().clone() for p in params]
-        offsets = [0]
-        for p in params:
-            offsets.append(offsets[-1] + p[..., 0].numel())
+    switch, n = _gate_switch(net, on=True)
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if switch(mid, resource) <= target:
+            lo = mid
+        else:
+            hi = mid - 1
+    return switch(lo, resource)
 
-        def turn_on(k: int) -> float:
-            for p, s in zip(params, saved):
-                p.copy_(s)
-            for flat in order[:k].tolist():
-                i = next(j for j in range(len(params)) if offsets[j] <= flat < offsets[j + 1])
-                p = params[i]
-                op, ch = divmod(flat - offsets[i], p.shape[-2])
-                p[op, ch, 0] = p[op, ch, 1] + 1e-3
-            return net.hard_resource(resource)
 
-        lo, hi = 0, len(order)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if turn_on(mid) <= target:
-                lo = mid
-            else:
-                hi = mid - 1
-        return turn_on(lo)
+def prune_to_target(net: nn.Module, resource: Resource, target: float) -> float:
+    """When the search's epochs are spent short of the target: switch off the on gates the search was least sure
+    about (smallest psi_on - psi_off first), as few as bring the hard resource within the target (bisection).
+    This is what bounds the search's length whatever lambda did. Returns the resource after pruning."""
+    switch, n = _gate_switch(net, on=False)
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if switch(mid, resource) <= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return switch(lo, resource)
 
 
 StepHook = Callable[[int], bool]  # called after each optimizer step with the run's step; True stops the epoch
@@ -575,9 +601,13 @@ def _search(run: _Run, scaler: torch.amp.GradScaler) -> None:
         raise
     if not reached:
         now = net.hard_resource(run.resource)
-        raise FgnasError(f"the search did not reach {target} within {cfg.epochs_search} epochs (now "
-                         f"{format_resource(target.resource, now)}); continue with --resume {run.rundir.path} "
-                         f"--epochs-search {2 * cfg.epochs_search}, or start with a larger --lambda")
+        pruned = prune_to_target(net, run.resource, target.value)
+        run.log(f"search epochs spent at {format_resource(target.resource, now)}; switched off the gates it was "
+                f"least sure about to reach {format_resource(target.resource, pruned)}")
+        if pruned > target.value:
+            raise FgnasError(f"the search did not reach {target} within {cfg.epochs_search} epochs (now "
+                             f"{format_resource(target.resource, pruned)}); raise --target")
+        state.search_pruned = True
     run.log(f"search reached {format_resource(target.resource, net.hard_resource(run.resource))} "
             f"<= {target} after {state.search_step / len(run.train_loader):.2f} epochs")
     _next_phase(run, "finetune")
@@ -623,13 +653,14 @@ def _finish(run: _Run) -> SearchResult:
     if run.table is not None:
         table_info = {"path": run.config.latency_table, "device": run.table.device.get("name"),
                       "table_version": run.table.table_version, "content_hash": run.table.content_hash}
+    recalibrate_batchnorm(net, run.calibration_loader, run.config.bn_calibration_images)
     val_loss, val_acc = evaluate(net, run.val_loader, run.device, run.amp)
     arch = net.to_arch({
         "latency_table": table_info,
         "target": {"resource": target.resource, "value": target.value, "text": run.config.target},
         "predicted": {"latency_ms": latency},
         "search": {"data": run.config.data, "val_accuracy": val_acc, "seed": run.config.seed,
-                   "search_space": run.config.search_space},
+                   "search_space": run.config.search_space, "pruned_to_target": run.state.search_pruned},
     })
     run.rundir.write_arch(arch)
     run.rundir.save_weights(net.state_dict())

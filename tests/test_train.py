@@ -10,7 +10,9 @@ from search.arch import read_arch
 from search.backbones import create_backbone
 from search.rundir import RunDir, operation_types
 from search.train import (LambdaSchedule, SearchConfig, SearchInterrupted, cosine_lr, default_lambda,
-                          keep_one_channel, missing_conditions_message, run_search)
+                          fill_to_target, keep_one_channel, missing_conditions_message, prune_to_target,
+                          run_search)
+from search.resources import create_resource
 
 
 def test_default_lambda_keeps_the_papers_lambda_times_resource():
@@ -63,6 +65,46 @@ def test_keep_one_channel_revives_the_most_nearly_on_gate_of_a_dead_layer():
     before = others.detach().clone()
     keep_one_channel(net)
     assert torch.equal(others, before)  # layers with live channels are untouched
+
+
+def _digits_with_margins():
+    net = create_backbone("digits", search_space="channels", num_classes=10, input_size=32, in_channels=1)
+    with torch.no_grad():
+        for i, psi in enumerate(net.gate_parameters()):
+            psi[..., 1] = 0.0
+            psi[..., 0] = torch.linspace(0.01, 1.0, psi.shape[1]) + i  # later layers: surer
+    return net
+
+
+def test_prune_to_target_switches_off_the_least_sure_gates_as_few_as_needed():
+    net = _digits_with_margins()
+    flops = create_resource("flops")
+    full = net.full_resource(flops)
+    target = 0.9 * full
+    reached = prune_to_target(net, flops, target)
+    assert reached <= target and reached == net.hard_resource(flops)
+    conv1 = next(net.gate_parameters())
+    on = (conv1[..., 0] > conv1[..., 1])[0]
+    # conv1's first gates have the smallest margins of the network: they go first, in order.
+    off = int((~on).sum())
+    assert off > 0 and not on[:off].any() and on[off:].all()
+    # One gate fewer would miss the target (bisection found the fewest).
+    net2 = _digits_with_margins()
+    with torch.no_grad():
+        next(net2.gate_parameters())[0, :off - 1, 0] = -1.0
+    assert net2.hard_resource(flops) > target
+
+
+def test_fill_to_target_turns_back_on_what_fits():
+    net = _digits_with_margins()
+    flops = create_resource("flops")
+    with torch.no_grad():
+        for psi in net.gate_parameters():
+            psi[..., 0] -= 0.5  # channels whose margin was under 0.5 are now off
+    before = net.hard_resource(flops)
+    target = before + 0.5 * (net.full_resource(flops) - before)
+    after = fill_to_target(net, flops, target)
+    assert before < after <= target
 
 
 def test_operation_types_counts_distinct_producer_sets():
