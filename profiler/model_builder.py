@@ -111,6 +111,10 @@ def _op_function(probe: OpProbe) -> tuple[Callable, list[tuple[int, ...]]]:
         window = shapes[0][1] // out[1] if out[1] else 2
         return tf.nn.max_pool2d(x, window, window, "SAME")
 
+    def gather(x):
+        c, k = shapes[0][-1], out[-1]
+        return tf.gather(x, np.sort(rng.permutation(c)[:k]).astype(np.int32), axis=3)
+
     bodies: dict[str, Callable] = {
         "ADD": lambda x, y: x + y,
         "MUL": lambda x, y: x * y,
@@ -124,6 +128,9 @@ def _op_function(probe: OpProbe) -> tuple[Callable, list[tuple[int, ...]]]:
         "AVERAGE_POOL_2D": lambda x: tf.nn.avg_pool2d(x, shapes[0][1:3], shapes[0][1:3], "VALID"),
         "MAX_POOL_2D": max_pool,
         "FULLY_CONNECTED": fully_connected,
+        "SPLIT_V": lambda x: tf.split(x, [out[-1], shapes[0][-1] - out[-1]], axis=3),
+        "GATHER": gather,
+        "STRIDED_SLICE": lambda x: x[..., (shapes[0][-1] - out[-1]) // 2:(shapes[0][-1] + out[-1]) // 2],
     }
     return bodies[probe.op], shapes
 

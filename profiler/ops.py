@@ -51,6 +51,10 @@ _UNITS: dict[str, tuple[str, Callable[[list[Shape], list[Shape]], int]]] = {
     "AVERAGE_POOL_2D": (UNIT_INPUT_ELEMENTS, _input_elements),
     "MAX_POOL_2D": (UNIT_INPUT_ELEMENTS, _input_elements),
     "FULLY_CONNECTED": (UNIT_MACS, _fc_macs),
+    # how an exported mixed-operation layer takes apart and reassembles its channels (export/plan.py)
+    "SPLIT_V": (UNIT_INPUT_ELEMENTS, _input_elements),
+    "GATHER": (UNIT_OUTPUT_ELEMENTS, _output_elements),
+    "STRIDED_SLICE": (UNIT_OUTPUT_ELEMENTS, _output_elements),
 }
 
 PRICED_OPS: tuple[str, ...] = tuple(_UNITS)
@@ -90,6 +94,18 @@ def _concat_halves(h: int, w: int, c: int) -> tuple[list[Shape], Shape]:
     return [(1, h, w, c // 2), (1, h, w, c - c // 2)], (1, h, w, c)
 
 
+def _split_halves(h: int, w: int, c: int) -> tuple[list[Shape], Shape]:
+    # SPLIT_V has several outputs: the probe records the first (the builder splits c into halves)
+    c = max(c, 2)
+    return [(1, h, w, c)], (1, h, w, c // 2)
+
+
+def _three_quarters(h: int, w: int, c: int) -> tuple[list[Shape], Shape]:
+    # the channels a depthwise operation reads out of its input, as a gather or a slice
+    c = max(c, 2)
+    return [(1, h, w, c)], (1, h, w, max(1, 3 * c // 4))
+
+
 def _pad_one(h: int, w: int, c: int) -> tuple[list[Shape], Shape]:
     return [(1, h, w, c)], (1, h + 2, w + 2, c)
 
@@ -117,6 +133,9 @@ _PROBE_SHAPES: dict[str, Callable[[int, int, int], tuple[list[Shape], Shape]]] =
     "AVERAGE_POOL_2D": _global_pool,
     "MAX_POOL_2D": _max_pool,
     "FULLY_CONNECTED": _classifier,
+    "SPLIT_V": _split_halves,
+    "GATHER": _three_quarters,
+    "STRIDED_SLICE": _three_quarters,
 }
 
 
