@@ -1,4 +1,4 @@
-"""A .tflite model per probe, made by TensorFlow's converter and cached under its configuration hash.
+"""A .tflite model per probe, made by TensorFlow's converter and cached under its configuration hash (and versions).
 
 We use the converter (the path export takes) rather than writing flatbuffers ourselves, so the profiled graph is by
 construction what a converted network contains. Verified with TF 2.21: conv + bias (folded BN) + relu/relu6 becomes one
@@ -10,6 +10,8 @@ TensorFlow is imported only when a model is missing from the cache (importing it
 """
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import os
 import tempfile
 from pathlib import Path
@@ -26,8 +28,23 @@ DEFAULT_CACHE_DIR = Path(".cache/models")
 Probe = ConvSpec | OpProbe
 
 
+BUILDER_VERSION = 1  # bump when the graphs built here change, so no cache (or phone) keeps serving old models
+
+
+@functools.cache
+def _converter_tag() -> str:
+    """Builder and TF versions: a converter upgrade can change the emitted graph, so it changes the file name."""
+    for dist in ("tensorflow", "tensorflow-cpu"):
+        try:
+            return f"b{BUILDER_VERSION}-tf{importlib.metadata.version(dist)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return f"b{BUILDER_VERSION}-tf-unknown"
+
+
 def model_path(probe: Probe, cache_dir: Path) -> Path:
-    return Path(cache_dir) / f"{probe.config_hash()}.tflite"
+    """`<config hash>.<builder and TF versions>.tflite` in `cache_dir` (the name a phone keeps it under, too)."""
+    return Path(cache_dir) / f"{probe.config_hash()}.{_converter_tag()}.tflite"
 
 
 def build_model(probe: Probe, cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
