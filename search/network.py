@@ -16,7 +16,7 @@ from profiler.spec import ConvSpec
 from search.arch import ARCH_SCHEMA_VERSION
 from search.gates import gate, hard_gate
 from search.layer import LayerNode, SearchableLayer
-from search.resources import Count, Resource, active_channels, gamma_out
+from search.resources import Count, Resource, active_channels, gamma_out, merge_ops
 
 MODES = ("pretrain", "search", "finetune")
 
@@ -150,6 +150,8 @@ class SearchNetwork(nn.Module):
                 # that the regularizer still weighs turning it back on.
                 present = (cout > 0).to(cost.dtype).detach()
                 total = total + present * cost + (1.0 - present) * (cost - cost.detach())
+            if len(node.ops) > 1:
+                total = total + self._merge(resource, node, effective[node.name])
             alive = masks[node.name].sum()
             if node.skip:
                 total = total + resource.add(*node.conv_hw, alive)
@@ -158,6 +160,13 @@ class SearchNetwork(nn.Module):
         head_in = masks[self.head_spec.input].sum()
         total = total + resource.global_pool(*self.head_spec.in_hw, head_in)
         return total + resource.linear(head_in, self.head_spec.num_classes)
+
+    @staticmethod
+    def _merge(resource: Resource, node: LayerNode, gates: Tensor) -> Count:
+        """Assembling the layer's operations as export does: the exact hard cost, with the surrogate's gradient."""
+        ops = merge_ops(gates)
+        surrogate = torch.as_tensor(resource.merge_surrogate(*node.conv_hw, gates, ops))
+        return resource.merge(*node.conv_hw, ops) + (surrogate - surrogate.detach())
 
     def soft_resource(self, resource: Resource) -> Tensor:
         """R(psi): its value is the hard-gated resource, its gradient flows to psi through Eq. 5 and Eq. 10."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -52,6 +53,39 @@ def conv_flops(spec: ConvSpec, cin: Count, cout: Count) -> Count:
     return 2 * ho * wo * cout * per_out
 
 
+@dataclass(frozen=True)
+class MergeOps:
+    """The ops export (export/plan.py) needs to assemble a layer whose operations keep overlapping or several
+    disjoint channel sets: channels are grouped by the set of operations keeping them; an operation feeding several
+    groups is split (SPLIT_V), a group kept by k operations sums them (k - 1 ADDs), the groups are concatenated.
+    Sizes are in channels (times the conv output's H x W for elements)."""
+
+    add_channels: tuple[int, ...] = ()  # one entry per ADD op
+    split_channels: tuple[int, ...] = ()  # one entry per SPLIT_V op: the channels of the operation it splits
+    concat_channels: int = 0  # 0: no CONCATENATION
+
+    @property
+    def overlap(self) -> int:
+        """Channels computed more than once: sum_i ||G_i||_1 - ||h(sum_i G_i)||_1."""
+        return sum(self.add_channels)
+
+
+def merge_ops(keeps: Tensor) -> MergeOps:
+    """MergeOps of one layer from its hard per-operation channel masks [M, C] (a channel's skip input, which export
+    adds to whatever the operations produce, is not counted here)."""
+    owned = keeps.detach().cpu() > 0
+    groups: dict[tuple[bool, ...], int] = {}
+    for owners in map(tuple, owned.t().tolist()):
+        if any(owners):
+            groups[owners] = groups.get(owners, 0) + 1
+    if not groups:
+        return MergeOps()
+    adds = tuple(n for owners, n in groups.items() for _ in range(sum(owners) - 1))
+    splits = tuple(int(owned[i].sum()) for i in range(owned.shape[0])
+                   if sum(owners[i] for owners in groups) > 1)
+    return MergeOps(adds, splits, sum(groups.values()) if len(groups) > 1 else 0)
+
+
 class Resource(ABC):
     """phi of Eq. 8 for every kind of op a SearchNetwork contains. Channel counts may be tensors."""
 
@@ -79,6 +113,15 @@ class Resource(ABC):
 
     def max_pool(self, h: int, w: int, channels: Count) -> Count:
         """A max pool over an h x w x channels input."""
+        return 0.0
+
+    def merge(self, h: int, w: int, ops: MergeOps) -> float:
+        """The exact cost of assembling a layer's operations on an h x w output (export's SPLIT_V/ADD/CONCAT)."""
+        return 0.0
+
+    def merge_surrogate(self, h: int, w: int, gates: Tensor, ops: MergeOps) -> Count:
+        """A differentiable stand-in for `merge` (its gradient is used, its value is not): the per-element costs of
+        the overlap (sum_i G_i - h(sum_i G_i)), of the split operations' channels and of the concatenated ones."""
         return 0.0
 
 
@@ -148,6 +191,45 @@ class LatencyResource(Resource):
 
     def max_pool(self, h: int, w: int, channels: Count) -> Count:
         return self.table.predict_op_ms("MAX_POOL_2D", h * w * channels)
+
+    def _op(self, name: str, elements: Count) -> Count:
+        # published phone tables lack SPLIT_V/CONCATENATION models: those merge ops are left out (see unpriced)
+        return self.table.predict_op_ms(name, elements) if name in self.table.ops else 0.0
+
+    @property
+    def unpriced_merge_ops(self) -> list[str]:
+        return [name for name in ("ADD", "SPLIT_V", "CONCATENATION") if name not in self.table.ops]
+
+    def merge(self, h: int, w: int, ops: MergeOps) -> float:
+        hw = h * w
+        return (sum(self._op("ADD", c * hw) for c in ops.add_channels)
+                + sum(self._op("SPLIT_V", c * hw) for c in ops.split_channels)
+                + (self._op("CONCATENATION", ops.concat_channels * hw) if ops.concat_channels else 0.0))
+
+    def merge_surrogate(self, h: int, w: int, gates: Tensor, ops: MergeOps) -> Count:
+        hw = h * w
+        couts = gamma_out(gates)
+        total = self._op("ADD", overlap_surrogate(gates) * hw) if ops.add_channels else 0.0
+        if ops.split_channels:
+            split = [i for i in range(len(couts)) if _feeds_groups(gates, i) > 1]
+            total = total + self._op("SPLIT_V", couts[split].sum() * hw)
+        if ops.concat_channels:
+            total = total + self._op("CONCATENATION", active_channels(gates).sum() * hw)
+        return total
+
+
+def overlap_surrogate(gates: Tensor) -> Tensor:
+    """sum_i G_i - h(sum_i G_i) with a useful gradient: h's identity backward would cancel the first term, so each
+    gate is weighted instead by whether another operation already keeps its channel (d/dG_i,c = 1 exactly then)."""
+    others = ((gates.sum(dim=0, keepdim=True) - gates).detach() > 0).to(gates.dtype)
+    weighted = (gates * others).sum()
+    return (gates.sum() - active_channels(gates).sum()).detach() + weighted - weighted.detach()
+
+
+def _feeds_groups(gates: Tensor, i: int) -> int:
+    """How many owner-set groups operation i's channels fall into."""
+    owned = gates.detach() > 0
+    return len({tuple(col) for col in owned[:, owned[i]].t().tolist()})
 
 
 def create_resource(name: str, table: Any = None) -> Resource:

@@ -1,14 +1,21 @@
 """The per-layer summary printed at the end of a search: channels, operations, params, FLOPs, predicted latency."""
 from __future__ import annotations
 
+import math
+
+import torch
+
 from profiler.spec import ConvSpec, flops, params
+from search.resources import LatencyResource, merge_ops
 from search.targets import Target, format_resource
 
 
 def layer_rows(arch: dict, table=None) -> list[dict]:
     """One row per arch.json layer: its kept operations' exact params and FLOPs (profiler.spec) and, with a latency
-    table, their predicted latency. Convs only: the head and adds are in the network's totals."""
+    table, their predicted latency, including the SPLIT_V/ADD/CONCATENATION that assemble several operations.
+    The head and skip adds are in the network's totals."""
     rows = []
+    latency = LatencyResource(table) if table is not None else None
     for layer in arch["layers"]:
         specs = [ConvSpec.from_dict(op["spec"]) for op in layer["ops"] if op["spec"] is not None]
         kept = {f"{'dw' if op['conv_type'] == 'depthwise' else 'k'}{op['kernel']}"
@@ -18,9 +25,18 @@ def layer_rows(arch: dict, table=None) -> list[dict]:
             "layer": layer["name"], "channels": f"{len(layer['active_out'])}/{layer['cout']}",
             "ops": " ".join(f"{k}:{v}" for k, v in kept.items()) or "-",
             "params": sum(params(s) for s in specs), "flops": sum(flops(s) for s in specs),
-            "latency_ms": sum(table.predict_ms(s) for s in specs) if table is not None and specs else None,
+            "latency_ms": (sum(table.predict_ms(s) for s in specs) + _merge_ms(latency, layer)
+                           if latency is not None and specs else None),
         })
     return rows
+
+
+def _merge_ms(latency: LatencyResource, layer: dict) -> float:
+    keeps = torch.zeros(len(layer["ops"]), layer["cout"])
+    for i, op in enumerate(layer["ops"]):
+        keeps[i, op["keep"]] = 1.0
+    h, w = (math.ceil(n / layer["stride"]) for n in layer["in_hw"])
+    return latency.merge(h, w, merge_ops(keeps))
 
 
 def format_summary(rows: list[dict], totals: dict, target: Target, val_accuracy: float) -> str:

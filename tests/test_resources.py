@@ -9,7 +9,8 @@ from search.backbones import create_backbone
 from search.layer import LayerNode, Pool
 from search.network import HeadSpec, SearchNetwork
 from search.operations import OpSpec
-from search.resources import (active_channels, conv_flops, conv_params, create_resource, gamma_in, gamma_out)
+from search.resources import (MergeOps, active_channels, conv_flops, conv_params, create_resource, gamma_in, gamma_out,
+                              merge_ops)
 from profiler.errors import FgnasError
 
 ON, OFF = [0.5, -0.5], [-0.5, 0.5]
@@ -79,7 +80,8 @@ def _table() -> LatencyTable:
 
     ops = {name: OpModel(name, unit, a, b, 5, 0.0, 0.0).to_dict() for name, unit, a, b in
            (("ADD", "elements", 0.001, 0.01), ("MEAN", "elements", 0.002, 0.02),
-            ("FULLY_CONNECTED", "macs", 0.003, 0.04), ("MAX_POOL_2D", "elements", 0.004, 0.03))}
+            ("FULLY_CONNECTED", "macs", 0.003, 0.04), ("MAX_POOL_2D", "elements", 0.004, 0.03),
+            ("SPLIT_V", "elements", 0.005, 0.002), ("CONCATENATION", "elements", 0.006, 0.003))}
     doc = {"device": {"name": "hand"}, "ops": ops,
            "conditions": [cond(1, "relu", 0.5, 0.1), cond(3, "relu", 0.2, 0.3), cond(1, "none", 1.0, 0.05)]}
     return LatencyTable(doc)
@@ -89,8 +91,11 @@ def test_latency_regularizer_by_hand_through_the_table():
     table = _table()
     net = _tiny_net()
     latency = create_resource("latency", table)
-    # convs: a * MFLOPs + b with the FLOPs above; ADD over 4*4*3 elements; MEAN over 48; FC over 12 MACs
-    expected = (0.5 * 128e-6 + 0.1) + (0.2 * 576e-6 + 0.3) + (1.0 * 64e-6 + 0.05) + 0.058 + 0.116 + 0.076
+    # convs: a * MFLOPs + b with the FLOPs above; ADD over 4*4*3 elements; MEAN over 48; FC over 12 MACs;
+    # l1's assembly (op0 keeps {0, 2}, op1 {2}): ADD over channel 2 (16 el) 0.026, op0's SPLIT_V (32 el) 0.162,
+    # CONCATENATION of {0} and {2} (32 el) 0.195
+    merge = 0.026 + 0.162 + 0.195
+    expected = (0.5 * 128e-6 + 0.1) + (0.2 * 576e-6 + 0.3) + (1.0 * 64e-6 + 0.05) + 0.058 + 0.116 + 0.076 + merge
     r = net.soft_resource(latency)
     assert r.item() == pytest.approx(expected, rel=1e-6)
     assert net.hard_resource(latency) == pytest.approx(expected, rel=1e-6)
@@ -101,7 +106,40 @@ def test_latency_regularizer_by_hand_through_the_table():
     arch = net.to_arch()
     convs = sum(table.predict_ms(ConvSpec.from_dict(op["spec"])) for layer in arch["layers"] for op in layer["ops"]
                 if op["spec"])
-    assert convs + 0.058 + 0.116 + 0.076 == pytest.approx(expected, rel=1e-6)
+    assert convs + 0.058 + 0.116 + 0.076 + merge == pytest.approx(expected, rel=1e-6)
+
+
+def test_merge_ops_group_channels_by_the_set_of_operations_keeping_them():
+    keeps = torch.tensor([[1, 1, 0, 1, 0, 0], [0, 1, 1, 1, 0, 0], [0, 0, 0, 1, 1, 0.0]])
+    # owner sets: c0 {0}, c1 {0,1}, c2 {1}, c3 {0,1,2}, c4 {2}, c5 none: 1 ADD for c1, 2 for c3; every op feeds
+    # several groups (op0: {0}, {0,1}, {0,1,2}); five groups concatenated
+    assert merge_ops(keeps) == MergeOps((1, 1, 1), (3, 3, 2), 5)
+    assert merge_ops(keeps).overlap == 3 == keeps.sum() - active_channels(keeps).sum()
+    assert merge_ops(torch.tensor([[1, 1, 0], [0, 0, 1.0]])) == MergeOps((), (), 3)  # disjoint: a concat only
+    assert merge_ops(torch.tensor([[1, 1, 1], [0, 0, 0.0]])) == MergeOps()  # one op: nothing to assemble
+    assert merge_ops(torch.tensor([[1, 1], [1, 1.0]])) == MergeOps((2,), (), 0)  # the same channels: one ADD
+
+
+def test_merge_cost_and_its_surrogate_gradient_by_hand():
+    latency = create_resource("latency", _table())
+    gates = torch.tensor([[1, 0, 1], [0, 0, 1.0]], requires_grad=True)
+    ops = merge_ops(gates)
+    assert latency.merge(4, 4, ops) == pytest.approx(0.026 + 0.162 + 0.195)
+    assert create_resource("flops").merge(4, 4, ops) == 0.0
+    latency.merge_surrogate(4, 4, gates, ops).backward()
+    # ADD 0.001/el where another op keeps the channel; op0's SPLIT_V 0.005/el; CONCATENATION 0.006/el on every
+    # alive channel (h's identity backward), all times 16 pixels
+    add = torch.tensor([[0, 0, 1], [1, 0, 1.0]]) * 0.016
+    split = torch.tensor([[1, 1, 1], [0, 0, 0.0]]) * 0.08
+    assert torch.allclose(gates.grad, add + split + 0.096)
+
+
+def test_published_tables_without_split_or_concat_models_price_the_adds_and_name_the_rest():
+    doc = _table()._doc
+    table = LatencyTable({**doc, "ops": {k: v for k, v in doc["ops"].items() if k not in ("SPLIT_V", "CONCATENATION")}})
+    latency = create_resource("latency", table)
+    assert latency.merge(4, 4, MergeOps((1,), (2,), 2)) == pytest.approx(0.026)
+    assert latency.unpriced_merge_ops == ["SPLIT_V", "CONCATENATION"]
 
 
 def test_max_pool_is_priced_on_its_input_elements():
