@@ -25,9 +25,10 @@ from torch import nn
 from profiler.errors import FgnasError
 from profiler.spec import ConditionKey
 from search.batchnorm import recalibrate_batchnorm
-from search.gate_optimizer import NormalizedSGD
 from search.data import BatchLoader, DataSplits, load_data, make_loaders
+from search.gate_optimizer import NormalizedSGD
 from search.resources import Resource, create_resource
+from search.summary import layer_rows
 from search.targets import Target, format_resource, parse_target
 from search.transforms import eval_transform
 
@@ -643,8 +644,6 @@ PHASE_RUNNERS = {"pretrain": _pretrain, "search": _search, "finetune": _finetune
 
 
 def _finish(run: _Run) -> SearchResult:
-    from search.summary import layer_rows
-
     net, target = run.net, run.target
     net.set_search_mode("finetune")
     predicted = measure(net, run.resources)
