@@ -26,7 +26,7 @@ from profiler.demo_model import BASE_CHANNELS, demo_model
 from profiler.devices import create_device
 from profiler.devices.base import BenchmarkSettings
 from profiler.model_builder import DEFAULT_CACHE_DIR
-from profiler.table import atomic_write_text
+from profiler.atomic import atomic_write_text
 
 # Chosen on this machine (AMD EPYC, LiteRT 2.3.0, XNNPACK, 1 thread) for slowdowns near 5/10/15%; XNNPACK's channel
 # tiling makes latency a step function of channels, so the true slowdown is re-measured on every run.

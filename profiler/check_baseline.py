@@ -15,7 +15,7 @@ from pathlib import Path
 
 from profiler.errors import FgnasError
 from profiler.spec import ConvSpec
-from profiler.table import atomic_write_text
+from profiler.atomic import atomic_write_text
 
 FORMAT = "fgnas-check-baseline"
 FORMAT_VERSION = 1

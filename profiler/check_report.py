@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from profiler.check import CheckResult
-from profiler.table import atomic_write_text
+from profiler.atomic import atomic_write_text
 
 SUITE = "fgnas-check"
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from profiler.model_builder import DEFAULT_CACHE_DIR, _write_atomically, convert_function
+from profiler.atomic import atomic_write_bytes
+from profiler.model_builder import DEFAULT_CACHE_DIR, convert_function
 
 BASE_CHANNELS = (16, 32, 64, 128)
 INPUT_SHAPE = (1, 32, 32, 1)
@@ -27,7 +28,7 @@ def demo_model(channels: tuple[int, ...] = BASE_CHANNELS, cache_dir: Path = DEFA
     key = hashlib.sha256(repr(("demo-like", c)).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"demo-{key}.tflite"
     if not path.exists():
-        _write_atomically(path, convert_function(_network(c, int(key, 16) % 2**32), [INPUT_SHAPE]))
+        atomic_write_bytes(path, convert_function(_network(c, int(key, 16) % 2**32), [INPUT_SHAPE]))
     return path
 
 

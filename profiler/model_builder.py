@@ -13,13 +13,12 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from profiler.errors import FgnasError
+from profiler.atomic import atomic_write_bytes
 from profiler.ops import OpProbe
 from profiler.spec import ConvSpec
 
@@ -55,7 +54,7 @@ def build_model(probe: Probe, cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
             fn, shapes = _conv_function(probe)
         else:
             fn, shapes = _op_function(probe)
-        _write_atomically(path, convert_function(fn, shapes))
+        atomic_write_bytes(path, convert_function(fn, shapes), "choose a writable --cache-dir")
     return path
 
 
@@ -150,20 +149,3 @@ def _op_function(probe: OpProbe) -> tuple[Callable, list[tuple[int, ...]]]:
         "STRIDED_SLICE": lambda x: x[..., (shapes[0][-1] - out[-1]) // 2:(shapes[0][-1] + out[-1]) // 2],
     }
     return bodies[probe.op], shapes
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise FgnasError(f"cannot write the model cache {path.parent}: {exc.strerror}; choose a writable --cache-dir")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

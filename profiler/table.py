@@ -14,13 +14,13 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
+from profiler.atomic import atomic_write_text
 from profiler.errors import FgnasError
 from profiler.fit import ConditionModel, OpModel, fit_conditions, fit_op
 from profiler.ops import OpProbe
@@ -57,31 +57,6 @@ def content_hash(doc: dict) -> str:
     body = {k: v for k, v in doc.items() if k != "content_hash"}
     blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory, fsync, rename: a reader sees the old file or the new, never half."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise FgnasError(f"cannot write {path}: {exc.strerror}; choose a writable --out") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _group_conv_records(records: Iterable[dict]) -> dict[ConditionKey, tuple[list[ConvSpec], list[float]]]:
@@ -171,7 +146,7 @@ class LatencyTable:
             raw["path"] = os.path.relpath(self._raw_log_file, path.parent.resolve())
             doc["raw_log"] = raw
         doc["content_hash"] = content_hash(doc)
-        atomic_write_text(path, json.dumps(doc, indent=1, allow_nan=False) + "\n")
+        atomic_write_text(path, json.dumps(doc, indent=1, allow_nan=False) + "\n", "choose a writable --out")
         self._doc = doc
         self.path = path
         return path

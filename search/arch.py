@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import jsonschema
 
+from profiler.atomic import atomic_write_text
 from profiler.errors import FgnasError
 
 ARCH_SCHEMA_VERSION = 1
@@ -69,21 +68,10 @@ def validate_arch(arch: dict, source: str = "arch") -> None:
 
 
 def write_arch(path: str | Path, arch: dict) -> Path:
-    """Validate, then write atomically (temp file in the same directory, fsync, rename)."""
+    """Validate, then write atomically (profiler.atomic)."""
     path = Path(path)
     validate_arch(arch, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(arch, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(arch, indent=1) + "\n")
     return path
 
 

@@ -12,29 +12,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
 
+from profiler.atomic import atomic_write_bytes as _atomic_write_bytes
 from profiler.errors import FgnasError
 from search.arch import write_arch
 from search.targets import Target
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def operation_types(layer: dict) -> int:
