@@ -51,7 +51,8 @@ def time_model(model_path: str, threads: int, runs: int, warmup: int, use_xnnpac
 
 def _die_with_parent(parent_pid: int) -> None:
     """Linux: have the kernel SIGKILL this worker when the sweep dies (kill -9 included), so no orphan keeps
-    timing a model on the measurement core."""
+    timing a model on the measurement core. The kernel's "parent" is the thread that started the worker: one started
+    by a sweep thread ends with that thread, and the next benchmark simply starts a new one."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
