@@ -23,7 +23,7 @@ from typing import Iterable
 from profiler.atomic import atomic_write_text
 from profiler.errors import FgnasError
 from profiler.fit import ConditionModel, OpModel, fit_conditions, fit_op
-from profiler.ops import OpProbe
+from profiler.ops import OpProbe, unit_of
 from profiler.spec import ConditionKey, ConvSpec
 
 SCHEMA_VERSION = 1
@@ -71,10 +71,11 @@ def _group_conv_records(records: Iterable[dict]) -> dict[ConditionKey, tuple[lis
     return groups
 
 
-def _op_name_and_unit(record: dict) -> tuple[str, str]:
-    """The op probe's name and its unit name (profiler.ops decides what an op's units are)."""
+def _op_name_and_unit(record: dict) -> tuple[str, str, int]:
+    """The op probe's name, unit name and units (profiler.ops decides what an op's units are, from the probe's
+    shapes, so a raw log measured before a unit changed is re-fitted in the current unit)."""
     probe = OpProbe.from_dict(record["spec"])
-    return probe.op, probe.units[0]
+    return probe.op, *probe.units
 
 
 def _group_op_records(records: Iterable[dict]) -> dict[str, tuple[str, list[float], list[float]]]:
@@ -82,9 +83,9 @@ def _group_op_records(records: Iterable[dict]) -> dict[str, tuple[str, list[floa
     for record in records:
         if record.get("kind") != "op":
             continue
-        op, unit = _op_name_and_unit(record)
+        op, unit, count = _op_name_and_unit(record)
         _, units, ms = groups.setdefault(op, (unit, [], []))
-        units.append(float(record["units"]))
+        units.append(float(count))
         ms.append(float(record["m"]["median_ms"]))
     return groups
 
@@ -294,6 +295,10 @@ class LatencyTable:
         except KeyError:
             raise FgnasError(f"latency table for {self._doc['device'].get('name')!r} has no model for op {op_name}: "
                              f"add {op_name} probes to the sweep's op list (profiler/ops.py) and re-profile") from None
+        if unit_of(op_name) not in (None, model.unit):
+            raise FgnasError(f"latency table for {self._doc['device'].get('name')!r} prices {op_name} per "
+                             f"{model.unit}, this fgnas counts {unit_of(op_name)}: re-run the fgnas-profile command "
+                             f"that made the table (it re-fits from its raw log)")
         return model.predict_ms(units)
 
     def missing_conditions(self, specs: Iterable[ConvSpec], allow_fallback: bool = False) -> list[ConditionKey]:

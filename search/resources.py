@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from profiler.errors import FgnasError
+from profiler.ops import unit_of
 from profiler.spec import ConvSpec
 from search.gates import binarize
 
@@ -58,11 +59,12 @@ class MergeOps:
     """The ops export (export/plan.py) needs to assemble a layer whose operations keep overlapping or several
     disjoint channel sets: channels are grouped by the set of operations keeping them; an operation feeding several
     groups is split (SPLIT_V), a group kept by k operations sums them (k - 1 ADDs), the groups are concatenated.
-    Sizes are in channels (times the conv output's H x W for elements)."""
+    ADDs are sized in channels (times the conv output's H x W: elements), SPLIT_V and CONCATENATION in pieces
+    (times H x W: the copies profiler.ops counts them in)."""
 
     add_channels: tuple[int, ...] = ()  # one entry per ADD op
-    split_channels: tuple[int, ...] = ()  # one entry per SPLIT_V op: the channels of the operation it splits
-    concat_channels: int = 0  # 0: no CONCATENATION
+    split_pieces: tuple[int, ...] = ()  # one entry per SPLIT_V op: the groups its operation feeds
+    concat_pieces: int = 0  # groups concatenated; 0: no CONCATENATION
 
     @property
     def overlap(self) -> int:
@@ -81,9 +83,8 @@ def merge_ops(keeps: Tensor) -> MergeOps:
     if not groups:
         return MergeOps()
     adds = tuple(n for owners, n in groups.items() for _ in range(sum(owners) - 1))
-    splits = tuple(int(owned[i].sum()) for i in range(owned.shape[0])
-                   if sum(owners[i] for owners in groups) > 1)
-    return MergeOps(adds, splits, sum(groups.values()) if len(groups) > 1 else 0)
+    feeds = [sum(owners[i] for owners in groups) for i in range(owned.shape[0])]
+    return MergeOps(adds, tuple(n for n in feeds if n > 1), len(groups) if len(groups) > 1 else 0)
 
 
 class Resource(ABC):
@@ -120,8 +121,9 @@ class Resource(ABC):
         return 0.0
 
     def merge_surrogate(self, h: int, w: int, gates: Tensor, ops: MergeOps) -> Count:
-        """A differentiable stand-in for `merge` (its gradient is used, its value is not): the per-element costs of
-        the overlap (sum_i G_i - h(sum_i G_i)), of the split operations' channels and of the concatenated ones."""
+        """A differentiable stand-in for `merge` (its gradient is used, its value is not): the per-element cost of
+        the overlap (sum_i G_i - h(sum_i G_i)). SPLIT_V and CONCATENATION cost per piece, a count with no gradient:
+        they are in the hard resource the search stops on."""
         return 0.0
 
 
@@ -192,30 +194,25 @@ class LatencyResource(Resource):
     def max_pool(self, h: int, w: int, channels: Count) -> Count:
         return self.table.predict_op_ms("MAX_POOL_2D", h * w * channels)
 
-    def _op(self, name: str, elements: Count) -> Count:
+    def _op(self, name: str, units: Count) -> Count:
         # published phone tables lack SPLIT_V/CONCATENATION models: those merge ops are left out (see unpriced)
-        return self.table.predict_op_ms(name, elements) if name in self.table.ops else 0.0
+        return self.table.predict_op_ms(name, units) if self._prices(name) else 0.0
+
+    def _prices(self, name: str) -> bool:
+        return name in self.table.ops and self.table.ops[name].unit == unit_of(name)
 
     @property
     def unpriced_merge_ops(self) -> list[str]:
-        return [name for name in ("ADD", "SPLIT_V", "CONCATENATION") if name not in self.table.ops]
+        return [name for name in ("ADD", "SPLIT_V", "CONCATENATION") if not self._prices(name)]
 
     def merge(self, h: int, w: int, ops: MergeOps) -> float:
         hw = h * w
         return (sum(self._op("ADD", c * hw) for c in ops.add_channels)
-                + sum(self._op("SPLIT_V", c * hw) for c in ops.split_channels)
-                + (self._op("CONCATENATION", ops.concat_channels * hw) if ops.concat_channels else 0.0))
+                + sum(self._op("SPLIT_V", n * hw) for n in ops.split_pieces)
+                + (self._op("CONCATENATION", ops.concat_pieces * hw) if ops.concat_pieces else 0.0))
 
     def merge_surrogate(self, h: int, w: int, gates: Tensor, ops: MergeOps) -> Count:
-        hw = h * w
-        couts = gamma_out(gates)
-        total = self._op("ADD", overlap_surrogate(gates) * hw) if ops.add_channels else 0.0
-        if ops.split_channels:
-            split = [i for i in range(len(couts)) if _feeds_groups(gates, i) > 1]
-            total = total + self._op("SPLIT_V", couts[split].sum() * hw)
-        if ops.concat_channels:
-            total = total + self._op("CONCATENATION", active_channels(gates).sum() * hw)
-        return total
+        return self._op("ADD", overlap_surrogate(gates) * h * w) if ops.add_channels else 0.0
 
 
 def overlap_surrogate(gates: Tensor) -> Tensor:
@@ -224,12 +221,6 @@ def overlap_surrogate(gates: Tensor) -> Tensor:
     others = ((gates.sum(dim=0, keepdim=True) - gates).detach() > 0).to(gates.dtype)
     weighted = (gates * others).sum()
     return (gates.sum() - active_channels(gates).sum()).detach() + weighted - weighted.detach()
-
-
-def _feeds_groups(gates: Tensor, i: int) -> int:
-    """How many owner-set groups operation i's channels fall into."""
-    owned = gates.detach() > 0
-    return len({tuple(col) for col in owned[:, owned[i]].t().tolist()})
 
 
 def create_resource(name: str, table: Any = None) -> Resource:

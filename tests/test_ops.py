@@ -26,12 +26,13 @@ def test_unknown_op_is_an_fgnas_error_that_says_how_to_add_it():
 
 
 def test_channel_reassembly_ops_count_the_elements_they_copy():
-    # SPLIT_V as read from a .tflite file: input, size_splits, axis; it copies its whole input
-    assert op_units("SPLIT_V", [(1, 8, 8, 12), (3,), ()], [(1, 8, 8, 5), (1, 8, 8, 7)]) == ("input_elements", 768)
-    # GATHER: params, indices; STRIDED_SLICE: input, begin, end, strides: both copy what they output
+    # SPLIT_V as read from a .tflite file: input, size_splits, axis; one copy per pixel and piece
+    assert op_units("SPLIT_V", [(1, 8, 8, 12), (3,), ()], [(1, 8, 8, 5), (1, 8, 8, 7)]) == ("copies", 128)
+    assert op_units("CONCATENATION", [(1, 4, 4, 3)] * 3, [(1, 4, 4, 9)]) == ("copies", 48)
+    # STRIDED_SLICE (input, begin, end, strides) copies a run per pixel; GATHER (params, indices) element by element
+    assert op_units("STRIDED_SLICE", [(1, 4, 4, 10), (4,), (4,), (4,)], [(1, 4, 4, 3)]) == ("copies", 16)
     assert op_units("GATHER", [(1, 4, 4, 10), (6,)], [(1, 4, 4, 6)]) == ("output_elements", 96)
-    assert op_units("STRIDED_SLICE", [(1, 4, 4, 10), (4,), (4,), (4,)], [(1, 4, 4, 3)]) == ("output_elements", 48)
-    assert OpProbe.for_feature_map("SPLIT_V", 4, 4, 9).units == ("input_elements", 144)
+    assert OpProbe.for_feature_map("SPLIT_V", 4, 4, 9).units == ("copies", 32)
     assert OpProbe.for_feature_map("GATHER", 4, 4, 8).output_shape == (1, 4, 4, 6)
 
 
