@@ -17,6 +17,7 @@ import numpy as np
 
 from export.plan import SKIP, PrunedConv, PrunedLayer, PrunedPlan
 from profiler.errors import FgnasError
+from search.resources import explicit_pad as needs_explicit_pad
 
 QUANTIZE_MODES = ("dynamic", "int8")
 
@@ -27,7 +28,7 @@ def _conv_fn(tf, conv: PrunedConv, in_hw: tuple[int, int]) -> Callable:
         filt = np.ascontiguousarray(conv.weight.transpose(2, 3, 0, 1))  # (C,1,k,k) -> (k,k,C,1)
     else:
         filt = np.ascontiguousarray(conv.weight.transpose(2, 3, 1, 0))  # OIHW -> HWIO
-    explicit_pad = s == 2 and k > 1 and (in_hw[0] % 2 == 0 or in_hw[1] % 2 == 0)
+    explicit_pad = needs_explicit_pad(k, s, *in_hw)
     pad = [[0, 0], [k // 2, k // 2], [k // 2, k // 2], [0, 0]]
     slope = None if conv.slope is None else (-conv.slope).reshape(1, 1, -1)
     select = conv.select

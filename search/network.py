@@ -16,7 +16,7 @@ from profiler.spec import ConvSpec
 from search.arch import ARCH_SCHEMA_VERSION
 from search.gates import gate, hard_gate
 from search.layer import LayerNode, SearchableLayer
-from search.resources import Count, Resource, active_channels, gamma_out, merge_ops
+from search.resources import Count, Resource, active_channels, gamma_out, merge_ops, pad_elements
 
 MODES = ("pretrain", "search", "finetune")
 
@@ -145,7 +145,8 @@ class SearchNetwork(nn.Module):
             cin = masks[node.input].sum()
             couts = gamma_out(effective[node.name])
             for spec, cout in zip(node.op_specs, couts):
-                cost = torch.as_tensor(resource.conv(spec, cin, cout))
+                padded = pad_elements(spec, cout if spec.conv_type == "depthwise" else cin)
+                cost = torch.as_tensor(resource.conv(spec, cin, cout)) + (resource.pad(padded) if padded else 0.0)
                 # A removed operation costs nothing (a latency intercept included) but keeps its gradient, so
                 # that the regularizer still weighs turning it back on.
                 present = (cout > 0).to(cost.dtype).detach()

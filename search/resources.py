@@ -87,6 +87,20 @@ def merge_ops(keeps: Tensor) -> MergeOps:
     return MergeOps(adds, tuple(n for n in feeds if n > 1), len(groups) if len(groups) > 1 else 0)
 
 
+def explicit_pad(kernel: int, stride: int, h: int, w: int) -> bool:
+    """Whether export writes this conv as PAD + VALID conv: PyTorch pads kernel // 2 on both sides, TF's SAME one
+    less in front when a stride-2 conv meets an even size."""
+    return stride == 2 and kernel > 1 and (h % 2 == 0 or w % 2 == 0)
+
+
+def pad_elements(spec: ConvSpec, channels: Count) -> Count:
+    """Output elements of export's explicit PAD in front of `spec` reading `channels` channels (0 when none)."""
+    if not explicit_pad(spec.kernel, spec.stride, spec.h, spec.w):
+        return 0.0
+    p = spec.kernel // 2
+    return (spec.h + 2 * p) * (spec.w + 2 * p) * channels
+
+
 class Resource(ABC):
     """phi of Eq. 8 for every kind of op a SearchNetwork contains. Channel counts may be tensors."""
 
@@ -114,6 +128,10 @@ class Resource(ABC):
 
     def max_pool(self, h: int, w: int, channels: Count) -> Count:
         """A max pool over an h x w x channels input."""
+        return 0.0
+
+    def pad(self, elements: Count) -> Count:
+        """Export's explicit PAD (see `explicit_pad`) writing `elements` elements."""
         return 0.0
 
     def merge(self, h: int, w: int, ops: MergeOps) -> float:
@@ -204,6 +222,9 @@ class LatencyResource(Resource):
     @property
     def unpriced_merge_ops(self) -> list[str]:
         return [name for name in ("ADD", "SPLIT_V", "CONCATENATION") if not self._prices(name)]
+
+    def pad(self, elements: Count) -> Count:
+        return self._op("PAD", elements)
 
     def merge(self, h: int, w: int, ops: MergeOps) -> float:
         hw = h * w

@@ -6,13 +6,14 @@ import math
 import torch
 
 from profiler.spec import ConvSpec, flops, params
-from search.resources import LatencyResource, merge_ops
+from search.resources import LatencyResource, merge_ops, pad_elements
 from search.targets import Target, format_resource
 
 
 def layer_rows(arch: dict, table=None) -> list[dict]:
     """One row per arch.json layer: its kept operations' exact params and FLOPs (profiler.spec) and, with a latency
-    table, their predicted latency, including the SPLIT_V/ADD/CONCATENATION that assemble several operations.
+    table, their predicted latency, including the SPLIT_V/ADD/CONCATENATION that assemble several operations and
+    the PADs export writes before some stride-2 convs.
     The head and skip adds are in the network's totals."""
     rows = []
     latency = LatencyResource(table) if table is not None else None
@@ -25,7 +26,8 @@ def layer_rows(arch: dict, table=None) -> list[dict]:
             "layer": layer["name"], "channels": f"{len(layer['active_out'])}/{layer['cout']}",
             "ops": " ".join(f"{k}:{v}" for k, v in kept.items()) or "-",
             "params": sum(params(s) for s in specs), "flops": sum(flops(s) for s in specs),
-            "latency_ms": (sum(table.predict_ms(s) for s in specs) + _merge_ms(latency, layer)
+            "latency_ms": (sum(table.predict_ms(s) + latency.pad(pad_elements(s, s.cin)) for s in specs)
+                           + _merge_ms(latency, layer)
                            if latency is not None and specs else None),
         })
     return rows

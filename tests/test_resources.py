@@ -10,7 +10,7 @@ from search.layer import LayerNode, Pool
 from search.network import HeadSpec, SearchNetwork
 from search.operations import OpSpec
 from search.resources import (MergeOps, active_channels, conv_flops, conv_params, create_resource, gamma_in, gamma_out,
-                              merge_ops)
+                              merge_ops, pad_elements)
 from profiler.errors import FgnasError
 
 ON, OFF = [0.5, -0.5], [-0.5, 0.5]
@@ -129,6 +129,23 @@ def test_merge_cost_and_its_surrogate_gradient_by_hand():
     latency.merge_surrogate(4, 4, gates, ops).backward()
     # ADD 0.001/el times 16 pixels where another op keeps the channel; pieces (SPLIT_V, CONCATENATION) are counts
     assert torch.allclose(gates.grad, torch.tensor([[0, 0, 1], [1, 0, 1.0]]) * 0.016)
+
+
+def test_stride_two_convs_on_even_sizes_pay_exports_explicit_pad():
+    assert pad_elements(ConvSpec(4, 4, 3, 5, 3, 2), 3) == 6 * 6 * 3  # k3: one pixel each side
+    assert pad_elements(ConvSpec(5, 5, 3, 5, 3, 2), 3) == 0.0  # odd size: TF's SAME pads as PyTorch does
+    assert pad_elements(ConvSpec(4, 4, 3, 5, 1, 2), 3) == 0.0 and pad_elements(ConvSpec(4, 4, 3, 5, 5, 1), 3) == 0.0
+    doc = _table()._doc
+    key = ConditionKey(4, 4, 3, 2, "normal", "relu")
+    stride2 = ConditionModel(key, "affine", 0.2, 0.3, 1, 1, 5, 1.0, 0.0, 0.0, LinearFit(0.2, 0.3, 5, 1.0, 0.0, 0.0))
+    doc = {**doc, "conditions": [*doc["conditions"], stride2.to_dict()]}
+    pad = OpModel("PAD", "output_elements", 0.0001, 0.005, 5, 0.0, 0.0).to_dict()
+    l1 = LayerNode("l1", "input", (4, 4), 2, 3, 2, (OpSpec("normal", 3, "relu"),))
+    net = SearchNetwork([l1], HeadSpec("l1", (2, 2), 3, 4), in_channels=2, input_size=4)
+    latency = create_resource("latency", LatencyTable({**doc, "ops": {**doc["ops"], "PAD": pad}}))
+    without = create_resource("latency", LatencyTable(doc))
+    # the 2-channel input padded to 6x6: 72 elements -> 0.0001 * 72 + 0.005
+    assert net.hard_resource(latency) - net.hard_resource(without) == pytest.approx(0.0122)
 
 
 def test_published_tables_without_split_or_concat_models_price_the_adds_and_name_the_rest():
