@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from export.assembly import shared_layers
 from export.files import atomic_write_bytes, atomic_write_json
 from export.onnx import run_onnx, write_onnx
 from export.parity import ParityResult, accuracy, compare, eval_inputs, require_parity
@@ -21,6 +22,7 @@ from export.tflite import convert_plan, op_inventory, run_tflite
 from export.torch_model import PrunedNetwork
 from profiler.devices.base import BenchmarkSettings
 from profiler.errors import FgnasError
+from profiler.table import LatencyTable
 
 REPORT_VERSION = 1
 
@@ -81,7 +83,8 @@ def export_run(run: SearchedRun, options: ExportOptions, log: Callable[[str], No
 
         log("rounding channels to the table's tiles")
         arch, net, rounding = round_run(run, options.table, x, labels)
-    plan = prune(arch, net.state_dict())
+    table = LatencyTable.load(options.table) if options.table else None
+    plan = prune(arch, net.state_dict(), shared_layers(arch, table))
     module = PrunedNetwork(plan)
     files = {}
 
@@ -123,9 +126,7 @@ def export_run(run: SearchedRun, options: ExportOptions, log: Callable[[str], No
     latency = None
     if options.device:
         from profiler.devices import create_device
-        from profiler.table import LatencyTable
 
-        table = LatencyTable.load(options.table) if options.table else None
         with create_device(options.device) as device:
             latency = latency_report(plan, tflite_path, device, options.settings, table, out / "layers",
                                      arch["predicted"].get("latency_ms"), log)

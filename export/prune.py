@@ -14,12 +14,13 @@ Operations are pruned by one function per conv type (the Torch-Pruning pattern),
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from export.assembly import shareable
 from export.plan import (HOMOGENEOUS_ACTIVATIONS, SKIP, Piece, PrunedConv, PrunedHead, PrunedLayer, PrunedPlan,
                          Selection)
 from profiler.errors import FgnasError
@@ -223,8 +224,10 @@ def _check_layer(layer: dict, orders: dict[str, tuple[int, ...]]) -> None:
                          f"search with a looser target")
 
 
-def prune(arch: dict, state_dict: Mapping[str, torch.Tensor]) -> PrunedPlan:
-    """The physically pruned network of a validated arch.json (search.arch.read_arch) and its weights."""
+def prune(arch: dict, state_dict: Mapping[str, torch.Tensor], shared: Collection[str] = ()) -> PrunedPlan:
+    """The physically pruned network of a validated arch.json (search.arch.read_arch) and its weights. Layers named
+    in `shared` (export/assembly.py) are assembled SHARED: each operation computes every alive channel of the layer,
+    with zero weights and bias where it keeps none, and the operations are added at full width."""
     weights = Weights(state_dict)
     layers = arch["layers"]
     skip_sources = {layer["skip"] for layer in layers if layer["skip"]}
@@ -255,11 +258,17 @@ def prune(arch: dict, state_dict: Mapping[str, torch.Tensor]) -> PrunedPlan:
                     in_position.get(c, 0) if reads_dw else 0, -gray_rank(tuple(c in k for k in own)), c)
 
         skip_order = orders[layer["skip"]] if layer["skip"] else None
-        candidates = [_runs(layer, skip_order, key, True), _runs(layer, skip_order, key, False)]
-        if reads_dw:
-            candidates.append(_runs(layer, skip_order, lambda c: (in_position.get(c, 0), c), False))
-        depthwise_ops = [i for i, op in enumerate(layer["ops"]) if op["conv_type"] == "depthwise" and op["keep"]]
-        runs = min(candidates, key=lambda r: assembly_cost(r, downstream, readers, depthwise_ops, in_position))
+        if name in shared:
+            if not shareable(layer):
+                raise FgnasError(f"layer {name} has a skip or a depthwise operation: it cannot be assembled shared")
+            kept = frozenset(i for i, op in enumerate(layer["ops"]) if op["keep"])
+            runs = [(kept, sorted(layer["active_out"], key=key))]
+        else:
+            candidates = [_runs(layer, skip_order, key, True), _runs(layer, skip_order, key, False)]
+            if reads_dw:
+                candidates.append(_runs(layer, skip_order, lambda c: (in_position.get(c, 0), c), False))
+            depthwise_ops = [i for i, op in enumerate(layer["ops"]) if op["conv_type"] == "depthwise" and op["keep"]]
+            runs = min(candidates, key=lambda r: assembly_cost(r, downstream, readers, depthwise_ops, in_position))
         # The 1/M average is left for the consumers (convs and the head are linear) when nothing adds this output
         # unscaled to something else; otherwise each op folds it (or multiplies by it after a tanh/relu6).
         defer = (layer["scale"] != 1.0 and not layer["skip"] and name not in skip_sources
@@ -278,7 +287,12 @@ def prune(arch: dict, state_dict: Mapping[str, torch.Tensor]) -> PrunedPlan:
             except KeyError:
                 raise FgnasError(f"arch.json: layer {name} has conv type {op['conv_type']!r}, which export cannot "
                                  f"prune (known: {', '.join(OP_PRUNERS)})") from None
-            ops.append(pruner(ctx, weights))
+            conv = pruner(ctx, weights)
+            if name in shared:  # the channels this operation does not keep: zero weight and bias, so zero output
+                idle = np.array([c not in set(op["keep"]) for c in ctx.channels])
+                conv.weight[idle] = 0.0
+                conv.bias[idle] = 0.0
+            ops.append(conv)
         pieces = []
         seen: dict[int, int] = {}
         for producers, _ in runs:

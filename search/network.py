@@ -16,7 +16,7 @@ from profiler.spec import ConvSpec
 from search.arch import ARCH_SCHEMA_VERSION
 from search.gates import gate, hard_gate
 from search.layer import LayerNode, SearchableLayer
-from search.resources import Count, Resource, active_channels, gamma_out, merge_ops, pad_elements
+from search.resources import Count, Resource, active_channels, gamma_out, layer_assembly, pad_elements
 
 MODES = ("pretrain", "search", "finetune")
 
@@ -152,7 +152,7 @@ class SearchNetwork(nn.Module):
                 present = (cout > 0).to(cost.dtype).detach()
                 total = total + present * cost + (1.0 - present) * (cost - cost.detach())
             if len(node.ops) > 1:
-                total = total + self._merge(resource, node, effective[node.name])
+                total = total + self._assembly(resource, node, effective[node.name], cin)[1]
             alive = masks[node.name].sum()
             if node.skip:
                 total = total + resource.add(*node.conv_hw, alive)
@@ -163,11 +163,11 @@ class SearchNetwork(nn.Module):
         return total + resource.linear(head_in, self.head_spec.num_classes)
 
     @staticmethod
-    def _merge(resource: Resource, node: LayerNode, gates: Tensor) -> Count:
-        """Assembling the layer's operations as export does: the exact hard cost, with the surrogate's gradient."""
-        ops = merge_ops(gates)
-        surrogate = torch.as_tensor(resource.merge_surrogate(*node.conv_hw, gates, ops))
-        return resource.merge(*node.conv_hw, ops) + (surrogate - surrogate.detach())
+    def _assembly(resource: Resource, node: LayerNode, gates: Tensor, cin: Tensor) -> tuple[str, Count]:
+        """Assembling the layer's operations as export does (search.resources.layer_assembly)."""
+        specs = [spec if bool(g.sum() > 0) else None for spec, g in zip(node.op_specs, gates)]
+        can_share = node.skip is None and all(op.conv_type == "normal" for op in node.ops)
+        return layer_assembly(resource, specs, cin, gates, *node.conv_hw, can_share)
 
     def soft_resource(self, resource: Resource) -> Tensor:
         """R(psi): its value is the hard-gated resource, its gradient flows to psi through Eq. 5 and Eq. 10."""

@@ -244,6 +244,31 @@ def overlap_surrogate(gates: Tensor) -> Tensor:
     return (gates.sum() - active_channels(gates).sum()).detach() + weighted - weighted.detach()
 
 
+SPLIT, SHARED = "split", "shared"
+
+
+def layer_assembly(resource: Resource, specs: list[ConvSpec | None], cin: Count, gates: Tensor, h: int, w: int,
+                   can_share: bool) -> tuple[str, Count]:
+    """How export assembles a layer of several operations, and what that costs beyond each operation's own conv:
+    SPLIT computes each operation on its own channels and reassembles them (`merge`); SHARED, where the layer has
+    no skip or depthwise operation, lets every operation compute all the layer's alive channels (zeros where it
+    keeps none) and adds them at full width, trading conv work for no SPLIT_V/CONCATENATION. The cheaper one wins
+    (SPLIT on a tie, and always for params/FLOPs, which price no assembly). specs: each operation's ConvSpec
+    (channel counts unused), None for an operation that keeps nothing; h, w: the conv output's size."""
+    ops = merge_ops(gates)
+    surrogate = torch.as_tensor(resource.merge_surrogate(h, w, gates, ops))
+    split = resource.merge(h, w, ops) + (surrogate - surrogate.detach())
+    present = [i for i, spec in enumerate(specs) if spec is not None]
+    if not can_share or len(present) < 2 or not (ops.split_pieces or ops.concat_pieces):
+        return SPLIT, split
+    alive = active_channels(gates).sum()
+    couts = gamma_out(gates)
+    shared = sum(torch.as_tensor(resource.conv(specs[i], cin, alive)) - torch.as_tensor(resource.conv(specs[i], cin, couts[i]))
+                 for i in present) + (len(present) - 1) * torch.as_tensor(resource.add(h, w, alive))
+    cheaper = float(torch.as_tensor(shared).detach()) < float(torch.as_tensor(split).detach())
+    return (SHARED, shared) if cheaper else (SPLIT, split)
+
+
 def create_resource(name: str, table: Any = None) -> Resource:
     """`params`, `flops` or `latency` (which needs a LatencyTable)."""
     try:

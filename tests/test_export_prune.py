@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from export.assembly import shareable
 from export.plan import SKIP
 from export.prune import gray_rank, prune
 from export.sampling import random_searched
@@ -124,3 +125,22 @@ def test_a_residual_stream_is_ordered_where_it_starts_so_the_adding_layer_splits
     assert b.skip_splits == (2, 1, 1, 2)
     assert sum(len(run) - 1 for run in b.runs) == 4
     _check_equal(net, plan)
+
+
+@pytest.mark.parametrize("name,kwargs", BACKBONES[:3], ids=[b[0] for b in BACKBONES[:3]])
+def test_shared_layers_compute_every_alive_channel_per_operation_and_add_them_at_full_width(name, kwargs):
+    net = random_searched(name, 2, **kwargs)
+    arch = net.to_arch()
+    shared = [layer["name"] for layer in arch["layers"]
+              if shareable(layer) and sum(bool(op["keep"]) for op in layer["ops"]) > 1]
+    assert shared
+    plan = prune(arch, net.state_dict(), shared)
+    for layer in plan.layers:
+        if layer.name in shared:
+            assert len(layer.runs) == 1 and len(layer.runs[0]) == len(layer.ops) > 1
+            assert all(op.cout == layer.out_channels and op.splits == (layer.out_channels,) for op in layer.ops)
+    _check_equal(net, plan)
+    skipped = next((layer for layer in arch["layers"] if not shareable(layer)), None)
+    if skipped is not None:
+        with pytest.raises(FgnasError, match="cannot be assembled shared"):
+            prune(arch, net.state_dict(), [skipped["name"]])

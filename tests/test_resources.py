@@ -10,7 +10,7 @@ from search.layer import LayerNode, Pool
 from search.network import HeadSpec, SearchNetwork
 from search.operations import OpSpec
 from search.resources import (MergeOps, active_channels, conv_flops, conv_params, create_resource, gamma_in, gamma_out,
-                              merge_ops, pad_elements)
+                              SHARED, SPLIT, layer_assembly, merge_ops, pad_elements)
 from profiler.errors import FgnasError
 
 ON, OFF = [0.5, -0.5], [-0.5, 0.5]
@@ -92,9 +92,10 @@ def test_latency_regularizer_by_hand_through_the_table():
     net = _tiny_net()
     latency = create_resource("latency", table)
     # convs: a * MFLOPs + b with the FLOPs above; ADD over 4*4*3 elements; MEAN over 48; FC over 12 MACs;
-    # l1's assembly (op0 keeps {0, 2}, op1 {2}): ADD over channel 2 (16 el) 0.026, op0's SPLIT_V in 2 pieces
-    # (32 copies) 0.162, CONCATENATION of {0} and {2} (2 pieces, 32 copies) 0.195
-    merge = 0.026 + 0.162 + 0.195
+    # l1's assembly (op0 keeps {0, 2}, op1 {2}): split = ADD over channel 2 (16 el) 0.026 + op0's SPLIT_V in 2
+    # pieces (32 copies) 0.162 + CONCATENATION of {0} and {2} (2 pieces, 32 copies) 0.195 = 0.383; shared = op1
+    # computing both alive channels (one more 3x3 channel, 576 FLOPs at 0.2 ms/MFLOP) + ADD over 32 el (0.042): wins
+    merge = 0.2 * 576e-6 + 0.042
     expected = (0.5 * 128e-6 + 0.1) + (0.2 * 576e-6 + 0.3) + (1.0 * 64e-6 + 0.05) + 0.058 + 0.116 + 0.076 + merge
     r = net.soft_resource(latency)
     assert r.item() == pytest.approx(expected, rel=1e-6)
@@ -129,6 +130,20 @@ def test_merge_cost_and_its_surrogate_gradient_by_hand():
     latency.merge_surrogate(4, 4, gates, ops).backward()
     # ADD 0.001/el times 16 pixels where another op keeps the channel; pieces (SPLIT_V, CONCATENATION) are counts
     assert torch.allclose(gates.grad, torch.tensor([[0, 0, 1], [1, 0, 1.0]]) * 0.016)
+
+
+def test_a_layer_is_assembled_the_cheaper_way_and_never_shared_across_a_skip():
+    latency = create_resource("latency", _table())
+    gates = torch.tensor([[1, 0, 1], [0, 0, 1.0]])
+    specs = [ConvSpec(4, 4, 2, 3, 1, activation="relu"), ConvSpec(4, 4, 2, 3, 3, activation="relu")]
+    kind, cost = layer_assembly(latency, specs, torch.tensor(2.0), gates, 4, 4, can_share=True)
+    assert kind == SHARED and float(cost) == pytest.approx(0.2 * 576e-6 + 0.042)
+    kind, cost = layer_assembly(latency, specs, torch.tensor(2.0), gates, 4, 4, can_share=False)
+    assert kind == SPLIT and float(cost) == pytest.approx(0.383)
+    # the same channels in both: one ADD either way, nothing to split, so split
+    kind, cost = layer_assembly(latency, specs, torch.tensor(2.0), torch.ones(2, 3), 4, 4, can_share=True)
+    assert kind == SPLIT and float(cost) == pytest.approx(0.001 * 48 + 0.01)
+    assert layer_assembly(create_resource("flops"), specs, 2, gates, 4, 4, True) == (SPLIT, 0.0)
 
 
 def test_stride_two_convs_on_even_sizes_pay_exports_explicit_pad():
