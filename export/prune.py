@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from export.assembly import shareable
 from export.plan import (HOMOGENEOUS_ACTIVATIONS, SKIP, Piece, PrunedConv, PrunedHead, PrunedLayer, PrunedPlan,
                          Selection)
 from profiler.errors import FgnasError
+from search.resources import shareable
 
 BN_EPS = 1e-5
 

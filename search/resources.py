@@ -6,6 +6,7 @@ the differentiable R(psi) and the exact resource of a hard-gated network. The in
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -267,6 +268,24 @@ def layer_assembly(resource: Resource, specs: list[ConvSpec | None], cin: Count,
                  for i in present) + (len(present) - 1) * torch.as_tensor(resource.add(h, w, alive))
     cheaper = float(torch.as_tensor(shared).detach()) < float(torch.as_tensor(split).detach())
     return (SHARED, shared) if cheaper else (SPLIT, split)
+
+
+def shareable(layer: dict) -> bool:
+    """An arch.json layer SHARED assembly can serve: no skip, normal convs only (a depthwise op reads one channel)."""
+    return layer["skip"] is None and all(op["conv_type"] == "normal" for op in layer["ops"])
+
+
+def arch_layer_assembly(resource: Resource, layer: dict) -> tuple[str, float]:
+    """`layer_assembly` of an arch.json layer: how export assembles it and what that costs beyond its convs."""
+    gates = torch.zeros(len(layer["ops"]), layer["cout"])
+    for i, op in enumerate(layer["ops"]):
+        gates[i, op["keep"]] = 1.0
+    specs = [ConvSpec.from_dict(op["spec"]) if op["keep"] else None for op in layer["ops"]]
+    h, w = (math.ceil(n / layer["stride"]) for n in layer["in_hw"])
+    with torch.no_grad():
+        kind, cost = layer_assembly(resource, specs, torch.tensor(float(len(layer["active_in"]))), gates, h, w,
+                                    shareable(layer))
+    return kind, float(cost)
 
 
 def create_resource(name: str, table: Any = None) -> Resource:

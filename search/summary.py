@@ -1,19 +1,15 @@
 """The per-layer summary printed at the end of a search: channels, operations, params, FLOPs, predicted latency."""
 from __future__ import annotations
 
-import math
-
-import torch
-
 from profiler.spec import ConvSpec, flops, params
-from search.resources import LatencyResource, merge_ops, pad_elements
+from search.resources import LatencyResource, arch_layer_assembly, pad_elements
 from search.targets import Target, format_resource
 
 
 def layer_rows(arch: dict, table=None) -> list[dict]:
     """One row per arch.json layer: its kept operations' exact params and FLOPs (profiler.spec) and, with a latency
-    table, their predicted latency, including the SPLIT_V/ADD/CONCATENATION that assemble several operations and
-    the PADs export writes before some stride-2 convs.
+    table, their predicted latency, including the assembly of several operations (split/add/concat or shared,
+    whichever export will build) and the PADs export writes before some stride-2 convs.
     The head and skip adds are in the network's totals."""
     rows = []
     latency = LatencyResource(table) if table is not None else None
@@ -27,18 +23,10 @@ def layer_rows(arch: dict, table=None) -> list[dict]:
             "ops": " ".join(f"{k}:{v}" for k, v in kept.items()) or "-",
             "params": sum(params(s) for s in specs), "flops": sum(flops(s) for s in specs),
             "latency_ms": (sum(table.predict_ms(s) + latency.pad(pad_elements(s, s.cin)) for s in specs)
-                           + _merge_ms(latency, layer)
+                           + (arch_layer_assembly(latency, layer)[1] if len(layer["ops"]) > 1 else 0.0)
                            if latency is not None and specs else None),
         })
     return rows
-
-
-def _merge_ms(latency: LatencyResource, layer: dict) -> float:
-    keeps = torch.zeros(len(layer["ops"]), layer["cout"])
-    for i, op in enumerate(layer["ops"]):
-        keeps[i, op["keep"]] = 1.0
-    h, w = (math.ceil(n / layer["stride"]) for n in layer["in_hw"])
-    return latency.merge(h, w, merge_ops(keeps))
 
 
 def format_summary(rows: list[dict], totals: dict, target: Target, val_accuracy: float) -> str:

@@ -2,7 +2,6 @@
 import pytest
 import torch
 
-from export.assembly import shareable
 from export.plan import SKIP
 from export.prune import gray_rank, prune
 from export.sampling import random_searched
@@ -11,6 +10,7 @@ from profiler.errors import FgnasError
 from search.layer import LayerNode
 from search.network import HeadSpec, SearchNetwork
 from search.operations import OpSpec
+from search.resources import shareable
 
 BACKBONES = [
     ("digits", {"search_space": "table2"}),
