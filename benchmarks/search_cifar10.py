@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     configs = {
         "fgnas-p": ("FGNAS(P) (channels)", base, ""),
         "fgnas": ("FGNAS (kernels 1/3/5)", replace(base, search_space="kernels"), ""),
-        # Already within its target: trains for every epoch the searches may use, all in the first phase.
-        "multiplier": (f"uniform width x{width}", replace(base, width=width, target="100%latency",
+        # Already within the target (width_for): trains for every epoch the searches may use, all in the first phase.
+        "multiplier": (f"uniform width x{width}", replace(base, width=width,
                                                           epochs_pretrain=total_epochs, epochs_search=0,
                                                           epochs_finetune=0), f"{total_epochs} epochs"),
     }
