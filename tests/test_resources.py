@@ -261,3 +261,13 @@ def test_hard_gated_network_equals_its_physically_sliced_equivalent(name, kwargs
     assert torch.allclose(net(x), logits, atol=1e-4, rtol=1e-4)
     assert net.hard_resource(create_resource("params")) == n_params == arch["predicted"]["params"]
     assert net.hard_resource(create_resource("flops")) == n_flops == arch["predicted"]["flops"]
+
+
+def test_the_per_layer_summary_includes_the_assembly_export_builds():
+    from search.summary import layer_rows
+
+    rows = layer_rows(_tiny_net().to_arch(), _table())
+    # l1: its two convs, then shared assembly (op1 on both alive channels + a 32-element ADD), as priced above
+    convs = (0.5 * 128e-6 + 0.1) + (0.2 * 576e-6 + 0.3)
+    assert rows[0]["latency_ms"] == pytest.approx(convs + 0.2 * 576e-6 + 0.042)
+    assert rows[1]["latency_ms"] == pytest.approx(1.0 * 64e-6 + 0.05)  # one op: nothing to assemble
