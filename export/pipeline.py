@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.assembly import shared_layers
+from export.assembly import assembly_table, shared_layers
 from export.files import atomic_write_bytes, atomic_write_json
 from export.onnx import run_onnx, write_onnx
 from export.parity import ParityResult, accuracy, compare, eval_inputs, require_parity
@@ -84,7 +84,7 @@ def export_run(run: SearchedRun, options: ExportOptions, log: Callable[[str], No
         log("rounding channels to the table's tiles")
         arch, net, rounding = round_run(run, options.table, x, labels)
     table = LatencyTable.load(options.table) if options.table else None
-    plan = prune(arch, net.state_dict(), shared_layers(arch, table))
+    plan = prune(arch, net.state_dict(), shared_layers(arch, assembly_table(arch, table)))
     module = PrunedNetwork(plan)
     files = {}
 
