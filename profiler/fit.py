@@ -60,6 +60,14 @@ class LinearFit:
         return self.a * x + self.b
 
 
+def positive_latencies(ms: list[float], what: str) -> np.ndarray:
+    """The latencies as an array; ValueError unless all are positive and finite (a fit divides by them)."""
+    y = np.asarray(ms, dtype=float)
+    if np.any(y <= 0) or not np.all(np.isfinite(y)):
+        raise ValueError(f"latencies must be positive and finite for {what}")
+    return y
+
+
 def mape(pred: np.ndarray, y: np.ndarray) -> float:
     """Mean absolute percentage error as a fraction (0.05 = 5%)."""
     return float(np.mean(np.abs(pred - y) / y))
@@ -239,9 +247,7 @@ def fit_condition(key: ConditionKey, specs: list[ConvSpec], ms: list[float],
     """
     if any(s.condition != key for s in specs):
         raise ValueError(f"all samples must belong to condition {key}")
-    y = np.asarray(ms, dtype=float)
-    if np.any(y <= 0) or not np.all(np.isfinite(y)):
-        raise ValueError(f"latencies must be positive and finite for condition {key}")
+    y = positive_latencies(ms, f"condition {key}")
     affine = fit_line(np.array([tiled_mflops(s) for s in specs]), y, relative=False)
     plain = ConditionModel(key, "affine", affine.a, affine.b, 1, 1, affine.n, affine.r2, affine.mape, affine.cv_mape,
                            affine)
@@ -271,7 +277,8 @@ def fit_conditions(samples: dict[ConditionKey, tuple[list[ConvSpec], list[float]
         families.setdefault((key.conv_type, key.groups), []).append(key)
     models = []
     for keys in families.values():
-        shared = detect_shared_tiles([(samples[k][0], np.asarray(samples[k][1], dtype=float)) for k in keys])
+        shared = detect_shared_tiles([(samples[k][0], positive_latencies(samples[k][1], f"condition {k}"))
+                                      for k in keys])
         models += [fit_condition(k, *samples[k], shared_tiles=shared) for k in keys]
     return sorted(models, key=lambda m: str(m.key))
 
@@ -303,8 +310,6 @@ class OpModel:
 
 def fit_op(op: str, unit: str, units: list[float], ms: list[float]) -> OpModel:
     """Relative (1/y^2-weighted) affine fit of one op's latency on its units."""
-    y = np.asarray(ms, dtype=float)
-    if np.any(y <= 0) or not np.all(np.isfinite(y)):
-        raise ValueError(f"latencies must be positive and finite for op {op}")
+    y = positive_latencies(ms, f"op {op}")
     line = fit_line(np.asarray(units, dtype=float), y, relative=True)
     return OpModel(op, unit, line.a, line.b, line.n, line.mape, line.cv_mape)

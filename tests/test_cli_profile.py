@@ -111,7 +111,8 @@ def test_same_command_again_resumes_and_finishes_at_once(tmp_path, cache, capsys
 
 @pytest.mark.slow
 def test_ctrl_c_exits_130_with_the_log_intact_and_the_resume_command(tmp_path, cache):
-    argv = [*TINY, "--runs", "300", "--out", str(tmp_path / "host.json"), "--cache-dir", str(cache)]
+    # ~0.5 s a probe (4x4 convs take microseconds), so Ctrl-C lands mid-sweep and not after it, in the table build
+    argv = [*TINY, "--runs", "100000", "--out", str(tmp_path / "host.json"), "--cache-dir", str(cache)]
     proc = _cli(argv, tmp_path)
     deadline = time.time() + 60
     while not read_records(tmp_path / "host.raw.jsonl") and time.time() < deadline:
