@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from export.tflite import QUANTIZE_MODES
+from profiler.devices import add_device_arguments, device_options
 from profiler.devices.base import BenchmarkSettings
 from profiler.errors import DeviceFault, FgnasError
 
@@ -15,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fgnas-export", description="Export a searched network to TFLite and ONNX, "
                                 "physically pruned; check parity; compare predicted and measured latency.")
     p.add_argument("run_dir", type=Path, help="the --out directory of a finished fgnas-search run")
-    p.add_argument("--device", default="host", help="where to measure latency (host, or a phone); 'none' skips it")
+    add_device_arguments(p, default="host", device_help="where to measure latency (host, or a phone); 'none' skips it")
     p.add_argument("--out", type=Path, help="output directory (default RUN_DIR/export)")
     p.add_argument("--table", type=Path, help="latency table (default: the one the search used, else "
                                               "device_tables/DEVICE.json when it exists)")
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         device = None if args.device == "none" else args.device
         options = ExportOptions(args.out or args.run_dir / "export", device, _table(args, run.arch), args.data,
                                 args.quantize, args.parity_samples, args.eval_samples,
-                                BenchmarkSettings(runs=args.runs, warmup=args.warmup), args.round_channels)
+                                BenchmarkSettings(runs=args.runs, warmup=args.warmup), args.round_channels,
+                                device_options(args))
         result = export_run(run, options, log=lambda m: print(f"fgnas-export: {m}", file=sys.stderr, flush=True))
     except DeviceFault as exc:
         print(f"fgnas-export: {exc}", file=sys.stderr)

@@ -38,6 +38,7 @@ class ExportOptions:
     eval_samples: int = 1000
     settings: BenchmarkSettings = field(default_factory=BenchmarkSettings)
     round_channels: bool = False
+    device_options: dict = field(default_factory=dict)  # create_device keywords: a phone's serial, benchmark binary
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def export_run(run: SearchedRun, options: ExportOptions, log: Callable[[str], No
     if options.device:
         from profiler.devices import create_device
 
-        with create_device(options.device) as device:
+        with create_device(options.device, **options.device_options) as device:
             latency = latency_report(plan, tflite_path, device, options.settings, table, out / "layers",
                                      arch["predicted"].get("latency_ms"), log)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from profiler.check import CheckOptions, run_check
 from profiler.check_stats import INTERVAL_METHODS
-from profiler.devices import create_device
+from profiler.devices import add_device_arguments, create_device, device_options
 from profiler.devices.base import BenchmarkSettings
 from profiler.errors import FgnasError
 from profiler.model_builder import DEFAULT_CACHE_DIR
@@ -48,10 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "a latency budget or slower than a stored baseline. Exit codes: 0 pass, 1 regression "
                                 "or over budget, 2 usage or input error, 3 device fault.")
     p.add_argument("model", type=Path, help="the .tflite model to check")
-    p.add_argument("--device", required=True, help="device name: host, pixel1, galaxy-s8, emulator, android")
-    p.add_argument("--serial", help="a phone's ADB serial (or HOST:PORT)")
-    p.add_argument("--benchmark-binary", help="path of TFLite's benchmark_model for phones")
-    p.add_argument("--force", action="store_true", help="skip a phone's readiness checks")
+    add_device_arguments(p)
     p.add_argument("--budget", type=parse_duration_ms, help="latency budget, e.g. 53ms: pass when the upper end of "
                    "the latency's confidence interval is within it")
     p.add_argument("--baseline", type=Path, help="baseline JSON: compare the model/reference ratio with its")
@@ -91,12 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     from profiler import check_report
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    device_options = {k: v for k, v in {"serial": args.serial, "benchmark_binary": args.benchmark_binary,
-                                        "force": args.force or None}.items() if v is not None}
     try:
         options = options_from(args)
         options.validate()
-        with create_device(args.device, **device_options) as device:
+        with create_device(args.device, **device_options(args)) as device:
             result = run_check(device, args.model, options)
     except FgnasError as exc:  # DeviceFault included: its exit code is 3
         print(f"{PROG}: {exc}", file=sys.stderr)

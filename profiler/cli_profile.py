@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from profiler.devices import create_device
+from profiler.devices import add_device_arguments, create_device, device_options
 from profiler.devices.base import BenchmarkSettings
 from profiler.errors import DeviceFault, FgnasError
 from profiler.model_builder import DEFAULT_CACHE_DIR
@@ -38,10 +38,7 @@ def _csv(cast=str):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fgnas-profile", description="Measure conv and op latency on a device and write "
                                 "a latency table (and its raw log beside it). Re-running the same command resumes.")
-    p.add_argument("--device", required=True, help="device name, e.g. host (see profiler.devices)")
-    p.add_argument("--serial", action="append", help="a phone's ADB serial; repeat for a farm of phones")
-    p.add_argument("--benchmark-binary", help="path of the benchmark tool on a phone")
-    p.add_argument("--force", action="store_true", help="skip a phone's readiness checks")
+    add_device_arguments(p, farm=True)
     p.add_argument("--space", default="quick", help=f"sweep space: {', '.join(SPACES)} (default quick)")
     p.add_argument("--kernels", type=_csv(int), help="override the space's kernels, e.g. 1,3")
     p.add_argument("--strides", type=_csv(int), help="override the space's strides, e.g. 1,2")
@@ -91,8 +88,7 @@ def profile(args: argparse.Namespace) -> ProfileOutcome:
     out = args.out or Path("device_tables") / f"{args.device}.json"
     _check_writable(out.parent)
     settings = BenchmarkSettings(threads=args.threads, runs=args.runs, warmup=args.warmup)
-    options = {k: v for k, v in {"benchmark_binary": args.benchmark_binary, "force": args.force or None}.items()
-               if v is not None}
+    options = device_options(args)
     with ExitStack() as stack:
         devices = [stack.enter_context(create_device(args.device, **options, **({"serial": s} if s else {})))
                    for s in (args.serial or [None])]
