@@ -524,29 +524,34 @@ def _next_phase(run: _Run, phase: str) -> None:
     run.optimizer_states = None
 
 
-def _pretrain(run: _Run, scaler: torch.amp.GradScaler) -> None:
-    cfg, state, net = run.config, run.state, run.net
-    net.set_search_mode("pretrain")
-    opt = make_weight_optimizer(net.weight_parameters(), cfg)
+def _train_weights(run: _Run, scaler: torch.amp.GradScaler, phase: str, epochs: int, next_phase: str) -> None:
+    """Pretraining (gates ignored) and fine-tuning (gates fixed): weights only, cosine lr over the phase."""
+    state, net = run.state, run.net
+    net.set_search_mode(phase)
+    opt = make_weight_optimizer(net.weight_parameters(), run.config)
     run.restore([opt])
     phase_start = state.step - state.epoch * len(run.train_loader)
-    total = cfg.epochs_pretrain * len(run.train_loader)
-    lr_at = lambda s: cosine_lr(cfg.lr, s - phase_start, total)  # noqa: E731
+    total = epochs * len(run.train_loader)
+    lr_at = lambda s: cosine_lr(run.config.lr, s - phase_start, total)  # noqa: E731
     try:
-        while state.epoch < cfg.epochs_pretrain:
+        while state.epoch < epochs:
             run.train_loader.set_epoch(len(state.metrics))
             t0 = time.perf_counter()
-            with run.bar("pretrain", state.epoch + 1, cfg.epochs_pretrain) as bar:
+            with run.bar(phase, state.epoch + 1, epochs) as bar:
                 loss, acc = train_epoch(net, run.train_loader, [opt], lr_at, state, scaler, run.device, run.amp,
                                         progress=bar)
-            run.end_epoch("pretrain", loss, acc, lr_at(state.step), time.perf_counter() - t0)
+            run.end_epoch(phase, loss, acc, lr_at(state.step), time.perf_counter() - t0)
             run.checkpoint([opt], scaler)
     except KeyboardInterrupt:
         state.step = phase_start + state.epoch * len(run.train_loader)
         run.checkpoint([opt], scaler)
         raise
-    _next_phase(run, "search")
+    _next_phase(run, next_phase)
     run.checkpoint([opt], scaler)
+
+
+def _pretrain(run: _Run, scaler: torch.amp.GradScaler) -> None:
+    _train_weights(run, scaler, "pretrain", run.config.epochs_pretrain, "search")
 
 
 def _search(run: _Run, scaler: torch.amp.GradScaler) -> None:
@@ -616,28 +621,7 @@ def _search(run: _Run, scaler: torch.amp.GradScaler) -> None:
 
 
 def _finetune(run: _Run, scaler: torch.amp.GradScaler) -> None:
-    cfg, state, net = run.config, run.state, run.net
-    net.set_search_mode("finetune")
-    opt = make_weight_optimizer(net.weight_parameters(), cfg)
-    run.restore([opt])
-    phase_start = state.step - state.epoch * len(run.train_loader)
-    total = cfg.epochs_finetune * len(run.train_loader)
-    lr_at = lambda s: cosine_lr(cfg.lr, s - phase_start, total)  # noqa: E731
-    try:
-        while state.epoch < cfg.epochs_finetune:
-            run.train_loader.set_epoch(len(state.metrics))
-            t0 = time.perf_counter()
-            with run.bar("finetune", state.epoch + 1, cfg.epochs_finetune) as bar:
-                loss, acc = train_epoch(net, run.train_loader, [opt], lr_at, state, scaler, run.device, run.amp,
-                                        progress=bar)
-            run.end_epoch("finetune", loss, acc, lr_at(state.step), time.perf_counter() - t0)
-            run.checkpoint([opt], scaler)
-    except KeyboardInterrupt:
-        state.step = phase_start + state.epoch * len(run.train_loader)
-        run.checkpoint([opt], scaler)
-        raise
-    _next_phase(run, "done")
-    run.checkpoint([opt], scaler)
+    _train_weights(run, scaler, "finetune", run.config.epochs_finetune, "done")
 
 
 PHASE_RUNNERS = {"pretrain": _pretrain, "search": _search, "finetune": _finetune}
