@@ -111,11 +111,13 @@ def test_same_command_again_resumes_and_finishes_at_once(tmp_path, cache, capsys
 
 @pytest.mark.slow
 def test_ctrl_c_exits_130_with_the_log_intact_and_the_resume_command(tmp_path, cache):
-    # ~0.5 s a probe (4x4 convs take microseconds), so Ctrl-C lands mid-sweep and not after it, in the table build
-    argv = [*TINY, "--runs", "100000", "--out", str(tmp_path / "host.json"), "--cache-dir", str(cache)]
+    # Enough runs that each 4x4 probe takes ~0.1 s and the rest of the sweep seconds, so Ctrl-C lands mid-sweep and
+    # not after it, in the table build; the reference conv, measured first, takes ~10 s at this count.
+    argv = [*TINY, "--runs", "20000", "--out", str(tmp_path / "host.json"), "--cache-dir", str(cache)]
     proc = _cli(argv, tmp_path)
-    deadline = time.time() + 60
-    while not read_records(tmp_path / "host.raw.jsonl") and time.time() < deadline:
+    deadline = time.time() + 120
+    while (not any(r["kind"] != "reference" for r in read_records(tmp_path / "host.raw.jsonl"))
+           and time.time() < deadline):
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

@@ -89,6 +89,9 @@ class HostDevice(Device):
         self.cpu = cpu
         self.retries = retries
         self._process: subprocess.Popen | None = None
+        # A sweep measures from a device thread while Ctrl-C makes the main thread close the device: the lock lets the
+        # measurement in flight finish (and be logged) before the worker is stopped, never both at once.
+        self._lock = threading.RLock()
 
     def info(self) -> dict:
         return {
@@ -110,25 +113,27 @@ class HostDevice(Device):
                    "warmup": settings.warmup, "use_xnnpack": settings.use_xnnpack}
         failures = []
         for _ in range(self.retries + 1):
-            self._start_worker()
-            started = time.time()
-            answer = self._ask(json.dumps(request), settings.timeout_s)
-            if answer is None:
-                failures.append(f"no answer within {settings.timeout_s:g} s")
-            elif not answer.endswith("\n"):
-                failures.append(f"worker died (exit code {self._process.poll()})")
-            else:
-                result = json.loads(answer)
-                if "error" in result:
-                    raise FgnasError(f"LiteRT cannot run {model_path}: {result['error']}; "
-                                     f"delete the file so that it is rebuilt")
-                return Measurement.from_samples(result["ok"], settings.warmup, started, time.time(),
-                                                {"cpu": self.cpu, "threads": settings.threads})
-            self._stop_worker()
+            with self._lock:
+                self._start_worker()
+                started = time.time()
+                answer = self._ask(json.dumps(request), settings.timeout_s)
+                if answer is None:
+                    failures.append(f"no answer within {settings.timeout_s:g} s")
+                elif not answer.endswith("\n"):
+                    failures.append(f"worker died (exit code {self._process.poll()})")
+                else:
+                    result = json.loads(answer)
+                    if "error" in result:
+                        raise FgnasError(f"LiteRT cannot run {model_path}: {result['error']}; "
+                                         f"delete the file so that it is rebuilt")
+                    return Measurement.from_samples(result["ok"], settings.warmup, started, time.time(),
+                                                    {"cpu": self.cpu, "threads": settings.threads})
+                self._stop_worker()
         raise DeviceFault(f"host runtime failed {len(failures)} times on {model_path}: {'; '.join(failures)}")
 
     def close(self) -> None:
-        self._stop_worker()
+        with self._lock:
+            self._stop_worker()
 
     @property
     def worker_pid(self) -> int | None:
