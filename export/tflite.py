@@ -91,9 +91,9 @@ def _layer_fn(tf, layer: PrunedLayer) -> Callable:
 
 def plan_function(plan: PrunedPlan) -> Callable:
     """The network as a function of one NHWC float32 batch, returning logits."""
-    from profiler.model_builder import _tensorflow
+    from profiler.model_builder import load_tensorflow
 
-    tf = _tensorflow()
+    tf = load_tensorflow()
     layers = [(layer, _layer_fn(tf, layer)) for layer in plan.layers]
     fc_w = np.ascontiguousarray(plan.head.weight.T)
 
@@ -109,9 +109,9 @@ def plan_function(plan: PrunedPlan) -> Callable:
 
 def layer_model(plan: PrunedPlan, layer: PrunedLayer) -> bytes:
     """One layer alone as a .tflite model (inputs: its input tensor, then its skip tensor), to time it by itself."""
-    from profiler.model_builder import _tensorflow, convert_function
+    from profiler.model_builder import convert_function, load_tensorflow
 
-    fn = _layer_fn(_tensorflow(), layer)
+    fn = _layer_fn(load_tensorflow(), layer)
     shapes = [(1, *plan.shape(layer.input))] + ([(1, *plan.shape(layer.skip))] if layer.skip else [])
     return convert_function((lambda x, s: fn(x, s)) if layer.skip else (lambda x: fn(x, None)), shapes)
 
@@ -124,13 +124,13 @@ def convert_plan(plan: PrunedPlan, quantize: str | None = None,
                  representative: Iterable[np.ndarray] | None = None) -> bytes:
     """A batch-1 .tflite flatbuffer: float32, or post-training quantized (`dynamic`: int8 weights; `int8`: weights
     and activations calibrated on `representative` NHWC samples, float input and output kept)."""
-    from profiler.model_builder import _tensorflow, convert_function
+    from profiler.model_builder import convert_function, load_tensorflow
 
     if quantize is None:
         return convert_function(plan_function(plan), [input_shape(plan)])
     if quantize not in QUANTIZE_MODES:
         raise FgnasError(f"unknown quantization {quantize!r}: use one of {', '.join(QUANTIZE_MODES)}")
-    tf = _tensorflow()
+    tf = load_tensorflow()
     function = tf.function(plan_function(plan), input_signature=[tf.TensorSpec(input_shape(plan), tf.float32)])
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -60,7 +60,7 @@ def build_model(probe: Probe, cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
 
 def convert_function(fn: Callable, input_shapes: list[tuple[int, ...]]) -> bytes:
     """Convert a Python function of float32 tensors of `input_shapes` to a float32 .tflite flatbuffer."""
-    tf = _tensorflow()
+    tf = load_tensorflow()
 
     signature = [tf.TensorSpec(shape, tf.float32) for shape in input_shapes]
     function = tf.function(fn, input_signature=signature)
@@ -68,7 +68,8 @@ def convert_function(fn: Callable, input_shapes: list[tuple[int, ...]]) -> bytes
     return converter.convert()
 
 
-def _tensorflow():
+def load_tensorflow():
+    """TensorFlow, imported on first use only (it costs seconds); also used by export to build graphs."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep the converter's info lines off the progress bar
     import tensorflow as tf
 
@@ -80,7 +81,7 @@ def _rng(probe: Probe) -> np.random.Generator:
 
 
 def _conv_function(spec: ConvSpec) -> tuple[Callable, list[tuple[int, ...]]]:
-    tf = _tensorflow()
+    tf = load_tensorflow()
     rng = _rng(spec)
     fan_in = spec.kernel * spec.kernel * (spec.cin // spec.groups)
     scale = 1.0 / np.sqrt(fan_in)
@@ -112,7 +113,7 @@ def _conv_function(spec: ConvSpec) -> tuple[Callable, list[tuple[int, ...]]]:
 
 
 def _op_function(probe: OpProbe) -> tuple[Callable, list[tuple[int, ...]]]:
-    tf = _tensorflow()
+    tf = load_tensorflow()
     rng = _rng(probe)
     shapes = [tuple(s) for s in probe.input_shapes]
     out = probe.output_shape
