@@ -23,6 +23,7 @@ import torch
 from export.plan import (HOMOGENEOUS_ACTIVATIONS, SKIP, Piece, PrunedConv, PrunedHead, PrunedLayer, PrunedPlan,
                          Selection)
 from profiler.errors import FgnasError
+from profiler.registry import registrar
 from search.resources import shareable
 
 BN_EPS = 1e-5
@@ -69,10 +70,7 @@ OP_PRUNERS: dict[str, OpPruner] = {}
 
 
 def register_op_pruner(conv_type: str) -> Callable[[OpPruner], OpPruner]:
-    def add(fn: OpPruner) -> OpPruner:
-        OP_PRUNERS[conv_type] = fn
-        return fn
-    return add
+    return registrar(OP_PRUNERS, conv_type)
 
 
 def _fold(ctx: OpContext, weights: Weights, weight: np.ndarray, depthwise: bool, select: Selection) -> PrunedConv:

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 from torch import Tensor, nn
 
+from profiler.registry import registrar
 from profiler.spec import ConvSpec
 
 ConvBuilder = Callable[[int, int, int, int, bool], nn.Conv2d]
@@ -20,10 +21,7 @@ ACTIVATION_LAYERS: dict[str, ActBuilder] = {}
 
 
 def register_conv(name: str) -> Callable[[ConvBuilder], ConvBuilder]:
-    def add(builder: ConvBuilder) -> ConvBuilder:
-        CONV_LAYERS[name] = builder
-        return builder
-    return add
+    return registrar(CONV_LAYERS, name)
 
 
 def register_activation(name: str, builder: ActBuilder) -> None:

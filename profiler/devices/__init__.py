@@ -5,16 +5,13 @@ from typing import Callable
 
 from profiler.devices.base import BenchmarkSettings, Device, Measurement
 from profiler.errors import FgnasError
+from profiler.registry import registrar
 
 _FACTORIES: dict[str, Callable[..., Device]] = {}
 
 
 def register_device(name: str) -> Callable[[Callable[..., Device]], Callable[..., Device]]:
-    def add(factory: Callable[..., Device]) -> Callable[..., Device]:
-        _FACTORIES[name] = factory
-        return factory
-
-    return add
+    return registrar(_FACTORIES, name)
 
 
 def device_names() -> list[str]:

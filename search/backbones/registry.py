@@ -5,6 +5,7 @@ import inspect
 from collections.abc import Callable
 
 from profiler.errors import FgnasError
+from profiler.registry import registrar
 from search.layer import LayerNode, Pool
 from search.network import HeadSpec, SearchNetwork
 from search.operations import OpSpec
@@ -15,10 +16,7 @@ BACKBONES: dict[str, BackboneFn] = {}
 
 
 def register_backbone(name: str) -> Callable[[BackboneFn], BackboneFn]:
-    def add(fn: BackboneFn) -> BackboneFn:
-        BACKBONES[name] = fn
-        return fn
-    return add
+    return registrar(BACKBONES, name)
 
 
 def create_backbone(name: str, search_space: str | SearchSpace = "channels", **kwargs) -> SearchNetwork:
