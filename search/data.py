@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
+from profiler.atomic import atomic_write_bytes, atomic_write_text
 from profiler.errors import FgnasError
 from search.transforms import Augmentation, Compose, eval_transform, train_transform
 
@@ -132,12 +133,9 @@ def _cache_key(source: Path, size: int | None) -> str:
 
 
 def _atomic_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    atomic_write_bytes(path, buffer.getvalue(), "set FGNAS_CACHE to a writable folder")
 
 
 @dataclass(frozen=True)
@@ -227,9 +225,7 @@ def _tar_image_folder(archive: Path, size: int | None) -> tuple[ImageSet, ImageS
             read["all"] = (entries, files)
             classes = sorted({c for _, s, c in entries if s == "train"})
             cache_dir().mkdir(parents=True, exist_ok=True)
-            tmp = names_file.with_name(names_file.name + ".tmp")
-            tmp.write_text("\n".join(classes) + "\n")
-            os.replace(tmp, names_file)
+            atomic_write_text(names_file, "\n".join(classes) + "\n", "set FGNAS_CACHE to a writable folder")
         return read["all"]
 
     def listing(split_names: tuple[str, ...]) -> Callable[[], _Listing]:
