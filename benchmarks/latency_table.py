@@ -3,7 +3,8 @@
 (a) random convs NOT in the table's sweep (random channel counts, conditions of the table's own space, e.g. imagenet
     and cifar), and (b) whole networks of varied, pruned-looking widths (VGG-like and MobileNetV2-like stacks built
     with the TF converter, with the pools, residual ADDs, MEAN, FULLY_CONNECTED and SOFTMAX such networks have).
-Each is measured on the host device (LiteRT, pinned, the table's threads/runs/warmup) and predicted with the table's
+Each is measured on the host device (LiteRT, pinned, the table's threads/runs/warmup) as the sweep measures: the
+lowest median of several interleaved passes over all models (profiler.interleaved), and predicted with the table's
 selected (tile-aware) fit and with the paper's affine fit. Reports the share within +-10% and the MAPE.
 
     taskset -c 1 .venv/bin/python benchmarks/latency_table.py --table device_tables/host.json
@@ -29,8 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from profiler.devices import create_device  # noqa: E402
-from profiler.devices.base import BenchmarkSettings, Device  # noqa: E402
+from profiler.devices.base import BenchmarkSettings  # noqa: E402
 from profiler.errors import FgnasError  # noqa: E402
+from profiler.interleaved import lowest_of_passes  # noqa: E402
 from profiler.model_builder import build_model, convert_function  # noqa: E402
 from profiler.rawlog import read_records  # noqa: E402
 from profiler.spaces import SPACES  # noqa: E402
@@ -206,26 +208,17 @@ def random_nets(table: LatencyTable, n: int, rng: random.Random, quick: bool) ->
 
 # ---- measuring and reporting -------------------------------------------------------------------------------------
 
-def measure(device: Device, path: Path, settings: BenchmarkSettings) -> float:
-    return device.benchmark(path, settings).median_ms
-
-
-def conv_rows(table: LatencyTable, specs: list[ConvSpec], device: Device, settings: BenchmarkSettings,
-              cache_dir: Path) -> list[Row]:
+def conv_rows(table: LatencyTable, specs: list[ConvSpec], measured: list[float]) -> list[Row]:
     rows = []
-    for spec in specs:
-        measured = measure(device, build_model(spec, cache_dir), settings)
+    for spec, ms in zip(specs, measured):
         p = table.predict(spec)
-        rows.append(Row("conv", conv_text(spec), measured, p.ms, table.predict_ms(spec, "affine"), p.fallback))
+        rows.append(Row("conv", conv_text(spec), ms, p.ms, table.predict_ms(spec, "affine"), p.fallback))
     return rows
 
 
-def net_rows(table: LatencyTable, nets: list[NetDesc], device: Device, settings: BenchmarkSettings,
-             cache_dir: Path) -> list[Row]:
+def net_rows(table: LatencyTable, nets: list[NetDesc], paths: list[Path], measured: list[float]) -> list[Row]:
     rows = []
-    for desc in nets:
-        path = net_model(desc, cache_dir)
-        measured = measure(device, path, settings)
+    for desc, path, ms in zip(nets, paths, measured):
         try:
             selected = predict_model(table, path).total_ms
             affine = predict_model(table, path, "affine").total_ms
@@ -234,7 +227,7 @@ def net_rows(table: LatencyTable, nets: list[NetDesc], device: Device, settings:
         except FgnasError as exc:
             selected = affine = None
             note = f"cannot price: {exc}"
-        rows.append(Row("net", desc.name, measured, selected, affine, note))
+        rows.append(Row("net", desc.name, ms, selected, affine, note))
     return rows
 
 
@@ -281,13 +274,16 @@ def run(args: argparse.Namespace) -> dict:
     s = table.doc["settings"]
     settings = BenchmarkSettings(threads=s.get("threads", 1), runs=args.runs or s.get("runs", 30),
                                  warmup=args.warmup or s.get("warmup", 5))
+    conv_paths = [build_model(spec, args.cache_dir) for spec in specs]
+    net_paths = [net_model(desc, args.cache_dir / "nets") for desc in nets]
     with create_device("host", cpu=args.cpu) as device:
-        rows = conv_rows(table, specs, device, settings, args.cache_dir)
-        rows += net_rows(table, nets, device, settings, args.cache_dir / "nets")
+        measured = lowest_of_passes(device, conv_paths + net_paths, settings, args.passes)
+    rows = conv_rows(table, specs, measured[:len(specs)]) + net_rows(table, nets, net_paths, measured[len(specs):])
     report = {
         "table": str(args.table), "device": table.device.get("name"), "table_version": table.table_version,
         "table_hash": table.content_hash, "host": device.info(),
-        "settings": f"threads {settings.threads}, runs {settings.runs}, warmup {settings.warmup}",
+        "settings": f"threads {settings.threads}, runs {settings.runs}, warmup {settings.warmup}, "
+                    f"lowest median of {args.passes} interleaved passes",
         "command": " ".join(["benchmarks/latency_table.py", *sys.argv[1:]]),
         "elapsed_s": time.time() - started,
         "summary": {kind: {fit: summary([r for r in rows if r.kind == kind], fit) for fit in ("selected", "affine")}
@@ -307,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nets", type=int, help="whole networks to measure (default 20)")
     parser.add_argument("--runs", type=int, help="timed runs per model (default: the table's)")
     parser.add_argument("--warmup", type=int, help="warmup runs per model (default: the table's)")
+    parser.add_argument("--passes", type=int, default=3,
+                        help="interleaved passes over all models; each keeps its lowest median (default 3)")
     parser.add_argument("--cpu", type=int, default=0, help="core to pin the measurements to")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cache-dir", type=Path, default=REPO / ".cache" / "bench")

@@ -15,7 +15,7 @@ from profiler.errors import DeviceFault, FgnasError
 from profiler.model_builder import DEFAULT_CACHE_DIR
 from profiler.rawlog import RawLog, raw_log_path, read_records
 from profiler.spaces import SPACES, Space, get_space
-from profiler.sweep import SweepOptions, SweepResult, run_sweep
+from profiler.sweep import PASSES, SweepOptions, SweepResult, run_sweep
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-condition", type=int, help="channel samples per condition")
     p.add_argument("--runs", type=int, default=BenchmarkSettings.runs, help="timed runs per measurement")
     p.add_argument("--warmup", type=int, default=BenchmarkSettings.warmup, help="untimed runs first")
+    p.add_argument("--passes", type=int, default=PASSES,
+                   help=f"measurements of every probe, each in its own pass over the sweep; the table keeps the "
+                        f"lowest median (default {PASSES})")
     p.add_argument("--threads", type=int, default=BenchmarkSettings.threads, help="runtime threads")
     p.add_argument("--out", type=Path, help="table path (default device_tables/DEVICE.json)")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="where generated models are cached")
@@ -83,8 +86,8 @@ def _check_writable(directory: Path) -> None:
 def profile(args: argparse.Namespace) -> ProfileOutcome:
     """Run the sweep the arguments describe and write the table; FgnasError/DeviceFault/KeyboardInterrupt pass up."""
     space = make_space(args)
-    if min(args.runs, args.threads) < 1 or args.warmup < 0:
-        raise FgnasError("--runs and --threads must be at least 1 and --warmup at least 0")
+    if min(args.runs, args.threads, args.passes) < 1 or args.warmup < 0:
+        raise FgnasError("--runs, --threads and --passes must be at least 1 and --warmup at least 0")
     out = args.out or Path("device_tables") / f"{args.device}.json"
     _check_writable(out.parent)
     settings = BenchmarkSettings(threads=args.threads, runs=args.runs, warmup=args.warmup)
@@ -95,14 +98,14 @@ def profile(args: argparse.Namespace) -> ProfileOutcome:
         with RawLog(raw_log_path(out)) as log:
             result = run_sweep(space.probes(args.seed), devices, log, settings,
                                SweepOptions(seed=args.seed, reference=space.reference, cache_dir=args.cache_dir,
-                                            progress=True))
+                                            progress=True, passes=args.passes))
         info = devices[0].info()
         if len(devices) > 1:
             info["farm"] = [d.info() for d in devices]
     from profiler.table import LatencyTable  # scikit-learn: only needed once the measurements are in
 
     log_path = raw_log_path(out)
-    table_settings = {**settings.to_dict(), "space": space.name, "seed": args.seed}
+    table_settings = {**settings.to_dict(), "space": space.name, "seed": args.seed, "passes": args.passes}
     table = LatencyTable.build(read_records(log_path), info, table_settings, log_path, drift=result.drift)
     table.save(out)
     return ProfileOutcome(out, table.table_version, result)

@@ -124,15 +124,15 @@ def plot_table(table: LatencyTable, out_dir: Path) -> list[Path]:
 
     from profiler.fit import tiled_mflops
     from profiler.rawlog import read_records
+    from profiler.table import lowest_medians
 
     raw = table.raw_log_file
     if raw is None or not raw.is_file():
         raise FgnasError(f"raw log {raw} not found: plot needs the measurements the table was fitted to")
     samples: dict = {}
-    for record in read_records(raw):
-        if record.get("kind") == "conv":
-            spec = ConvSpec.from_dict(record["spec"])
-            samples.setdefault(spec.condition, []).append((spec, record["m"]["median_ms"]))
+    for record, median in lowest_medians(read_records(raw), "conv").values():
+        spec = ConvSpec.from_dict(record["spec"])
+        samples.setdefault(spec.condition, []).append((spec, median))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -1,3 +1,4 @@
+import collections
 import json
 import random
 import signal
@@ -14,6 +15,7 @@ from profiler.devices.base import BenchmarkSettings, Device, Measurement
 from profiler.errors import DeviceFault
 from profiler.model_builder import build_model
 from profiler.rawlog import read_records
+from profiler.sweep import PASSES
 from profiler.table import LatencyTable
 
 TINY = ["--device", "host", "--space", "quick", "--resolutions", "4", "--kernels", "1,3", "--strides", "1",
@@ -63,7 +65,7 @@ def _last_line(text: str) -> str:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_logs_every_configuration_once(tmp_path, cache):
+def test_sigkill_at_random_moments_then_resume_logs_every_configuration_once_per_pass(tmp_path, cache):
     # a thousand runs: each measurement lasts milliseconds, so a kill may land inside one
     argv = [*TINY, "--runs", "1000", "--out", str(tmp_path / "host.json"), "--cache-dir", str(cache)]
     log = tmp_path / "host.raw.jsonl"
@@ -72,7 +74,7 @@ def test_sigkill_at_random_moments_then_resume_logs_every_configuration_once(tmp
         return sum(r["kind"] != "reference" for r in read_records(log))
 
     rng = random.Random(7)
-    total = len(_expected_ids(argv))
+    total = PASSES * len(_expected_ids(argv))
     counts = []
     for target in sorted(rng.sample(range(1, total - 8), 4)):
         proc = _cli(argv, tmp_path)
@@ -88,7 +90,7 @@ def test_sigkill_at_random_moments_then_resume_logs_every_configuration_once(tmp
     out, err = final.communicate(timeout=300)
     assert final.returncode == 0, err
     ids = [r["id"] for r in read_records(log) if r["kind"] != "reference"]
-    assert len(ids) == len(set(ids)) and set(ids) == _expected_ids(argv)
+    assert collections.Counter(ids) == {i: PASSES for i in _expected_ids(argv)}
     assert counts == sorted(counts) and 0 < counts[-1] < len(ids), counts  # the kills did land mid-sweep
     table = LatencyTable.load(tmp_path / "host.json")
     assert table.raw_log_file is not None

@@ -24,7 +24,8 @@ def cache(tmp_path_factory):
 
 
 def _options(cache, **kw) -> SweepOptions:
-    return SweepOptions(cache_dir=cache, progress=False, **kw)
+    """One pass unless a test asks for more: most tests are about the farm, the log and resuming, not passes."""
+    return SweepOptions(cache_dir=cache, progress=False, **{"passes": 1, **kw})
 
 
 class FlakyHost(Device):
@@ -95,6 +96,26 @@ def test_rerun_resumes_and_measures_nothing_already_logged(tmp_path, cache):
             again = run_sweep(PROBES, [host], log, SETTINGS, _options(cache))
     assert (again.measured, again.skipped) == (0, len(PROBES))
     assert len(read_records(path)) == len(PROBES)
+
+
+def test_every_probe_is_measured_once_per_pass_and_a_rerun_completes_the_missing_passes(tmp_path, cache):
+    path = tmp_path / "t.raw.jsonl"
+    with create_device("host") as host:
+        with RawLog(path) as log:
+            first = run_sweep(PROBES[:4], [host], log, SETTINGS, _options(cache, passes=2))
+        with RawLog(path) as log:
+            more = run_sweep(PROBES, [host], log, SETTINGS, _options(cache, passes=3))
+    assert (first.measured, first.skipped) == (8, 0)
+    assert (more.measured, more.skipped) == (3 * len(PROBES) - 8, 8)
+    assert collections.Counter(r["id"] for r in read_records(path)) == {p.config_hash(): 3 for p in PROBES}
+
+
+def test_passes_come_one_after_another_each_in_its_own_order(tmp_path):
+    probes = [ConvSpec(4, 4, c, c, 1) for c in range(1, 40)]
+    order = pending_probes(probes, tmp_path / "none.raw.jsonl", seed=3, passes=2)
+    first, second = order[:len(probes)], order[len(probes):]
+    assert sorted(first, key=lambda p: p.cin) == probes == sorted(second, key=lambda p: p.cin)
+    assert first != second
 
 
 def test_order_is_shuffled_reproducibly_by_seed(tmp_path):

@@ -6,7 +6,7 @@ import torch
 from profiler.errors import FgnasError
 from profiler.fit import tiled_mflops
 from profiler.spec import ConditionKey, ConvSpec
-from profiler.table import LatencyTable, content_hash, sha256_file
+from profiler.table import LatencyTable, content_hash, lowest_medians, sha256_file
 
 import synthetic_table as syn
 
@@ -31,6 +31,17 @@ def test_build_fits_every_condition_and_op(built):
     assert (model.model, model.cout_tile) == ("tile", syn.TILE)
     assert model.a_ms_per_mflop == pytest.approx(syn.A) and model.b_ms == pytest.approx(syn.B, abs=1e-9)
     assert built.ops["ADD"].unit == "output_elements"
+
+
+def test_each_probe_keeps_the_lowest_median_of_its_passes():
+    def record(kind, probe_id, ms):
+        return {"kind": kind, "id": probe_id, "m": {"median_ms": ms}}
+
+    records = [record("conv", "a", 3.0), record("conv", "b", 1.0), record("op", "a", 0.5), record("conv", "a", 2.0),
+               record("conv", "a", 2.5)]
+    assert {k: ms for k, (_, ms) in lowest_medians(records, "conv").items()} == {"a": 2.0, "b": 1.0}
+    assert lowest_medians(records, "conv")["a"][0] is records[3]
+    assert {k: ms for k, (_, ms) in lowest_medians(records, "op").items()} == {"a": 0.5}
 
 
 def test_predict_ms_matches_hand_computed_tiled_flops(built):

@@ -1,0 +1,23 @@
+"""Timing a set of models the way the sweep does: interleaved passes over all of them, the lowest median of each.
+
+One median of a model on a busy or virtualised machine moves by 10-40% from one measurement to the next, always
+upwards (interference only adds time), and a freshly started machine runs its first seconds slow. Measuring every
+model in each of several passes, a pass apart, and keeping its lowest median removes both; the table is built the
+same way (profiler.sweep, profiler.table.lowest_medians), so predictions and these measurements compare like for like.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from profiler.devices.base import BenchmarkSettings, Device
+
+
+def lowest_of_passes(device: Device, paths: list[Path], settings: BenchmarkSettings, passes: int) -> list[float]:
+    """The lowest of `passes` medians of each model, the passes interleaved (all models, then all again, ...)."""
+    if passes < 1:
+        raise ValueError("at least one pass is needed")
+    lowest = [float("inf")] * len(paths)
+    for _ in range(passes):
+        for i, path in enumerate(paths):
+            lowest[i] = min(lowest[i], device.benchmark(path, settings).median_ms)
+    return lowest
