@@ -2,7 +2,8 @@
 
 Each architecture is a backbone with random gates drawn from its search space (export.sampling.random_searched),
 physically pruned and converted exactly as fgnas-export does; the table prices every op of the written .tflite
-(profiler.tflite_reader via export.report.price_model) and the host device times it. Reports the share of models
+(profiler.tflite_reader via export.report.price_model) and the host device times it as the sweep does (the lowest
+median of interleaved passes, profiler.interleaved). Reports the share of models
 predicted within +-10% (target: >= 80%) and the mean absolute percentage error.
 
     taskset -c 1 .venv/bin/python benchmarks/export_latency.py --table device_tables/host.json            # 20 archs
@@ -13,7 +14,6 @@ Writes OUT/export_latency_<device>.json (every row) and prints the summary.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +29,7 @@ from export.tflite import convert_plan  # noqa: E402
 from profiler.devices import create_device  # noqa: E402
 from profiler.devices.base import BenchmarkSettings  # noqa: E402
 from profiler.errors import FgnasError  # noqa: E402
+from profiler.interleaved import lowest_of_passes  # noqa: E402
 from profiler.table import LatencyTable  # noqa: E402
 
 
@@ -43,6 +44,8 @@ def main() -> int:
     p.add_argument("--max-ops", type=int, default=2, help="operations kept per layer, at most")
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--passes", type=int, default=3,
+                   help="interleaved passes over all models; each keeps its lowest median, as the sweep does")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args()
@@ -54,14 +57,16 @@ def main() -> int:
     settings = BenchmarkSettings(runs=args.runs, warmup=args.warmup)
     rows = []
     with tempfile.TemporaryDirectory() as tmp, create_device(args.device) as device:
+        plans, paths = [], []
         for i in range(args.count):
             net = random_searched(args.backbone, args.seed + i, max_ops=args.max_ops, search_space=args.search_space,
                                   width=args.width)
-            plan = prune(net.to_arch(), net.state_dict())
-            path = Path(tmp) / f"arch_{i}.tflite"
-            path.write_bytes(convert_plan(plan))
+            plans.append(prune(net.to_arch(), net.state_dict()))
+            paths.append(Path(tmp) / f"arch_{i}.tflite")
+            paths[-1].write_bytes(convert_plan(plans[-1]))
+        measured_ms = lowest_of_passes(device, paths, settings, args.passes)
+        for i, (plan, path, measured) in enumerate(zip(plans, paths, measured_ms)):
             priced = price_model(table, path)
-            measured = device.benchmark(path, settings).median_ms
             error = None if priced.unpriced else (priced.ms - measured) / measured
             rows.append({"seed": args.seed + i, "channels": [layer.out_channels for layer in plan.layers],
                          "convs": sum(len(layer.ops) for layer in plan.layers), "predicted_ms": priced.ms,
