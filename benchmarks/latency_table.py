@@ -1,8 +1,9 @@
 """How well a latency table predicts fresh measurements on this computer.
 
-(a) random convs NOT in the table's sweep (random channel counts, conditions of the table's own space, e.g. imagenet
-    and cifar), and (b) whole networks of varied, pruned-looking widths (VGG-like and MobileNetV2-like stacks built
-    with the TF converter, with the pools, residual ADDs, MEAN, FULLY_CONNECTED and SOFTMAX such networks have).
+(a) random convs NOT in the table's sweep (the table's conditions, random channel counts in the range of the spaces
+    it was swept on, --spaces, default imagenet and cifar), and (b) whole networks of varied, pruned-looking widths
+    (VGG-like and MobileNetV2-like stacks built with the TF converter, with the pools, residual ADDs, MEAN,
+    FULLY_CONNECTED and SOFTMAX such networks have).
 Each is measured on the host device (LiteRT, pinned, the table's threads/runs/warmup) as the sweep measures: the
 lowest median of several interleaved passes over all models (profiler.interleaved), and predicted with the table's
 selected (tile-aware) fit and with the paper's affine fit. Reports the share within +-10% and the MAPE.
@@ -60,24 +61,27 @@ class Row:
 
 # ---- (a) random convs --------------------------------------------------------------------------------------------
 
-def _channel_range(hw: int) -> tuple[int, int]:
-    """The channel range the sweep spaces use at this size (widest over the spaces that have it)."""
-    ranges = [(r.min_channels, r.max_channels) for s in SPACES.values() for r in s.resolutions if r.hw == hw]
-    return (min(lo for lo, _ in ranges), max(hi for _, hi in ranges)) if ranges else (8, 256)
+def _channel_range(hw: int, spaces: tuple[str, ...]) -> tuple[int, int]:
+    """The channel range the table's sweep spaces use at this size (widest over those that have it): the benchmark
+    asks how well the table interpolates between its measurements, not how it extrapolates beyond them."""
+    ranges = [(r.min_channels, r.max_channels) for name in spaces for r in SPACES[name].resolutions if r.hw == hw]
+    if not ranges:
+        raise FgnasError(f"no space of {', '.join(spaces)} has input size {hw}: name the table's spaces with --spaces")
+    return min(lo for lo, _ in ranges), max(hi for _, hi in ranges)
 
 
 def _log_uniform(rng: random.Random, lo: int, hi: int) -> int:
     return int(round(math.exp(rng.uniform(math.log(lo), math.log(hi)))))
 
 
-def random_convs(table: LatencyTable, n: int, rng: random.Random) -> list[ConvSpec]:
+def random_convs(table: LatencyTable, n: int, rng: random.Random, spaces: tuple[str, ...]) -> list[ConvSpec]:
     """n random convs of the table's own conditions, none measured in its sweep."""
     swept = {r["id"] for r in read_records(table.raw_log_file)} if table.raw_log_file else set()
     keys = sorted((k for k in table.conditions if k.conv_type in ("normal", "depthwise")), key=str)
     specs: dict[ConvSpec, None] = {}
     while len(specs) < n:
         key = rng.choice(keys)
-        lo, hi = _channel_range(key.h)
+        lo, hi = _channel_range(key.h, spaces)
         cout = _log_uniform(rng, lo, hi)
         if key.conv_type == "depthwise":
             spec = ConvSpec.depthwise(key.h, key.w, cout, key.kernel, key.stride, key.activation)
@@ -269,7 +273,10 @@ def run(args: argparse.Namespace) -> dict:
     n_convs = args.convs if args.convs is not None else (10 if args.quick else 100)
     n_nets = args.nets if args.nets is not None else (4 if args.quick else 20)
     rng = random.Random(args.seed)
-    specs = random_convs(table, n_convs, rng)
+    unknown = [name for name in args.spaces if name not in SPACES]
+    if unknown:
+        raise FgnasError(f"unknown space {', '.join(unknown)}: choose from {', '.join(SPACES)}")
+    specs = random_convs(table, n_convs, rng, args.spaces)
     nets = random_nets(table, n_nets, rng, args.quick)
     s = table.doc["settings"]
     settings = BenchmarkSettings(threads=s.get("threads", 1), runs=args.runs or s.get("runs", 30),
@@ -298,6 +305,8 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", type=Path, default=REPO / "device_tables" / "host.json")
+    parser.add_argument("--spaces", type=lambda t: tuple(t.split(",")), default=("imagenet", "cifar"),
+                        help="the spaces the table was swept on: random channels come from their ranges")
     parser.add_argument("--quick", action="store_true", help="smoke run: 10 convs, 4 small networks")
     parser.add_argument("--convs", type=int, help="random convs to measure (default 100)")
     parser.add_argument("--nets", type=int, help="whole networks to measure (default 20)")

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 from export.tflite import QUANTIZE_MODES
-from profiler.devices import add_device_arguments, device_options
-from profiler.devices.base import BenchmarkSettings
+from profiler.devices import add_device_arguments, add_timing_arguments, device_options, timing_settings
 from profiler.errors import DeviceFault, FgnasError
 
 
@@ -26,8 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="snap each operation's channels to the table's tile where that lowers predicted latency")
     p.add_argument("--parity-samples", type=int, default=64, help="inputs compared across runtimes")
     p.add_argument("--eval-samples", type=int, default=1000, help="validation images for the accuracy check")
-    p.add_argument("--runs", type=int, default=BenchmarkSettings.runs, help="timed runs per measurement")
-    p.add_argument("--warmup", type=int, default=BenchmarkSettings.warmup, help="untimed runs first")
+    add_timing_arguments(p)
     return p
 
 
@@ -41,6 +39,12 @@ def _table(args: argparse.Namespace, arch: dict) -> Path | None:
     return default if default.exists() else None
 
 
+def _timing(args: argparse.Namespace) -> dict:
+    """The timing options given (checked now, before any work); the device supplies the rest."""
+    timing_settings(args)
+    return {k: v for k, v in (("runs", args.runs), ("warmup", args.warmup), ("threads", args.threads)) if v is not None}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from export.pipeline import ExportOptions, export_run
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         device = None if args.device == "none" else args.device
         options = ExportOptions(args.out or args.run_dir / "export", device, _table(args, run.arch), args.data,
                                 args.quantize, args.parity_samples, args.eval_samples,
-                                BenchmarkSettings(runs=args.runs, warmup=args.warmup), args.round_channels,
+                                _timing(args), args.round_channels,
                                 device_options(args))
         result = export_run(run, options, log=lambda m: print(f"fgnas-export: {m}", file=sys.stderr, flush=True))
     except DeviceFault as exc:

@@ -20,7 +20,6 @@ from export.report import LatencyReport, latency_report
 from export.run import SearchedRun
 from export.tflite import convert_plan, op_inventory, run_tflite
 from export.torch_model import PrunedNetwork
-from profiler.devices.base import BenchmarkSettings
 from profiler.errors import FgnasError
 from profiler.table import LatencyTable
 
@@ -36,7 +35,7 @@ class ExportOptions:
     quantize: str | None = None
     parity_samples: int = 64
     eval_samples: int = 1000
-    settings: BenchmarkSettings = field(default_factory=BenchmarkSettings)
+    timing: dict = field(default_factory=dict)  # runs/warmup/threads over the device's own default settings
     round_channels: bool = False
     device_options: dict = field(default_factory=dict)  # create_device keywords: a phone's serial, benchmark binary
 
@@ -124,12 +123,13 @@ def export_run(run: SearchedRun, options: ExportOptions, log: Callable[[str], No
     if quant_path is not None:
         acc[f"tflite_{options.quantize}"] = accuracy(run_tflite(quant_path, _nhwc(ex)), ey)
 
-    latency = None
+    latency, settings = None, None
     if options.device:
         from profiler.devices import create_device
 
         with create_device(options.device, **options.device_options) as device:
-            latency = latency_report(plan, tflite_path, device, options.settings, table, out / "layers",
+            settings = device.default_settings.overridden(**options.timing)
+            latency = latency_report(plan, tflite_path, device, settings, table, out / "layers",
                                      arch["predicted"].get("latency_ms"), log)
 
     report = {
@@ -139,7 +139,7 @@ def export_run(run: SearchedRun, options: ExportOptions, log: Callable[[str], No
         "gathers": plan.gathers(),
         "channels": {layer.name: layer.out_channels for layer in plan.layers},
         "parity": [p.to_dict() for p in parity], "accuracy": acc,
-        "latency": latency.to_dict() if latency else None, "settings": options.settings.to_dict(),
+        "latency": latency.to_dict() if latency else None, "settings": settings.to_dict() if settings else None,
         "rounding": rounding, "predicted": arch["predicted"],
     }
     report_path = atomic_write_json(out / "export_report.json", report)

@@ -72,23 +72,24 @@ class LatencyReport:
 
 
 def price_model(table: LatencyTable | None, path: Path) -> Priced:
-    """The table's latency of every op of a .tflite model; ops it cannot price are named, not counted."""
+    """The table's latency of a .tflite model (its ops', the invoke overhead paid once: tflite_reader.whole_model_ms);
+    ops it cannot price are named, not counted."""
     from profiler.ops import op_units
-    from profiler.tflite_reader import ConvOp, read_ops
+    from profiler.tflite_reader import ConvOp, read_ops, whole_model_ms
 
     if table is None:
         return Priced(None, ())
-    total, unpriced = 0.0, []
+    op_ms, unpriced = [], []
     for entry in read_ops(path):
         try:
             if isinstance(entry, ConvOp):
-                total += table.predict_ms(entry.spec)
+                op_ms.append(table.predict_ms(entry.spec))
             else:
                 _, units = op_units(entry.op, list(entry.input_shapes), list(entry.output_shapes))
-                total += table.predict_op_ms(entry.op, units)
+                op_ms.append(table.predict_op_ms(entry.op, units))
         except FgnasError:
             unpriced.append("+".join(entry.ops) if isinstance(entry, ConvOp) else entry.op)
-    return Priced(total, tuple(unpriced))
+    return Priced(whole_model_ms(op_ms, table.invoke_overhead_ms), tuple(unpriced))
 
 
 def single_conv(plan: PrunedPlan, layer: PrunedLayer) -> ConvSpec | None:

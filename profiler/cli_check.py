@@ -4,11 +4,13 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from profiler.check import CheckOptions, run_check
 from profiler.check_stats import INTERVAL_METHODS
-from profiler.devices import add_device_arguments, create_device, device_options
+from profiler.devices import (add_device_arguments, add_timing_arguments, create_device, device_options,
+                              timing_settings)
 from profiler.devices.base import BenchmarkSettings
 from profiler.errors import FgnasError
 from profiler.model_builder import DEFAULT_CACHE_DIR
@@ -59,9 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                    f"(default {CheckOptions.pairs})")
     p.add_argument("--max-pairs", type=int, default=CheckOptions.max_pairs, help="measure up to this many pairs when "
                    f"the first --pairs leave the baseline verdict open (default {CheckOptions.max_pairs})")
-    p.add_argument("--runs", type=int, default=BenchmarkSettings.runs, help="timed invocations per measurement")
-    p.add_argument("--warmup", type=int, default=BenchmarkSettings.warmup, help="untimed invocations first")
-    p.add_argument("--threads", type=int, default=BenchmarkSettings.threads, help="runtime threads")
+    add_timing_arguments(p)
     p.add_argument("--confidence", type=float, default=CheckOptions.confidence, help="interval level (default 0.95)")
     p.add_argument("--interval", choices=sorted(INTERVAL_METHODS), default=CheckOptions.interval,
                    help="t (mean, Student/Welch) or bootstrap (median, seeded)")
@@ -74,10 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def options_from(args: argparse.Namespace) -> CheckOptions:
-    if min(args.runs, args.threads) < 1 or args.warmup < 0:
-        raise FgnasError("--runs and --threads must be at least 1 and --warmup at least 0")
-    settings = BenchmarkSettings(threads=args.threads, runs=args.runs, warmup=args.warmup)
+def options_from(args: argparse.Namespace, settings: BenchmarkSettings) -> CheckOptions:
     return CheckOptions(budget_ms=args.budget, baseline=args.baseline, tolerance=args.tolerance,
                         update_baseline=args.update_baseline, pairs=args.pairs, max_pairs=args.max_pairs,
                         confidence=args.confidence, interval=args.interval, settings=settings,
@@ -89,9 +86,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        options = options_from(args)
+        options = options_from(args, timing_settings(args))
         options.validate()
         with create_device(args.device, **device_options(args)) as device:
+            options = replace(options, settings=timing_settings(args, device.default_settings))
             result = run_check(device, args.model, options)
     except FgnasError as exc:  # DeviceFault included: its exit code is 3
         print(f"{PROG}: {exc}", file=sys.stderr)

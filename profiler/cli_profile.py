@@ -9,8 +9,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from profiler.devices import add_device_arguments, create_device, device_options
-from profiler.devices.base import BenchmarkSettings
+from profiler.devices import add_device_arguments, add_timing_arguments, create_device, device_options, timing_settings
 from profiler.errors import DeviceFault, FgnasError
 from profiler.model_builder import DEFAULT_CACHE_DIR
 from profiler.rawlog import RawLog, raw_log_path, read_records
@@ -47,12 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolutions", type=_csv(int), help="keep only these input sizes of the space, e.g. 8,4")
     p.add_argument("--ops", type=_csv(), help="override the non-conv ops measured (comma list, or 'none')")
     p.add_argument("--samples-per-condition", type=int, help="channel samples per condition")
-    p.add_argument("--runs", type=int, default=BenchmarkSettings.runs, help="timed runs per measurement")
-    p.add_argument("--warmup", type=int, default=BenchmarkSettings.warmup, help="untimed runs first")
+    add_timing_arguments(p)
     p.add_argument("--passes", type=int, default=PASSES,
                    help=f"measurements of every probe, each in its own pass over the sweep; the table keeps the "
                         f"lowest median (default {PASSES})")
-    p.add_argument("--threads", type=int, default=BenchmarkSettings.threads, help="runtime threads")
     p.add_argument("--out", type=Path, help="table path (default device_tables/DEVICE.json)")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="where generated models are cached")
     p.add_argument("--seed", type=int, default=0, help="channel sampling and measurement order")
@@ -86,15 +83,16 @@ def _check_writable(directory: Path) -> None:
 def profile(args: argparse.Namespace) -> ProfileOutcome:
     """Run the sweep the arguments describe and write the table; FgnasError/DeviceFault/KeyboardInterrupt pass up."""
     space = make_space(args)
-    if min(args.runs, args.threads, args.passes) < 1 or args.warmup < 0:
-        raise FgnasError("--runs, --threads and --passes must be at least 1 and --warmup at least 0")
+    timing_settings(args)
+    if args.passes < 1:
+        raise FgnasError("--passes must be at least 1")
     out = args.out or Path("device_tables") / f"{args.device}.json"
     _check_writable(out.parent)
-    settings = BenchmarkSettings(threads=args.threads, runs=args.runs, warmup=args.warmup)
     options = device_options(args)
     with ExitStack() as stack:
         devices = [stack.enter_context(create_device(args.device, **options, **({"serial": s} if s else {})))
                    for s in (args.serial or [None])]
+        settings = timing_settings(args, devices[0].default_settings)
         with RawLog(raw_log_path(out)) as log:
             result = run_sweep(space.probes(args.seed), devices, log, settings,
                                SweepOptions(seed=args.seed, reference=space.reference, cache_dir=args.cache_dir,

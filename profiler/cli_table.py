@@ -15,7 +15,6 @@ from typing import Callable
 
 from profiler.errors import FgnasError
 from profiler.importers import cli as import_cli
-from profiler.importers import cli as import_cli
 from profiler.spec import ConvSpec
 from profiler.table import FITS, LatencyTable
 
@@ -65,9 +64,9 @@ def show_text(table: LatencyTable) -> str:
     doc = table.doc
     lines = [f"table      {table.path}  (schema {doc['schema_version']}, version {doc['table_version']}, "
              f"created {doc['created']})",
-             f"device     " + ", ".join(f"{k}={v}" for k, v in doc["device"].items()),
-             f"source     " + _source_text(doc["source"]),
-             f"settings   " + ", ".join(f"{k}={v}" for k, v in doc["settings"].items()),
+             "device     " + ", ".join(f"{k}={v}" for k, v in doc["device"].items()),
+             "source     " + _source_text(doc["source"]),
+             "settings   " + ", ".join(f"{k}={v}" for k, v in doc["settings"].items()),
              f"raw log    {doc['raw_log']['path']} ({doc['raw_log']['records']} records, sha256 "
              f"{doc['raw_log']['sha256'][:12]}...)",
              f"hash       {doc['content_hash']}"]
@@ -274,7 +273,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     for p in prediction.ops:
         note = f"  [{p.fallback}]" if p.fallback else ""
         print(f"{p.index:4d}  {p.op:<22} {p.detail:<34} {p.ms:9.4f} ms{note}")
-    print(f"total {prediction.total_ms:.3f} ms ({prediction.conv_ms:.3f} ms in convs, {len(prediction.ops)} ops)")
+    print(f"total {prediction.total_ms:.3f} ms ({prediction.conv_ms:.3f} ms in convs, {len(prediction.ops)} ops, the "
+          f"{prediction.invoke_overhead_ms * 1000:.2f} us invoke overhead in each op's figure counted once)")
     return 0
 
 

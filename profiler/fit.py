@@ -7,6 +7,11 @@ FLOPs on channels rounded up to a tile, detects the tile from the data by cross-
 1/latency^2 so that it minimises relative (not absolute) error, which is what "within +-10%" asks. It is used only
 where its cross-validated error is lower than the paper's fit; the paper's fit is kept alongside for comparison.
 
+A kernel also has a narrower tile for few channels: XNNPACK here computes a conv with 3, 8 or 16 output channels in
+the time of 16 (a narrower micro-kernel), 17..32 in the time of 32, 33 in the time of 64. So a family (conv type) may
+also get a `cout_small_tile` S < T: counts up to S cost S, larger counts are rounded up to T. It is detected like the
+tile, from samples with few channels, and is T itself (no ladder) when nothing shows one.
+
 Slope and intercept are constrained non-negative: a latency model must never price a small conv (or a whole
 pruned network) at negative time, which an unconstrained intercept does whenever the smallest samples sit below the
 line. Cross-validation is leave-one-out, by refitting the constrained line without each sample.
@@ -30,19 +35,28 @@ def round_up(channels: int, tile: int) -> int:
     return -(-channels // tile) * tile
 
 
-def tiled_macs(spec: ConvSpec, cout_tile: int = 1, cin_tile: int = 1) -> int:
-    """MACs with cout rounded up to `cout_tile` and the per-group input channels to `cin_tile`.
+def effective_channels(channels: int, tile: int, small_tile: int | None = None) -> int:
+    """The channels a kernel computes: `small_tile` for counts up to it, else the count rounded up to `tile`."""
+    if small_tile is not None and channels <= small_tile:
+        return small_tile
+    return round_up(channels, tile)
+
+
+def tiled_macs(spec: ConvSpec, cout_tile: int = 1, cin_tile: int = 1, cout_small_tile: int | None = None) -> int:
+    """MACs with cout rounded up to `cout_tile` (or to `cout_small_tile` when at most that) and the per-group input
+    channels to `cin_tile`.
 
     A depthwise conv has one input channel per group, so only its channel count (cout) is rounded.
     """
     ho, wo = spec.out_hw
     cin_per_group = 1 if spec.conv_type == "depthwise" else round_up(spec.cin // spec.groups, cin_tile)
-    return ho * wo * round_up(spec.cout, cout_tile) * cin_per_group * spec.kernel * spec.kernel
+    cout = effective_channels(spec.cout, cout_tile, cout_small_tile)
+    return ho * wo * cout * cin_per_group * spec.kernel * spec.kernel
 
 
-def tiled_mflops(spec: ConvSpec, cout_tile: int = 1, cin_tile: int = 1) -> float:
+def tiled_mflops(spec: ConvSpec, cout_tile: int = 1, cin_tile: int = 1, cout_small_tile: int | None = None) -> float:
     """2 x tiled MACs, in millions (the unit of the fitted slope)."""
-    return 2 * tiled_macs(spec, cout_tile, cin_tile) / 1e6
+    return 2 * tiled_macs(spec, cout_tile, cin_tile, cout_small_tile) / 1e6
 
 
 @dataclass(frozen=True)
@@ -155,11 +169,15 @@ def _tile_candidates(specs: list[ConvSpec]) -> list[tuple[int, int]]:
     return [(c, i) for c in cout_tiles for i in cin_tiles]
 
 
-def tile_errors(specs: list[ConvSpec], ms: np.ndarray) -> dict[tuple[int, int], float]:
-    """Leave-one-out MAPE of the relative tiled-FLOPs fit for every candidate tile pair that can be cross-validated."""
+def tile_errors(specs: list[ConvSpec], ms: np.ndarray, small_tiles: dict[int, int] | None = None
+                ) -> dict[tuple[int, int], float]:
+    """Leave-one-out MAPE of the relative tiled-FLOPs fit for every candidate tile pair that can be cross-validated;
+    a cout tile in `small_tiles` (tile -> small tile) is evaluated with that ladder."""
+    small_tiles = small_tiles or {}
     errors = {}
     for cout_tile, cin_tile in _tile_candidates(specs):
-        cv = _candidate_cv(np.array([tiled_mflops(s, cout_tile, cin_tile) for s in specs]), ms)
+        small = small_tiles.get(cout_tile)
+        cv = _candidate_cv(np.array([tiled_mflops(s, cout_tile, cin_tile, small) for s in specs]), ms)
         if cv is not None:
             errors[(cout_tile, cin_tile)] = cv
     return errors
@@ -197,6 +215,32 @@ def detect_shared_tiles(conditions: list[tuple[list[ConvSpec], np.ndarray]]) -> 
     return _pick(mean) or (1, 1)
 
 
+def detect_small_tile(conditions: list[tuple[list[ConvSpec], np.ndarray]], tiles: tuple[int, int]) -> int:
+    """The family's small cout tile under its shared `tiles` (see the module doc): the candidate T/2, T/4, ... or T
+    itself with the lowest leave-one-out MAPE averaged over the conditions that have a sample at most T/2 (only those
+    can tell the candidates apart); a smaller one must win by TILE_MARGIN. T when no condition has such samples."""
+    cout_tile, cin_tile = tiles
+    candidates = [cout_tile]
+    while candidates[-1] % 2 == 0 and candidates[-1] > 1:
+        candidates.append(candidates[-1] // 2)
+    errors: dict[int, list[float]] = {small: [] for small in candidates}
+    for specs, ms in conditions:
+        if not any(s.cout <= cout_tile // 2 for s in specs):
+            continue
+        cvs = {small: _candidate_cv(np.array([tiled_mflops(s, cout_tile, cin_tile, small) for s in specs]), ms)
+               for small in candidates}
+        if all(cv is not None for cv in cvs.values()):
+            for small, cv in cvs.items():
+                errors[small].append(cv)
+    if not errors[cout_tile]:
+        return cout_tile
+    best = cout_tile
+    for small in candidates[1:]:
+        if np.mean(errors[small]) < np.mean(errors[best]) * (1 - TILE_MARGIN):
+            best = small
+    return best
+
+
 @dataclass(frozen=True)
 class ConditionModel:
     """The fitted latency model of one condition. `predict_ms` uses `a_ms_per_mflop`, `b_ms` and the tiles;
@@ -213,9 +257,10 @@ class ConditionModel:
     mape: float
     cv_mape: float | None
     affine: LinearFit = field(compare=False)
+    cout_small_tile: int | None = None  # None: no ladder, counts up to cout_tile cost cout_tile
 
     def predict_ms(self, spec: ConvSpec) -> float:
-        return self.a_ms_per_mflop * tiled_mflops(spec, self.cout_tile, self.cin_tile) + self.b_ms
+        return self.a_ms_per_mflop * tiled_mflops(spec, self.cout_tile, self.cin_tile, self.cout_small_tile) + self.b_ms
 
     def predict_affine_ms(self, spec: ConvSpec) -> float:
         return self.affine.predict(tiled_mflops(spec))
@@ -225,25 +270,26 @@ class ConditionModel:
                   "mape": self.affine.mape, "cv_mape": self.affine.cv_mape}
         key = asdict(self.key)
         return {"key": str(self.key), **key, "model": self.model, "a_ms_per_mflop": self.a_ms_per_mflop,
-                "b_ms": self.b_ms, "cout_tile": self.cout_tile, "cin_tile": self.cin_tile, "n": self.n,
-                "r2": self.r2, "mape": self.mape, "cv_mape": self.cv_mape, "affine": affine}
+                "b_ms": self.b_ms, "cout_tile": self.cout_tile, "cout_small_tile": self.cout_small_tile or self.cout_tile,
+                "cin_tile": self.cin_tile, "n": self.n, "r2": self.r2, "mape": self.mape, "cv_mape": self.cv_mape, "affine": affine}
 
     @classmethod
     def from_dict(cls, d: dict) -> ConditionModel:
         key = ConditionKey(d["h"], d["w"], d["kernel"], d["stride"], d["conv_type"], d["activation"], d["groups"])
         af = d["affine"]
         affine = LinearFit(af["a_ms_per_mflop"], af["b_ms"], d["n"], af["r2"], af["mape"], af["cv_mape"])
+        small = d.get("cout_small_tile", d["cout_tile"])  # absent in schema_version 1 tables: no ladder
         return cls(key, d["model"], d["a_ms_per_mflop"], d["b_ms"], d["cout_tile"], d["cin_tile"], d["n"], d["r2"],
-                   d["mape"], d["cv_mape"], affine)
+                   d["mape"], d["cv_mape"], affine, None if small == d["cout_tile"] else small)
 
 
 def fit_condition(key: ConditionKey, specs: list[ConvSpec], ms: list[float],
-                  shared_tiles: tuple[int, int] | None = None) -> ConditionModel:
+                  shared_tiles: tuple[int, int] | None = None, small_tile: int | None = None) -> ConditionModel:
     """The paper's affine fit of one condition, then the tile-aware one where it lowers cross-validated error.
 
     The tiles are this condition's own best when no `shared_tiles` are given; with them (see detect_shared_tiles),
     the candidates are no tiles, the shared pair, and this condition's own best only if it beats the shared pair
-    by TILE_MARGIN.
+    by TILE_MARGIN. `small_tile` (detect_small_tile) is the ladder of the shared pair's cout tile.
     """
     if any(s.condition != key for s in specs):
         raise ValueError(f"all samples must belong to condition {key}")
@@ -253,7 +299,8 @@ def fit_condition(key: ConditionKey, specs: list[ConvSpec], ms: list[float],
                            affine)
     if affine.cv_mape is None:
         return plain
-    errors = tile_errors(specs, y)
+    ladder = {shared_tiles[0]: small_tile} if shared_tiles and small_tile and small_tile != shared_tiles[0] else {}
+    errors = tile_errors(specs, y, ladder)
     own = _pick(errors)
     if shared_tiles is None or own is None:
         choice = own
@@ -265,21 +312,24 @@ def fit_condition(key: ConditionKey, specs: list[ConvSpec], ms: list[float],
     if choice is None or errors[choice] >= affine.cv_mape:
         return plain
     cout_tile, cin_tile = choice
-    tiled = fit_line(np.array([tiled_mflops(s, cout_tile, cin_tile) for s in specs]), y, relative=True)
+    small = ladder.get(cout_tile)
+    tiled = fit_line(np.array([tiled_mflops(s, cout_tile, cin_tile, small) for s in specs]), y, relative=True)
     return ConditionModel(key, "tile", tiled.a, tiled.b, cout_tile, cin_tile, tiled.n, tiled.r2, tiled.mape,
-                          tiled.cv_mape, affine)
+                          tiled.cv_mape, affine, small)
 
 
 def fit_conditions(samples: dict[ConditionKey, tuple[list[ConvSpec], list[float]]]) -> list[ConditionModel]:
-    """Fit every condition, with tiles detected per conv type across all its conditions (detect_shared_tiles)."""
+    """Fit every condition, with tiles and their small tile detected per conv type across all its conditions
+    (detect_shared_tiles, detect_small_tile)."""
     families: dict[tuple[str, int], list[ConditionKey]] = {}
     for key in samples:
         families.setdefault((key.conv_type, key.groups), []).append(key)
     models = []
     for keys in families.values():
-        shared = detect_shared_tiles([(samples[k][0], positive_latencies(samples[k][1], f"condition {k}"))
-                                      for k in keys])
-        models += [fit_condition(k, *samples[k], shared_tiles=shared) for k in keys]
+        family = [(samples[k][0], positive_latencies(samples[k][1], f"condition {k}")) for k in keys]
+        shared = detect_shared_tiles(family)
+        small = detect_small_tile(family, shared)
+        models += [fit_condition(k, *samples[k], shared_tiles=shared, small_tile=small) for k in keys]
     return sorted(models, key=lambda m: str(m.key))
 
 

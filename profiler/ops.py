@@ -212,3 +212,9 @@ class OpProbe:
     def __str__(self) -> str:
         shapes = ",".join("x".join(map(str, s)) for s in self.input_shapes)
         return f"{self.op}({shapes})"
+
+
+# The cheapest model there is: one ADD of two 1-element tensors. Its latency is the runtime's cost of one invoke (here
+# ~0.5 us), which every single-op probe's latency contains once, but a whole model pays once for all its ops; see
+# profiler.table (invoke_overhead_ms) and profiler.tflite_reader.ModelPrediction.
+INVOKE_PROBE = OpProbe.for_feature_map("ADD", 1, 1, 1)

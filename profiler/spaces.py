@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from profiler.errors import FgnasError
-from profiler.ops import PRICED_OPS, OpProbe
+from profiler.ops import INVOKE_PROBE, PRICED_OPS, OpProbe
 from profiler.spec import ACTIVATIONS, KERNELS, STRIDES, ConvSpec, flops
 
 Probe = ConvSpec | OpProbe
@@ -21,6 +21,7 @@ CONV_TYPES = ("normal", "depthwise")
 STEM_ALSO = "also"
 STEM_ONLY = "only"
 _ALIGNMENTS = (8, 16, 32)
+SMALL_MAX = 16
 _CLASSES = (10, 100, 1000)
 
 
@@ -48,6 +49,8 @@ class Space:
     activations: tuple[str, ...]
     samples_per_condition: int
     ops: tuple[str, ...] = PRICED_OPS
+    # per condition, probes with 1..SMALL_MAX output channels (pruned layers): where a kernel's narrower tile shows
+    small_samples: int = 2
     op_samples: int = 6
     max_mflops: float = 1200.0  # bigger convs are scaled down in channels: seconds per probe, little new information
     # ~0.6 ms here: long enough that timer noise stays far below the drift bound
@@ -86,7 +89,22 @@ class Space:
                 else:
                     spec = ConvSpec(res.hw, res.hw, cin, cout, kernel, stride, 1, activation)
                 probes.append(_cap(spec, self.max_mflops))
-        return list(dict.fromkeys(probes))
+        return list(dict.fromkeys(probes + self._small_probes(seed)))
+
+    def _small_probes(self, seed: int) -> list[ConvSpec]:
+        """`small_samples` probes per condition with few output channels (drawn apart from the others, so a space
+        that gains them keeps every probe it had and a sweep resumes)."""
+        rng = random.Random(f"{self.name}:small:{seed}")
+        probes = []
+        for res, kernel, stride, conv_type, activation in self.conditions():
+            for cout in _strata(rng, 1, SMALL_MAX, self.small_samples):
+                if conv_type == "depthwise":
+                    spec = ConvSpec.depthwise(res.hw, res.hw, cout, kernel, stride, activation)
+                else:
+                    cin = 3 if res.stem == STEM_ONLY else _channel_samples(rng, res.min_channels, res.max_channels, 1)[0]
+                    spec = ConvSpec(res.hw, res.hw, cin, cout, kernel, stride, 1, activation)
+                probes.append(_cap(spec, self.max_mflops))
+        return probes
 
     def op_probes(self, seed: int = 0) -> list[OpProbe]:
         rng = random.Random(f"{self.name}:ops:{seed}")
@@ -100,7 +118,7 @@ class Space:
                     probe = _op_probe(op, res.hw, c, i)
                     c += 1
                 probes.append(probe)
-        return probes
+        return probes + [INVOKE_PROBE] if probes and INVOKE_PROBE not in probes else probes
 
     def probes(self, seed: int = 0) -> list[Probe]:
         """Every conv and op probe of the space, without duplicates (the sweep shuffles them)."""
@@ -114,6 +132,19 @@ def _op_probe(op: str, hw: int, c: int, i: int) -> OpProbe:
     if op == "SOFTMAX":
         return OpProbe.for_feature_map(op, 1, 1, _CLASSES[i % len(_CLASSES)] + c)
     return OpProbe.for_feature_map(op, hw, hw, c)
+
+
+def _strata(rng: random.Random, lo: int, hi: int, n: int) -> list[int]:
+    """n distinct counts in [lo, hi], one per log-uniform stratum (at most hi - lo + 1 of them)."""
+    counts: list[int] = []
+    a, b = math.log(lo), math.log(hi + 1)
+    for i in range(n):
+        c = min(hi, int(math.exp(rng.uniform(a + (b - a) * i / n, a + (b - a) * (i + 1) / n))))
+        while c in counts and c < hi:
+            c += 1
+        if c not in counts:
+            counts.append(c)
+    return counts
 
 
 def _channel_samples(rng: random.Random, lo: int, hi: int, n: int) -> list[int]:

@@ -23,10 +23,11 @@ from typing import Iterable
 from profiler.atomic import atomic_write_text
 from profiler.errors import FgnasError
 from profiler.fit import ConditionModel, OpModel, fit_conditions, fit_op
-from profiler.ops import OpProbe, unit_of
+from profiler.ops import INVOKE_PROBE, OpProbe, unit_of
 from profiler.spec import ConditionKey, ConvSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)  # 1 lacks cout_small_tile (no ladder) and invoke_overhead_ms (none subtracted)
 SCHEMA_PATH = Path(__file__).with_name("table_schema.json")
 CLAMP_ACTIVATIONS = ("none", "relu", "relu6")
 RESOLUTION_FALLBACK_RATIO = 4.0  # at most one stride-2 step (4x the pixels) away
@@ -102,6 +103,12 @@ def _group_op_records(records: Iterable[dict]) -> dict[str, tuple[str, list[floa
     return groups
 
 
+def _invoke_overhead_ms(records: Iterable[dict]) -> float | None:
+    """The lowest median of the INVOKE_PROBE (profiler.ops), or None when the sweep did not measure it."""
+    lowest = lowest_medians(records, "op").get(INVOKE_PROBE.config_hash())
+    return None if lowest is None else lowest[1]
+
+
 class LatencyTable:
     """One device's latency models. Build from raw-log records, save/load as JSON, predict conv and op latency."""
 
@@ -142,6 +149,7 @@ class LatencyTable:
             "source": dict(source) if source else {"kind": "measured"},
             "raw_log": {"path": raw_log_path.name, "sha256": sha256_file(raw_log_path), "records": len(records)},
             "drift": drift,
+            "invoke_overhead_ms": _invoke_overhead_ms(records),
             "conditions": conditions,
             "ops": ops,
         }
@@ -194,11 +202,12 @@ class LatencyTable:
         if not isinstance(doc, dict) or "schema_version" not in doc:
             raise FgnasError(f"{path} is not a latency table (no schema_version): pass a device_tables/*.json file")
         version = doc["schema_version"]
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMA_VERSIONS:
             if isinstance(version, int) and version > SCHEMA_VERSION:
                 raise FgnasError(f"{path} has schema_version {version}, newer than this fgnas reads "
                                  f"({SCHEMA_VERSION}): upgrade fgnas")
-            raise FgnasError(f"{path} has unknown schema_version {version!r} (this fgnas reads {SCHEMA_VERSION}): "
+            raise FgnasError(f"{path} has unknown schema_version {version!r} (this fgnas reads "
+                             f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}): "
                              f"re-profile the device or re-import the table")
         schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
         error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(doc))
@@ -234,6 +243,11 @@ class LatencyTable:
     @property
     def content_hash(self) -> str:
         return self._doc["content_hash"]
+
+    @property
+    def invoke_overhead_ms(self) -> float:
+        """The runtime's cost of one invoke, contained once in every op's prediction (0 when not measured)."""
+        return self._doc.get("invoke_overhead_ms") or 0.0
 
     @property
     def raw_log_file(self) -> Path | None:
@@ -327,8 +341,8 @@ class LatencyTable:
     def latency_torch(self, spec: ConvSpec, cin, cout):
         """Differentiable latency (ms, a torch scalar tensor) of `spec` with soft channel counts `cin`, `cout`.
 
-        Channels are rounded up to the condition's tiles in the forward pass with a straight-through (identity)
-        gradient, so d(ms)/d(cout) = a * d(FLOPs)/d(cout) on the tiled counts. For a depthwise conv the channel count
+        Channels are rounded up to the condition's tiles (and its small tile, profiler.fit.effective_channels) in the
+        forward pass with a straight-through (identity) gradient, so d(ms)/d(cout) = a * d(FLOPs)/d(cout) on the tiled counts. For a depthwise conv the channel count
         is `cout` (cin is ignored: it equals cout). Absent conditions use the same fallbacks as `predict`.
         """
         import torch
@@ -338,7 +352,7 @@ class LatencyTable:
         cout = torch.as_tensor(cout, dtype=torch.float32)
         ho, wo = spec.out_hw
         pixels_k2 = ho * wo * spec.kernel * spec.kernel
-        cout_t = _straight_through_round_up(cout, model.cout_tile)
+        cout_t = _straight_through_round_up(cout, model.cout_tile, model.cout_small_tile)
         if spec.conv_type == "depthwise":
             macs = pixels_k2 * cout_t
         else:
@@ -346,10 +360,13 @@ class LatencyTable:
         return model.a_ms_per_mflop * (2 * macs / 1e6) + model.b_ms
 
 
-def _straight_through_round_up(channels, tile: int):
+def _straight_through_round_up(channels, tile: int, small_tile: int | None = None):
+    """profiler.fit.effective_channels in the forward pass, the identity in the backward pass."""
     if tile == 1:
         return channels
     import torch
 
     rounded = torch.ceil(channels / tile) * tile
+    if small_tile is not None:
+        rounded = torch.where(channels <= small_tile, torch.full_like(rounded, small_tile), rounded)
     return channels + (rounded - channels).detach()

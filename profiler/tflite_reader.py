@@ -52,12 +52,16 @@ class OpPrediction:
 
 @dataclass(frozen=True)
 class ModelPrediction:
+    """Every op's prediction (each as a model of its own, so each contains one invoke's overhead) and the whole
+    model's, which pays that overhead once: total = sum of the ops - (ops - 1) x invoke_overhead_ms."""
+
     model: str
     ops: tuple[OpPrediction, ...]
+    invoke_overhead_ms: float = 0.0
 
     @property
     def total_ms(self) -> float:
-        return sum(p.ms for p in self.ops)
+        return whole_model_ms([p.ms for p in self.ops], self.invoke_overhead_ms)
 
     @property
     def conv_ms(self) -> float:
@@ -65,7 +69,15 @@ class ModelPrediction:
 
     def to_dict(self) -> dict:
         return {"model": self.model, "total_ms": self.total_ms, "conv_ms": self.conv_ms,
-                "ops": [p.to_dict() for p in self.ops]}
+                "invoke_overhead_ms": self.invoke_overhead_ms, "ops": [p.to_dict() for p in self.ops]}
+
+
+def whole_model_ms(op_ms: list[float], invoke_overhead_ms: float) -> float:
+    """A model's latency from its ops' single-op latencies: the invoke overhead that each contains is paid once.
+    Never below the dearest op: an op is never predicted to take less than nothing."""
+    if not op_ms:
+        return 0.0
+    return max(sum(op_ms) - (len(op_ms) - 1) * invoke_overhead_ms, max(op_ms))
 
 
 def conv_text(spec: ConvSpec) -> str:
@@ -178,4 +190,4 @@ def predict_model(table: LatencyTable, path: Path, fit: str = "selected") -> Mod
             except FgnasError as exc:
                 raise FgnasError(f"{path}: op {entry.index} {entry.op}: {exc}") from None
             predictions.append(OpPrediction(entry.index, entry.op, f"{units} {unit}", ms, None))
-    return ModelPrediction(str(path), tuple(predictions))
+    return ModelPrediction(str(path), tuple(predictions), table.invoke_overhead_ms)

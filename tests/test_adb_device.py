@@ -16,6 +16,8 @@ def test_pixel1_fingerprint_and_big_cores(sims, adb_env):
     server = sims.start("pixel1")
     with create_device("pixel1", serial=server.address, benchmark_binary=adb_env) as phone:
         info = phone.info()
+        default_settings = phone.default_settings
+    assert (default_settings.runs, default_settings.warmup, default_settings.threads) == (50, 10, 1)  # pixel1.json
     assert info["name"] == "pixel1" and info["model"] == "Pixel" and info["manufacturer"] == "Google"
     assert info["soc"] == "Snapdragon 821 (MSM8996 Pro)" and info["platform"] == "msm8996"
     assert info["android_release"] == "10" and info["kernel"] == "3.18.137-g72a7a64494e"

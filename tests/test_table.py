@@ -6,7 +6,7 @@ import torch
 from profiler.errors import FgnasError
 from profiler.fit import tiled_mflops
 from profiler.spec import ConditionKey, ConvSpec
-from profiler.table import LatencyTable, content_hash, lowest_medians, sha256_file
+from profiler.table import SCHEMA_VERSION, LatencyTable, content_hash, lowest_medians, sha256_file
 
 import synthetic_table as syn
 
@@ -102,8 +102,8 @@ def _rewrite(path, mutate, rehash=True):
 
 
 def test_newer_schema_is_refused_with_upgrade_advice(saved):
-    _rewrite(saved, lambda d: d.update(schema_version=2))
-    with pytest.raises(FgnasError, match="schema_version 2, newer.*upgrade fgnas"):
+    _rewrite(saved, lambda d: d.update(schema_version=SCHEMA_VERSION + 1))
+    with pytest.raises(FgnasError, match=f"schema_version {SCHEMA_VERSION + 1}, newer.*upgrade fgnas"):
         LatencyTable.load(saved)
 
 

@@ -39,6 +39,25 @@ def add_device_arguments(parser, farm: bool = False, default: str | None = None,
     parser.add_argument("--force", action="store_true", help="skip a phone's readiness checks")
 
 
+def add_timing_arguments(parser) -> None:
+    """--runs, --warmup and --threads; unset ones come from the device (a phone's profile, else BenchmarkSettings)."""
+    parser.add_argument("--runs", type=int, help=f"timed runs per measurement (default: the device's; host "
+                                                 f"{BenchmarkSettings.runs})")
+    parser.add_argument("--warmup", type=int, help=f"untimed runs first (default: the device's; host "
+                                                   f"{BenchmarkSettings.warmup})")
+    parser.add_argument("--threads", type=int, help=f"runtime threads (default: the device's; host "
+                                                    f"{BenchmarkSettings.threads})")
+
+
+def timing_settings(args, defaults: BenchmarkSettings = BenchmarkSettings()) -> BenchmarkSettings:
+    """`defaults` (a device's default_settings) with add_timing_arguments' given values; FgnasError when one is out
+    of range. Call it once with the plain defaults before connecting to a device, so bad input fails at once."""
+    settings = defaults.overridden(args.runs, args.warmup, args.threads)
+    if min(settings.runs, settings.threads) < 1 or settings.warmup < 0:
+        raise FgnasError("--runs and --threads must be at least 1 and --warmup at least 0")
+    return settings
+
+
 def device_options(args) -> dict:
     """create_device keyword arguments from add_device_arguments' options; only those given, so host accepts them.
     A farm's repeated --serial is left to the caller, which creates one device per serial."""
@@ -59,4 +78,4 @@ def _load_builtin() -> None:
 _BUILTIN_MODULES: list[str] = ["profiler.devices.host", "profiler.devices.adb"]
 
 __all__ = ["BenchmarkSettings", "Device", "Measurement", "register_device", "create_device", "device_names",
-           "add_device_arguments", "device_options"]
+           "add_device_arguments", "device_options", "add_timing_arguments", "timing_settings"]

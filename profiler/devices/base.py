@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import statistics
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 
@@ -17,6 +17,12 @@ class BenchmarkSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def overridden(self, runs: int | None = None, warmup: int | None = None,
+                   threads: int | None = None) -> BenchmarkSettings:
+        """These settings with the given (not None) values replaced."""
+        given = {"runs": runs, "warmup": warmup, "threads": threads}
+        return replace(self, **{k: v for k, v in given.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,8 @@ class Device(ABC):
     """A place to run models. Implementations: profiler.devices.host.HostDevice, the ADB device."""
 
     name: str
+    # What a measurement on this device uses unless the user says otherwise (a phone's profile sets its own).
+    default_settings: BenchmarkSettings = BenchmarkSettings()
 
     @abstractmethod
     def info(self) -> dict:
