@@ -8,9 +8,10 @@ FLOPs on channels rounded up to a tile, detects the tile from the data by cross-
 where its cross-validated error is lower than the paper's fit; the paper's fit is kept alongside for comparison.
 
 A kernel also has a narrower tile for few channels: XNNPACK here computes a conv with 3, 8 or 16 output channels in
-the time of 16 (a narrower micro-kernel), 17..32 in the time of 32, 33 in the time of 64. So a family (conv type) may
-also get a `cout_small_tile` S < T: counts up to S cost S, larger counts are rounded up to T. It is detected like the
-tile, from samples with few channels, and is T itself (no ladder) when nothing shows one.
+the time of 16 (a narrower micro-kernel), 17..32 in the time of 32, 33 in the time of 64; and one input channel (a
+grayscale image) in a quarter of the time of four. So a family (conv type) may also get small tiles S < T (S divides
+T): counts up to T are rounded up to S, larger ones to T. They are detected with the tiles, from samples with few
+channels, and equal the tiles (no ladder) when nothing shows one.
 
 Slope and intercept are constrained non-negative: a latency model must never price a small conv (or a whole
 pruned network) at negative time, which an unconstrained intercept does whenever the smallest samples sit below the
@@ -28,6 +29,7 @@ TILE_CANDIDATES = (1, 2, 4, 8, 16, 32, 64, 128)
 # A larger tile must beat the best smaller one by this relative margin of CV error: with ~10 samples per condition,
 # noise alone would otherwise pick a random tile.
 TILE_MARGIN = 0.03
+LADDER_STEPS = 2  # small tiles tried below a cout tile: a half and a quarter of it
 MIN_CV_SAMPLES = 3
 
 
@@ -36,27 +38,29 @@ def round_up(channels: int, tile: int) -> int:
 
 
 def effective_channels(channels: int, tile: int, small_tile: int | None = None) -> int:
-    """The channels a kernel computes: `small_tile` for counts up to it, else the count rounded up to `tile`."""
-    if small_tile is not None and channels <= small_tile:
-        return small_tile
+    """The channels a kernel computes: counts up to `tile` rounded up to `small_tile` (when given), others to `tile`."""
+    if small_tile is not None and channels <= tile:
+        return round_up(channels, small_tile)
     return round_up(channels, tile)
 
 
-def tiled_macs(spec: ConvSpec, cout_tile: int = 1, cin_tile: int = 1, cout_small_tile: int | None = None) -> int:
-    """MACs with cout rounded up to `cout_tile` (or to `cout_small_tile` when at most that) and the per-group input
-    channels to `cin_tile`.
+def tiled_macs(spec: ConvSpec, cout_tile: int = 1, cin_tile: int = 1, cout_small_tile: int | None = None,
+               cin_small_tile: int | None = None) -> int:
+    """MACs with cout and the per-group input channels rounded as effective_channels does with these tiles.
 
     A depthwise conv has one input channel per group, so only its channel count (cout) is rounded.
     """
     ho, wo = spec.out_hw
-    cin_per_group = 1 if spec.conv_type == "depthwise" else round_up(spec.cin // spec.groups, cin_tile)
+    cin = spec.cin // spec.groups
+    cin_per_group = 1 if spec.conv_type == "depthwise" else effective_channels(cin, cin_tile, cin_small_tile)
     cout = effective_channels(spec.cout, cout_tile, cout_small_tile)
     return ho * wo * cout * cin_per_group * spec.kernel * spec.kernel
 
 
-def tiled_mflops(spec: ConvSpec, cout_tile: int = 1, cin_tile: int = 1, cout_small_tile: int | None = None) -> float:
+def tiled_mflops(spec: ConvSpec, cout_tile: int = 1, cin_tile: int = 1, cout_small_tile: int | None = None,
+                 cin_small_tile: int | None = None) -> float:
     """2 x tiled MACs, in millions (the unit of the fitted slope)."""
-    return 2 * tiled_macs(spec, cout_tile, cin_tile, cout_small_tile) / 1e6
+    return 2 * tiled_macs(spec, cout_tile, cin_tile, cout_small_tile, cin_small_tile) / 1e6
 
 
 @dataclass(frozen=True)
@@ -113,16 +117,34 @@ def nonneg_line(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> tuple[floa
 
 
 def loo_predictions(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
-    """Leave-one-out predictions of the constrained weighted fit; None when some sample cannot be predicted from the
-    others (they hold fewer than two distinct x values)."""
-    keep = ~np.eye(len(x), dtype=bool)
-    preds = []
-    for i in range(len(x)):
-        line = nonneg_line(x[keep[i]], y[keep[i]], weights[keep[i]])
-        if line is None:
-            return None
-        preds.append(line[0] * x[i] + line[1])
-    return np.array(preds)
+    """Leave-one-out predictions of the constrained weighted fit (exactly nonneg_line refitted without each sample);
+    None when some sample cannot be predicted from the others (they hold fewer than two distinct x values).
+
+    Vectorised: each refit's weighted sums are the totals minus that sample's terms, and nonneg_line's three
+    candidates (free line, line through the origin, constant) are closed forms of those sums. Tile detection runs
+    this for every candidate tile of every condition, so refitting one by one would dominate building a table.
+    """
+    values, counts = np.unique(x, return_counts=True)
+    if len(values) < 2 or (len(values) == 2 and counts.min() == 1):
+        return None
+    w, wx, wy = weights, weights * x, weights * y
+    sw, sx, sy = w.sum() - w, wx.sum() - wx, wy.sum() - wy
+    sxx, sxy = (wx * x).sum() - wx * x, (wx * y).sum() - wx * y
+    syy = (wy * y).sum() - wy * y
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = (sxy - sx * sy / sw) / (sxx - sx * sx / sw)
+        b = (sy - a * sx) / sw
+        origin_a = np.maximum(0.0, sxy / sxx)
+    constant_b = np.maximum(0.0, sy / sw)
+
+    def sse(a_, b_):
+        return syy - 2 * a_ * sxy - 2 * b_ * sy + a_ * a_ * sxx + 2 * a_ * b_ * sx + b_ * b_ * sw
+
+    use_origin = sse(origin_a, 0.0) <= sse(0.0, constant_b)
+    free = (a >= 0) & (b >= 0)
+    a = np.where(free, a, np.where(use_origin, origin_a, 0.0))
+    b = np.where(free, b, np.where(use_origin, 0.0, constant_b))
+    return a * x + b
 
 
 def _design(x: np.ndarray) -> np.ndarray:
@@ -160,35 +182,56 @@ def _candidate_cv(x: np.ndarray, y: np.ndarray) -> float | None:
     return None if loo is None else mape(loo, y)
 
 
-def _tile_candidates(specs: list[ConvSpec]) -> list[tuple[int, int]]:
-    """Tile pairs no larger than the largest channel counts seen (a larger one makes every sample the same size)."""
+Tiles = tuple[int, int, int, int]  # (cout tile, cin tile, cout small tile, cin small tile); small == tile: no ladder
+NO_TILES: Tiles = (1, 1, 1, 1)
+
+
+def _cout_smalls(cout_tile: int) -> list[int]:
+    """The small-tile candidates of a cout tile: itself (no ladder), then a half and a quarter of it."""
+    smalls = [cout_tile]
+    while len(smalls) <= LADDER_STEPS and smalls[-1] % 2 == 0:
+        smalls.append(smalls[-1] // 2)
+    return smalls
+
+
+def _cin_smalls(cin_tile: int) -> list[int]:
+    """The small-tile candidates of a cin tile: itself (no ladder) or 1 (few input channels are not rounded)."""
+    return [cin_tile] if cin_tile == 1 else [cin_tile, 1]
+
+
+def _ladder(tiles: Tiles) -> int:
+    """How much of a ladder a candidate has (0: none), to order candidates from the simplest."""
+    return (tiles[0] - tiles[2]) + (tiles[1] - tiles[3])
+
+
+def _tile_candidates(specs: list[ConvSpec], ladders: bool) -> list[Tiles]:
+    """Tiles no larger than the largest channel counts seen (a larger one makes every sample the same size), each
+    with its small tiles when `ladders`."""
     max_cout = max(s.cout for s in specs)
     max_cin = max(s.cin // s.groups for s in specs)
     cout_tiles = [t for t in TILE_CANDIDATES if t <= max_cout]
     cin_tiles = [1] if specs[0].conv_type == "depthwise" else [t for t in TILE_CANDIDATES if t <= max_cin]
-    return [(c, i) for c in cout_tiles for i in cin_tiles]
+    return [(c, i, cs, is_) for c in cout_tiles for i in cin_tiles
+            for cs in (_cout_smalls(c) if ladders else [c]) for is_ in (_cin_smalls(i) if ladders else [i])]
 
 
-def tile_errors(specs: list[ConvSpec], ms: np.ndarray, small_tiles: dict[int, int] | None = None
-                ) -> dict[tuple[int, int], float]:
-    """Leave-one-out MAPE of the relative tiled-FLOPs fit for every candidate tile pair that can be cross-validated;
-    a cout tile in `small_tiles` (tile -> small tile) is evaluated with that ladder."""
-    small_tiles = small_tiles or {}
+def tile_errors(specs: list[ConvSpec], ms: np.ndarray, ladders: bool = False) -> dict[Tiles, float]:
+    """Leave-one-out MAPE of the relative tiled-FLOPs fit for every candidate that can be cross-validated."""
     errors = {}
-    for cout_tile, cin_tile in _tile_candidates(specs):
-        small = small_tiles.get(cout_tile)
-        cv = _candidate_cv(np.array([tiled_mflops(s, cout_tile, cin_tile, small) for s in specs]), ms)
+    for tiles in _tile_candidates(specs, ladders):
+        cv = _candidate_cv(np.array([tiled_mflops(s, *tiles) for s in specs]), ms)
         if cv is not None:
-            errors[(cout_tile, cin_tile)] = cv
+            errors[tiles] = cv
     return errors
 
 
-def _pick(errors: dict[tuple[int, int], float]) -> tuple[int, int] | None:
-    """The lowest error; a larger tile pair must beat every smaller winner by TILE_MARGIN, so noise does not pick it."""
+def _pick(errors: dict[Tiles, float]) -> Tiles | None:
+    """The lowest error; a larger tile pair, or a ladder, must beat every simpler winner by TILE_MARGIN, so noise
+    does not pick it."""
     best = None
-    for pair in sorted(errors, key=lambda p: (p[0] * p[1], p)):
-        if best is None or errors[pair] < errors[best] * (1 - TILE_MARGIN):
-            best = pair
+    for tiles in sorted(errors, key=lambda t: (t[0] * t[1], _ladder(t), t)):
+        if best is None or errors[tiles] < errors[best] * (1 - TILE_MARGIN):
+            best = tiles
     return best
 
 
@@ -196,49 +239,24 @@ def detect_tiles(specs: list[ConvSpec], ms: np.ndarray) -> tuple[int, int, float
     """The (cout_tile, cin_tile) of one condition with the lowest leave-one-out error, and that error."""
     errors = tile_errors(specs, ms)
     best = _pick(errors)
-    return (1, 1, None) if best is None else (*best, errors[best])
+    return (1, 1, None) if best is None else (best[0], best[1], errors[best])
 
 
-def detect_shared_tiles(conditions: list[tuple[list[ConvSpec], np.ndarray]]) -> tuple[int, int]:
-    """The tile pair that fits a family of conditions (one conv type) best on average.
+def detect_shared_tiles(conditions: list[tuple[list[ConvSpec], np.ndarray]]) -> Tiles:
+    """The tiles, with their ladder, that fit a family of conditions (one conv type) best on average.
 
     A kernel's tile is a property of the conv type on a device, not of one input size, so pooling the evidence of
-    all conditions picks it far more reliably than ~10 samples of one condition can. A condition where a candidate
-    cannot be cross-validated counts with its untiled error.
+    all conditions picks it far more reliably than ~10 samples of one condition can. Tile and small tile are chosen
+    together: without the ladder, few-channel samples make a tile of 16 look better than the real 32. A condition
+    where a candidate cannot be cross-validated counts with its untiled error.
     """
-    per_condition = [tile_errors(specs, ms) for specs, ms in conditions if len(specs) >= MIN_CV_SAMPLES]
-    per_condition = [e for e in per_condition if (1, 1) in e]
+    per_condition = [tile_errors(specs, ms, ladders=True) for specs, ms in conditions if len(specs) >= MIN_CV_SAMPLES]
+    per_condition = [e for e in per_condition if NO_TILES in e]
     if not per_condition:
-        return 1, 1
-    pairs = set().union(*per_condition)
-    mean = {pair: float(np.mean([e.get(pair, e[(1, 1)]) for e in per_condition])) for pair in pairs}
-    return _pick(mean) or (1, 1)
-
-
-def detect_small_tile(conditions: list[tuple[list[ConvSpec], np.ndarray]], tiles: tuple[int, int]) -> int:
-    """The family's small cout tile under its shared `tiles` (see the module doc): the candidate T/2, T/4, ... or T
-    itself with the lowest leave-one-out MAPE averaged over the conditions that have a sample at most T/2 (only those
-    can tell the candidates apart); a smaller one must win by TILE_MARGIN. T when no condition has such samples."""
-    cout_tile, cin_tile = tiles
-    candidates = [cout_tile]
-    while candidates[-1] % 2 == 0 and candidates[-1] > 1:
-        candidates.append(candidates[-1] // 2)
-    errors: dict[int, list[float]] = {small: [] for small in candidates}
-    for specs, ms in conditions:
-        if not any(s.cout <= cout_tile // 2 for s in specs):
-            continue
-        cvs = {small: _candidate_cv(np.array([tiled_mflops(s, cout_tile, cin_tile, small) for s in specs]), ms)
-               for small in candidates}
-        if all(cv is not None for cv in cvs.values()):
-            for small, cv in cvs.items():
-                errors[small].append(cv)
-    if not errors[cout_tile]:
-        return cout_tile
-    best = cout_tile
-    for small in candidates[1:]:
-        if np.mean(errors[small]) < np.mean(errors[best]) * (1 - TILE_MARGIN):
-            best = small
-    return best
+        return NO_TILES
+    candidates = set().union(*per_condition)
+    mean = {tiles: float(np.mean([e.get(tiles, e[NO_TILES]) for e in per_condition])) for tiles in candidates}
+    return _pick(mean) or NO_TILES
 
 
 @dataclass(frozen=True)
@@ -257,10 +275,12 @@ class ConditionModel:
     mape: float
     cv_mape: float | None
     affine: LinearFit = field(compare=False)
-    cout_small_tile: int | None = None  # None: no ladder, counts up to cout_tile cost cout_tile
+    cout_small_tile: int | None = None  # None: no ladder (see effective_channels)
+    cin_small_tile: int | None = None
 
     def predict_ms(self, spec: ConvSpec) -> float:
-        return self.a_ms_per_mflop * tiled_mflops(spec, self.cout_tile, self.cin_tile, self.cout_small_tile) + self.b_ms
+        return self.a_ms_per_mflop * tiled_mflops(spec, self.cout_tile, self.cin_tile, self.cout_small_tile,
+                                                  self.cin_small_tile) + self.b_ms
 
     def predict_affine_ms(self, spec: ConvSpec) -> float:
         return self.affine.predict(tiled_mflops(spec))
@@ -271,25 +291,28 @@ class ConditionModel:
         key = asdict(self.key)
         return {"key": str(self.key), **key, "model": self.model, "a_ms_per_mflop": self.a_ms_per_mflop,
                 "b_ms": self.b_ms, "cout_tile": self.cout_tile, "cout_small_tile": self.cout_small_tile or self.cout_tile,
-                "cin_tile": self.cin_tile, "n": self.n, "r2": self.r2, "mape": self.mape, "cv_mape": self.cv_mape, "affine": affine}
+                "cin_tile": self.cin_tile, "cin_small_tile": self.cin_small_tile or self.cin_tile, "n": self.n,
+                "r2": self.r2, "mape": self.mape, "cv_mape": self.cv_mape, "affine": affine}
 
     @classmethod
     def from_dict(cls, d: dict) -> ConditionModel:
         key = ConditionKey(d["h"], d["w"], d["kernel"], d["stride"], d["conv_type"], d["activation"], d["groups"])
         af = d["affine"]
         affine = LinearFit(af["a_ms_per_mflop"], af["b_ms"], d["n"], af["r2"], af["mape"], af["cv_mape"])
-        small = d.get("cout_small_tile", d["cout_tile"])  # absent in schema_version 1 tables: no ladder
+        # absent in schema_version 1 tables: no ladder
+        cout_small, cin_small = d.get("cout_small_tile", d["cout_tile"]), d.get("cin_small_tile", d["cin_tile"])
         return cls(key, d["model"], d["a_ms_per_mflop"], d["b_ms"], d["cout_tile"], d["cin_tile"], d["n"], d["r2"],
-                   d["mape"], d["cv_mape"], affine, None if small == d["cout_tile"] else small)
+                   d["mape"], d["cv_mape"], affine, None if cout_small == d["cout_tile"] else cout_small,
+                   None if cin_small == d["cin_tile"] else cin_small)
 
 
 def fit_condition(key: ConditionKey, specs: list[ConvSpec], ms: list[float],
-                  shared_tiles: tuple[int, int] | None = None, small_tile: int | None = None) -> ConditionModel:
+                  shared_tiles: Tiles | None = None) -> ConditionModel:
     """The paper's affine fit of one condition, then the tile-aware one where it lowers cross-validated error.
 
-    The tiles are this condition's own best when no `shared_tiles` are given; with them (see detect_shared_tiles),
-    the candidates are no tiles, the shared pair, and this condition's own best only if it beats the shared pair
-    by TILE_MARGIN. `small_tile` (detect_small_tile) is the ladder of the shared pair's cout tile.
+    The tiles are this condition's own best (no ladder) when no `shared_tiles` are given; with them (see
+    detect_shared_tiles), the candidates are no tiles, the shared tiles with their ladder, and this condition's own
+    best only if it beats the shared ones by TILE_MARGIN.
     """
     if any(s.condition != key for s in specs):
         raise ValueError(f"all samples must belong to condition {key}")
@@ -299,37 +322,39 @@ def fit_condition(key: ConditionKey, specs: list[ConvSpec], ms: list[float],
                            affine)
     if affine.cv_mape is None:
         return plain
-    ladder = {shared_tiles[0]: small_tile} if shared_tiles and small_tile and small_tile != shared_tiles[0] else {}
-    errors = tile_errors(specs, y, ladder)
+    errors = tile_errors(specs, y)
     own = _pick(errors)
+    if shared_tiles is not None and shared_tiles not in errors:
+        cv = _candidate_cv(np.array([tiled_mflops(s, *shared_tiles) for s in specs]), y)
+        if cv is not None:
+            errors[shared_tiles] = cv
     if shared_tiles is None or own is None:
         choice = own
     else:
-        allowed = {p: errors[p] for p in ((1, 1), shared_tiles) if p in errors}
+        allowed = {t: errors[t] for t in (NO_TILES, shared_tiles) if t in errors}
         choice = _pick(allowed) if allowed else None
         if choice is None or errors[own] < errors[choice] * (1 - TILE_MARGIN) ** 2:
             choice = own
     if choice is None or errors[choice] >= affine.cv_mape:
         return plain
-    cout_tile, cin_tile = choice
-    small = ladder.get(cout_tile)
-    tiled = fit_line(np.array([tiled_mflops(s, cout_tile, cin_tile, small) for s in specs]), y, relative=True)
+    cout_tile, cin_tile, cout_small, cin_small = choice
+    tiled = fit_line(np.array([tiled_mflops(s, *choice) for s in specs]), y, relative=True)
     return ConditionModel(key, "tile", tiled.a, tiled.b, cout_tile, cin_tile, tiled.n, tiled.r2, tiled.mape,
-                          tiled.cv_mape, affine, small)
+                          tiled.cv_mape, affine, None if cout_small == cout_tile else cout_small,
+                          None if cin_small == cin_tile else cin_small)
 
 
 def fit_conditions(samples: dict[ConditionKey, tuple[list[ConvSpec], list[float]]]) -> list[ConditionModel]:
-    """Fit every condition, with tiles and their small tile detected per conv type across all its conditions
-    (detect_shared_tiles, detect_small_tile)."""
+    """Fit every condition, with tiles (and their small tile) detected per conv type across all its conditions
+    (detect_shared_tiles)."""
     families: dict[tuple[str, int], list[ConditionKey]] = {}
     for key in samples:
         families.setdefault((key.conv_type, key.groups), []).append(key)
     models = []
     for keys in families.values():
-        family = [(samples[k][0], positive_latencies(samples[k][1], f"condition {k}")) for k in keys]
-        shared = detect_shared_tiles(family)
-        small = detect_small_tile(family, shared)
-        models += [fit_condition(k, *samples[k], shared_tiles=shared, small_tile=small) for k in keys]
+        shared = detect_shared_tiles([(samples[k][0], positive_latencies(samples[k][1], f"condition {k}"))
+                                      for k in keys])
+        models += [fit_condition(k, *samples[k], shared_tiles=shared) for k in keys]
     return sorted(models, key=lambda m: str(m.key))
 
 

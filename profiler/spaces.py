@@ -49,7 +49,8 @@ class Space:
     activations: tuple[str, ...]
     samples_per_condition: int
     ops: tuple[str, ...] = PRICED_OPS
-    # per condition, probes with 1..SMALL_MAX output channels (pruned layers): where a kernel's narrower tile shows
+    # per condition, probes with 1..SMALL_MAX output (and, normal convs, input) channels: pruned layers and first
+    # convs, where a kernel's narrower tiles show
     small_samples: int = 2
     op_samples: int = 6
     max_mflops: float = 1200.0  # bigger convs are scaled down in channels: seconds per probe, little new information
@@ -104,6 +105,19 @@ class Space:
                     cin = 3 if res.stem == STEM_ONLY else _channel_samples(rng, res.min_channels, res.max_channels, 1)[0]
                     spec = ConvSpec(res.hw, res.hw, cin, cout, kernel, stride, 1, activation)
                 probes.append(_cap(spec, self.max_mflops))
+        return probes + self._small_cin_probes(seed)
+
+    def _small_cin_probes(self, seed: int) -> list[ConvSpec]:
+        """`small_samples` normal-conv probes per condition with 1..SMALL_MAX input channels (a network's first conv
+        on a grayscale or RGB image, pruned layers)."""
+        rng = random.Random(f"{self.name}:small-cin:{seed}")
+        probes = []
+        for res, kernel, stride, conv_type, activation in self.conditions():
+            if conv_type != "normal" or res.stem == STEM_ONLY:
+                continue
+            for cin in _strata(rng, 1, SMALL_MAX, self.small_samples):
+                cout = _channel_samples(rng, res.min_channels, res.max_channels, 1)[0]
+                probes.append(_cap(ConvSpec(res.hw, res.hw, cin, cout, kernel, stride, 1, activation), self.max_mflops))
         return probes
 
     def op_probes(self, seed: int = 0) -> list[OpProbe]:

@@ -27,7 +27,7 @@ from profiler.ops import INVOKE_PROBE, OpProbe, unit_of
 from profiler.spec import ConditionKey, ConvSpec
 
 SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)  # 1 lacks cout_small_tile (no ladder) and invoke_overhead_ms (none subtracted)
+READABLE_SCHEMA_VERSIONS = (1, 2)  # 1 lacks the small tiles (no ladder) and invoke_overhead_ms (none subtracted)
 SCHEMA_PATH = Path(__file__).with_name("table_schema.json")
 CLAMP_ACTIVATIONS = ("none", "relu", "relu6")
 RESOLUTION_FALLBACK_RATIO = 4.0  # at most one stride-2 step (4x the pixels) away
@@ -356,7 +356,8 @@ class LatencyTable:
         if spec.conv_type == "depthwise":
             macs = pixels_k2 * cout_t
         else:
-            macs = pixels_k2 * cout_t * _straight_through_round_up(cin / spec.groups, model.cin_tile)
+            macs = pixels_k2 * cout_t * _straight_through_round_up(cin / spec.groups, model.cin_tile,
+                                                                    model.cin_small_tile)
         return model.a_ms_per_mflop * (2 * macs / 1e6) + model.b_ms
 
 
@@ -368,5 +369,5 @@ def _straight_through_round_up(channels, tile: int, small_tile: int | None = Non
 
     rounded = torch.ceil(channels / tile) * tile
     if small_tile is not None:
-        rounded = torch.where(channels <= small_tile, torch.full_like(rounded, small_tile), rounded)
+        rounded = torch.where(channels <= tile, torch.ceil(channels / small_tile) * small_tile, rounded)
     return channels + (rounded - channels).detach()

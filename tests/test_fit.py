@@ -3,8 +3,9 @@ import pytest
 from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import LeaveOneOut
 
-from profiler.fit import (ConditionModel, detect_shared_tiles, detect_tiles, fit_condition, fit_conditions, fit_line,
-                          fit_op, loo_predictions, mape, round_up, tiled_macs, tiled_mflops)
+from profiler.fit import (ConditionModel, detect_shared_tiles, detect_tiles, effective_channels,
+                          fit_condition, fit_conditions, fit_line, fit_op, loo_predictions, mape, nonneg_line, round_up,
+                          tiled_macs, tiled_mflops)
 from profiler.spec import ConvSpec, flops
 
 
@@ -60,6 +61,22 @@ def test_loo_equals_explicit_unconstrained_refits_when_the_line_is_interior(rela
         model = LinearRegression().fit(x[train, None], y[train], sample_weight=w[train])
         explicit[test] = model.predict(x[test, None])
     assert loo_predictions(x, y, w) == pytest.approx(explicit, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vectorised_leave_one_out_equals_constrained_refits(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.1, 10, 9)
+    y = np.abs(rng.choice([0.5, -0.3, 0.0]) * x + rng.choice([1.0, -2.0, 0.2]) + rng.normal(0, 0.5, 9)) + 0.01
+    w = 1 / y**2
+    keep = ~np.eye(len(x), dtype=bool)
+    refits = [nonneg_line(x[k], y[k], w[k]) for k in keep]
+    assert loo_predictions(x, y, w) == pytest.approx([a * xi + b for (a, b), xi in zip(refits, x)], rel=1e-9)
+
+
+def test_leave_one_out_needs_two_distinct_x_without_each_sample():
+    assert loo_predictions(np.array([1.0, 1.0, 2.0]), np.ones(3), np.ones(3)) is None
+    assert loo_predictions(np.array([1.0, 1.0, 2.0, 2.0]), np.ones(4), np.ones(4)) is not None
 
 
 def test_negative_intercept_is_constrained_to_a_line_through_the_origin():
@@ -155,7 +172,60 @@ def test_tiles_are_detected_per_conv_type_across_conditions():
         dw = [ConvSpec.depthwise(hw, hw, c, 3) for c in (20, 30, 36, 60, 70, 100)]  # 30, 60: tile 8 != 16 - 8
         samples[dw[0].condition] = (dw, [0.001 * tiled_mflops(s, 16) + 0.01 for s in dw])
     assert detect_shared_tiles([(s, np.array(m)) for k, (s, m) in samples.items() if k.conv_type == "normal"]) \
-        == (32, 1)
+        == (32, 1, 32, 1)
     models = fit_conditions(samples)
     assert [str(m.key) for m in models] == sorted(str(k) for k in samples)
     assert {(m.key.conv_type, m.cout_tile, m.cin_tile) for m in models} == {("normal", 32, 1), ("depthwise", 16, 1)}
+
+
+@pytest.mark.parametrize("channels, small, expected", [(3, 16, 16), (16, 16, 16), (17, 16, 32), (33, 16, 64),
+                                                       (3, None, 32), (32, None, 32)])
+def test_effective_channels_with_a_small_tile_below_a_tile_of_32(channels, small, expected):
+    assert effective_channels(channels, 32, small) == expected
+
+
+def test_tiled_macs_with_a_small_tile():
+    spec = ConvSpec(8, 8, 10, 5, 3)
+    assert tiled_macs(spec, 32, 1, 16) == 8 * 8 * 16 * 10 * 9
+    assert tiled_macs(spec.with_channels(10, 20), 32, 1, 16) == 8 * 8 * 32 * 10 * 9
+
+
+def _ladder_family(truth_small: int | None, with_small: bool = True):
+    """Three conditions priced by tile 32 with the given small tile (1..16 channel samples if with_small)."""
+    family = []
+    for hw, seed in ((32, 5), (16, 6), (8, 7)):
+        rng = np.random.default_rng(seed)
+        couts = [3, 9, 14, 20, 33, 50, 70, 96] if with_small else [20, 33, 50, 70, 96, 120]
+        specs = [ConvSpec(hw, hw, 24, c, 3, activation="relu") for c in couts]
+        ms = np.array([(0.02 * tiled_mflops(s, 32, 1, truth_small) + 0.01) * (1 + rng.uniform(-0.02, 0.02))
+                       for s in specs])
+        family.append((specs, ms))
+    return family
+
+
+def test_small_tile_is_detected_with_the_tile_from_few_channel_samples():
+    assert detect_shared_tiles(_ladder_family(16))[::2] == (32, 16)
+    assert detect_shared_tiles(_ladder_family(8))[::2] == (32, 8)
+    assert detect_shared_tiles(_ladder_family(None))[::2] == (32, 32)  # no ladder: counts up to 32 cost 32
+    assert detect_shared_tiles(_ladder_family(16, with_small=False))[::2] == (32, 32)  # nothing can show one
+
+
+def test_fit_conditions_prices_few_channels_with_the_detected_small_tile():
+    samples = {specs[0].condition: (specs, list(ms)) for specs, ms in _ladder_family(16)}
+    models = fit_conditions(samples)
+    assert {(m.cout_tile, m.cout_small_tile) for m in models} == {(32, 16)}
+    m = models[0]
+    few, more = ConvSpec(m.key.h, m.key.w, 24, 4, 3, activation="relu"), ConvSpec(m.key.h, m.key.w, 24, 17, 3,
+                                                                                   activation="relu")
+    assert m.predict_ms(few) == pytest.approx(m.predict_ms(few.with_channels(24, 16)))
+    assert m.predict_ms(more) == pytest.approx(m.predict_ms(more.with_channels(24, 32)))
+    assert m.predict_ms(more) == pytest.approx((0.02 * 2 * 16 * 16 * 32 * 24 * 9 / 1e6 + 0.01), rel=0.03)
+
+
+def test_condition_model_keeps_its_small_tile_and_reads_tables_without_one():
+    samples = {specs[0].condition: (specs, list(ms)) for specs, ms in _ladder_family(16)}
+    model = fit_conditions(samples)[0]
+    d = model.to_dict()
+    assert d["cout_small_tile"] == 16 and ConditionModel.from_dict(d).cout_small_tile == 16
+    del d["cout_small_tile"]  # a schema_version 1 table
+    assert ConditionModel.from_dict(d).cout_small_tile is None

@@ -8,7 +8,7 @@ from profiler.devices.base import BenchmarkSettings, Device, Measurement
 from profiler.errors import DeviceFault
 from profiler.ops import OpProbe
 from profiler.rawlog import RawLog, read_records
-from profiler.spaces import Resolution, Space
+from profiler.spaces import SMALL_MAX, Resolution, Space
 from profiler.spec import ConvSpec
 from profiler.sweep import (SweepOptions, drift_summary, measure_stable, pending_probes, probe_from_record,
                             run_sweep)
@@ -202,10 +202,34 @@ def test_drift_summary_against_hand_computed_values():
 
 def test_space_covers_conditions_with_aligned_and_misaligned_channels():
     space = Space("t", (Resolution(8, 16, 256),), kernels=(3,), strides=(1,), conv_types=("normal",),
-                  activations=("relu",), samples_per_condition=8, ops=())
+                  activations=("relu",), samples_per_condition=8, ops=(), small_samples=0)
     couts = [p.cout for p in space.conv_probes()]
     assert len(couts) == 8 and min(couts) < 48 and max(couts) > 128
     assert any(c % 8 == 0 for c in couts) and any(c % 8 for c in couts)
+
+
+def test_small_channel_probes_are_added_without_changing_the_others():
+    plain = Space("t", (Resolution(8, 32, 256),), kernels=(1, 3), strides=(1,), conv_types=("normal", "depthwise"),
+                  activations=("relu",), samples_per_condition=6, ops=(), small_samples=0)
+    with_small = plain.with_overrides(small_samples=2)
+    added = [p for p in with_small.conv_probes() if p not in plain.conv_probes()]
+    assert plain.conv_probes() == with_small.conv_probes()[:len(plain.conv_probes())]
+    normal = [c for c in plain.conditions() if c[3] == "normal"]
+    assert len(added) == 2 * len(plain.conditions()) + 2 * len(normal)
+    few_out = [p for p in added if p.cout <= SMALL_MAX and (p.conv_type == "depthwise" or p.cin >= 32)]
+    few_in = [p for p in added if p.cin <= SMALL_MAX and p.conv_type == "normal"]
+    assert len(few_out) == 2 * len(plain.conditions()) and len(few_in) == 2 * len(normal)
+    for key in {p.condition for p in few_out}:
+        couts = sorted(p.cout for p in few_out if p.condition == key)
+        assert couts[0] <= 4 < couts[1]  # one per log stratum of 1..16
+
+
+def test_a_space_that_measures_ops_measures_the_invoke_probe_once():
+    from profiler.ops import INVOKE_PROBE
+    from profiler.spaces import get_space
+
+    assert get_space("quick").op_probes().count(INVOKE_PROBE) == 1
+    assert get_space("quick").with_overrides(ops=()).op_probes() == []
 
 
 def test_quick_space_covers_the_demo_networks_conditions_and_ops():
