@@ -3,13 +3,14 @@
 Each architecture is a backbone with random gates drawn from its search space (export.sampling.random_searched),
 physically pruned and converted exactly as fgnas-export does; the table prices every op of the written .tflite
 (profiler.tflite_reader via export.report.price_model) and the host device times it as the sweep does (the lowest
-median of interleaved passes, profiler.interleaved). Reports the share of models
-predicted within +-10% (target: >= 80%) and the mean absolute percentage error.
+median of interleaved passes, profiler.interleaved). Reports the share of models predicted within +-10% (target:
+>= 80%) and the mean absolute percentage error.
 
-    taskset -c 1 .venv/bin/python benchmarks/export_latency.py --table device_tables/host.json            # 20 archs
-    taskset -c 1 .venv/bin/python benchmarks/export_latency.py --table device_tables/host.json --count 3  # smoke run
+    .venv/bin/python benchmarks/export_latency.py --backbone resnet20   # the paper's CIFAR-10 backbone, 20 archs
+    .venv/bin/python benchmarks/export_latency.py --backbone digits     # the demo's tiny digits network
+    .venv/bin/python benchmarks/export_latency.py --count 3             # smoke run
 
-Writes OUT/export_latency_<device>.json (every row) and prints the summary.
+Writes OUT/export_latency_<device>_<backbone>.json (every row) and prints the summary.
 """
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def main() -> int:
     summary = {"device": info, "table": str(args.table), "table_version": table.table_version,
                "settings": vars(args) | {"table": str(args.table), "out": str(args.out)},
                "priced": len(priced_rows), "count": len(rows), "within_10pct": within, "mape_pct": mape, "rows": rows}
-    out = atomic_write_json(args.out / f"export_latency_{args.device}.json", summary)
+    out = atomic_write_json(args.out / f"export_latency_{args.device}_{args.backbone}.json", summary)
     print(f"{within}/{len(priced_rows)} priced models within +-10% (target >= 80%), MAPE {mape:.1f}%; "
           f"{len(rows) - len(priced_rows)} had ops the table cannot price; rows in {out}")
     return 0

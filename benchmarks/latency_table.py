@@ -273,12 +273,14 @@ def run(args: argparse.Namespace) -> dict:
     n_convs = args.convs if args.convs is not None else (10 if args.quick else 100)
     n_nets = args.nets if args.nets is not None else (4 if args.quick else 20)
     rng = random.Random(args.seed)
-    unknown = [name for name in args.spaces if name not in SPACES]
-    if unknown:
-        raise FgnasError(f"unknown space {', '.join(unknown)}: choose from {', '.join(SPACES)}")
-    specs = random_convs(table, n_convs, rng, args.spaces)
-    nets = random_nets(table, n_nets, rng, args.quick)
     s = table.doc["settings"]
+    spaces = args.spaces or tuple(s.get("spaces") or [s.get("space")])
+    unknown = [name for name in spaces if name not in SPACES]
+    if unknown:
+        raise FgnasError(f"unknown space {', '.join(map(str, unknown))}: name the table's spaces with --spaces "
+                         f"(from {', '.join(SPACES)})")
+    specs = random_convs(table, n_convs, rng, spaces)
+    nets = random_nets(table, n_nets, rng, args.quick)
     settings = BenchmarkSettings(threads=s.get("threads", 1), runs=args.runs or s.get("runs", 30),
                                  warmup=args.warmup or s.get("warmup", 5))
     conv_paths = [build_model(spec, args.cache_dir) for spec in specs]
@@ -305,8 +307,9 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", type=Path, default=REPO / "device_tables" / "host.json")
-    parser.add_argument("--spaces", type=lambda t: tuple(t.split(",")), default=("imagenet", "cifar"),
-                        help="the spaces the table was swept on: random channels come from their ranges")
+    parser.add_argument("--spaces", type=lambda t: tuple(t.split(",")),
+                        help="the spaces the table was swept on, whose channel ranges the random convs use "
+                             "(default: the table's settings.spaces)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 10 convs, 4 small networks")
     parser.add_argument("--convs", type=int, help="random convs to measure (default 100)")
     parser.add_argument("--nets", type=int, help="whole networks to measure (default 20)")

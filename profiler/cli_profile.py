@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolutions", type=_csv(int), help="keep only these input sizes of the space, e.g. 8,4")
     p.add_argument("--ops", type=_csv(), help="override the non-conv ops measured (comma list, or 'none')")
     p.add_argument("--samples-per-condition", type=int, help="channel samples per condition")
+    p.add_argument("--small-samples", type=int, help="probes per condition with 1..16 output (and input) channels "
+                                                      "(default 2; they show the kernels' small tiles)")
     add_timing_arguments(p)
     p.add_argument("--passes", type=int, default=PASSES,
                    help=f"measurements of every probe, each in its own pass over the sweep; the table keeps the "
@@ -68,6 +70,7 @@ def make_space(args: argparse.Namespace) -> Space:
     ops = None if args.ops is None else tuple(op for op in args.ops if op != "none")
     return space.with_overrides(kernels=args.kernels, strides=args.strides, conv_types=args.conv_types,
                                 activations=args.activations, samples_per_condition=args.samples_per_condition,
+                                small_samples=args.small_samples,
                                 resolutions=resolutions, ops=ops)
 
 
@@ -78,6 +81,19 @@ def _check_writable(directory: Path) -> None:
             pass
     except OSError as exc:
         raise FgnasError(f"cannot write to {directory}: {exc.strerror}; choose a writable --out") from None
+
+
+def _spaces_in_log(out: Path, space: str) -> list[str]:
+    """Every space swept into this table's raw log: this one and those the table at `out` already lists (the raw log
+    resumes across spaces, so `imagenet` then `cifar` into one --out makes one table of both)."""
+    import json
+
+    try:
+        previous = json.loads(out.read_text(encoding="utf-8"))["settings"]
+        spaces = previous.get("spaces") or [previous["space"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        spaces = []
+    return sorted({*spaces, space})
 
 
 def profile(args: argparse.Namespace) -> ProfileOutcome:
@@ -103,7 +119,8 @@ def profile(args: argparse.Namespace) -> ProfileOutcome:
     from profiler.table import LatencyTable  # scikit-learn: only needed once the measurements are in
 
     log_path = raw_log_path(out)
-    table_settings = {**settings.to_dict(), "space": space.name, "seed": args.seed, "passes": args.passes}
+    table_settings = {**settings.to_dict(), "space": space.name, "spaces": _spaces_in_log(out, space.name),
+                      "seed": args.seed, "passes": args.passes}
     table = LatencyTable.build(read_records(log_path), info, table_settings, log_path, drift=result.drift)
     table.save(out)
     return ProfileOutcome(out, table.table_version, result)

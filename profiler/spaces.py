@@ -203,6 +203,8 @@ def _check(space: Space) -> None:
         raise FgnasError(f"conv types must be among {', '.join(CONV_TYPES)}, got {list(space.conv_types)}")
     if not space.activations or any(a not in ACTIVATIONS for a in space.activations):
         raise FgnasError(f"activations must be among {', '.join(ACTIVATIONS)}, got {list(space.activations)}")
+    if space.small_samples < 0:
+        raise FgnasError(f"small samples per condition must be at least 0, got {space.small_samples}")
     if space.samples_per_condition < 1:
         raise FgnasError(f"samples per condition must be at least 1, got {space.samples_per_condition}")
     if any(op not in PRICED_OPS for op in space.ops):

@@ -160,7 +160,7 @@ class SearchNetwork(nn.Module):
                 total = total + resource.max_pool(*node.conv_hw, alive)
         head_in = masks[self.head_spec.input].sum()
         total = total + resource.global_pool(*self.head_spec.in_hw, head_in)
-        return total + resource.linear(head_in, self.head_spec.num_classes)
+        return total + resource.linear(head_in, self.head_spec.num_classes) + resource.base()
 
     @staticmethod
     def _assembly(resource: Resource, node: LayerNode, gates: Tensor, cin: Tensor) -> tuple[str, Count]:

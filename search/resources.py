@@ -145,6 +145,10 @@ class Resource(ABC):
         they are in the hard resource the search stops on."""
         return 0.0
 
+    def base(self) -> float:
+        """What the whole network costs once, beyond its ops (latency: one invoke of the model)."""
+        return 0.0
+
 
 RESOURCES: dict[str, type[Resource]] = {}
 
@@ -182,7 +186,11 @@ class FlopsResource(Resource):
 @register_resource("latency")
 class LatencyResource(Resource):
     """phi^latency from a latency table: each conv through its condition's differentiable fit; the non-conv ops
-    (ADD, MEAN, FULLY_CONNECTED, MAX_POOL_2D) through the table's per-op models on their element / MAC counts."""
+    (ADD, MEAN, FULLY_CONNECTED, MAX_POOL_2D) through the table's per-op models on their element / MAC counts.
+
+    Every op's table price comes from a one-op model and so contains one invoke's overhead, which the network pays
+    once (profiler.tflite_reader.whole_model_ms): each op here is its price less that overhead (never below zero),
+    and `base` adds it back once."""
 
     unit = "ms"
 
@@ -195,27 +203,38 @@ class LatencyResource(Resource):
             raise FgnasError("a latency target needs a latency table: pass --latency-table device_tables/<device>.json "
                              "(make one with fgnas-profile)")
         self.table = table
+        self.overhead = table.invoke_overhead_ms
+
+    def _in_network(self, price: Count) -> Count:
+        """An op's price inside a network: less the invoke overhead, never below zero; the gradient is kept."""
+        if isinstance(price, Tensor):
+            return price - torch.minimum(price.detach(), torch.tensor(self.overhead, dtype=price.dtype))
+        return price - min(price, self.overhead)
+
+    def base(self) -> float:
+        return self.overhead
 
     def conv(self, spec: ConvSpec, cin: Count, cout: Count) -> Count:
         if isinstance(cin, Tensor) or isinstance(cout, Tensor):
-            return self.table.latency_torch(spec, cin, cout)
-        return self.table.latency_torch(spec, torch.tensor(float(cin)), torch.tensor(float(cout))).item()
+            return self._in_network(self.table.latency_torch(spec, cin, cout))
+        return self._in_network(self.table.latency_torch(spec, torch.tensor(float(cin)),
+                                                         torch.tensor(float(cout))).item())
 
     def linear(self, cin: Count, cout: int) -> Count:
-        return self.table.predict_op_ms("FULLY_CONNECTED", cin * cout)
+        return self._in_network(self.table.predict_op_ms("FULLY_CONNECTED", cin * cout))
 
     def add(self, h: int, w: int, channels: Count) -> Count:
-        return self.table.predict_op_ms("ADD", h * w * channels)
+        return self._in_network(self.table.predict_op_ms("ADD", h * w * channels))
 
     def global_pool(self, h: int, w: int, channels: Count) -> Count:
-        return self.table.predict_op_ms("MEAN", h * w * channels)
+        return self._in_network(self.table.predict_op_ms("MEAN", h * w * channels))
 
     def max_pool(self, h: int, w: int, channels: Count) -> Count:
-        return self.table.predict_op_ms("MAX_POOL_2D", h * w * channels)
+        return self._in_network(self.table.predict_op_ms("MAX_POOL_2D", h * w * channels))
 
     def _op(self, name: str, units: Count) -> Count:
         # published phone tables lack SPLIT_V/CONCATENATION models: those merge ops are left out (see unpriced)
-        return self.table.predict_op_ms(name, units) if self._prices(name) else 0.0
+        return self._in_network(self.table.predict_op_ms(name, units)) if self._prices(name) else 0.0
 
     def _prices(self, name: str) -> bool:
         return name in self.table.ops and self.table.ops[name].unit == unit_of(name)

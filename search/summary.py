@@ -10,7 +10,8 @@ def layer_rows(arch: dict, table=None) -> list[dict]:
     """One row per arch.json layer: its kept operations' exact params and FLOPs (profiler.spec) and, with a latency
     table, their predicted latency, including the assembly of several operations (split/add/concat or shared,
     whichever export will build) and the PADs export writes before some stride-2 convs.
-    The head and skip adds are in the network's totals."""
+    Layer figures are in-network costs (without the model's one invoke overhead, search.resources.LatencyResource);
+    the head, skip adds and that overhead are in the network's totals."""
     rows = []
     latency = LatencyResource(table) if table is not None else None
     for layer in arch["layers"]:
@@ -22,7 +23,7 @@ def layer_rows(arch: dict, table=None) -> list[dict]:
             "layer": layer["name"], "channels": f"{len(layer['active_out'])}/{layer['cout']}",
             "ops": " ".join(f"{k}:{v}" for k, v in kept.items()) or "-",
             "params": sum(params(s) for s in specs), "flops": sum(flops(s) for s in specs),
-            "latency_ms": (sum(table.predict_ms(s) + latency.pad(pad_elements(s, s.cin)) for s in specs)
+            "latency_ms": (sum(latency.conv(s, s.cin, s.cout) + latency.pad(pad_elements(s, s.cin)) for s in specs)
                            + (arch_layer_assembly(latency, layer)[1] if len(layer["ops"]) > 1 else 0.0)
                            if latency is not None and specs else None),
         })

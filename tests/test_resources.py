@@ -180,6 +180,22 @@ def test_max_pool_is_priced_on_its_input_elements():
     assert net.hard_resource(create_resource("latency", _table())) == pytest.approx(expected, rel=1e-6)
 
 
+def test_a_network_pays_the_invoke_overhead_once_and_no_op_goes_below_zero():
+    l1 = LayerNode("l1", "input", (4, 4), 2, 3, 1, (OpSpec("normal", 1, "relu"),), pool=Pool())
+    net = SearchNetwork([l1], HeadSpec("l1", (2, 2), 3, 4), in_channels=2, input_size=4)
+    doc = _table()._doc
+    latency = create_resource("latency", LatencyTable({**doc, "invoke_overhead_ms": 0.025}))
+    # as test_max_pool_is_priced_on_its_input_elements, each op less 0.025 (the conv, 0.1001 ms, too), MEAN's
+    # 0.044 ms less 0.025 and the model's 0.025 once
+    ops = [0.5 * 192e-6 + 0.1, 0.004 * 48 + 0.03, 0.002 * 12 + 0.02, 0.003 * 12 + 0.04]
+    assert net.hard_resource(latency) == pytest.approx(sum(ops) - 4 * 0.025 + 0.025, rel=1e-6)
+    cheap = create_resource("latency", LatencyTable({**doc, "invoke_overhead_ms": 1.0}))
+    assert cheap.add(1, 1, 1) == 0.0 and cheap.base() == 1.0
+    soft = cheap.conv(ConvSpec(4, 4, 2, 3, 1, activation="relu"), torch.tensor(2.0), torch.tensor(3.0,
+                                                                                                requires_grad=True))
+    assert float(soft) == 0.0 and soft.requires_grad
+
+
 def test_latency_needs_a_table_and_unknown_resources_are_refused():
     with pytest.raises(FgnasError, match="latency table"):
         create_resource("latency")

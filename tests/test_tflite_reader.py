@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from profiler.errors import FgnasError
-from profiler.ops import OpProbe
+from profiler.ops import INVOKE_PROBE, OpProbe
 from profiler.spec import ConvSpec
 from profiler.table import LatencyTable
-from profiler.tflite_reader import ConvOp, OtherOp, conv_text, predict_model, read_ops
+from profiler.tflite_reader import ConvOp, OtherOp, conv_text, predict_model, read_ops, whole_model_ms
 
 import synthetic_table as syn
 
@@ -72,8 +72,10 @@ def test_reads_convs_with_merged_prelu_and_tanh(net_path):
                       ("SOFTMAX", (1, 10), ((1, 10),))]
 
 
-def _table_for_net(tmp_path, ops=("PAD", "ADD", "MEAN", "FULLY_CONNECTED", "SOFTMAX")):
+def _table_for_net(tmp_path, ops=("PAD", "ADD", "MEAN", "FULLY_CONNECTED", "SOFTMAX"), invoke_probe=False):
     recs = [r for _, spec in EXPECTED_CONVS for r in syn.conv_records_like(spec)]
+    if invoke_probe:  # priced as the ADD line prices one element, so the ADD fit stays exact
+        recs.append(syn.probe_record(INVOKE_PROBE, syn.op_true_ms(INVOKE_PROBE.units[1])))
     for op in ops:
         for size in (4, 8, 16):
             probe = OpProbe.for_feature_map(op, size, size, 24)
@@ -92,6 +94,23 @@ def test_predict_model_sums_every_op(net_path, tmp_path):
                                               "ADD", "CONV_2D+TANH", "MEAN", "FULLY_CONNECTED", "SOFTMAX"]
     assert prediction.ops[0].detail == conv_text(EXPECTED_CONVS[0][1]) == "32x32x3:16:k3:s1:relu6"
     assert prediction.to_dict()["total_ms"] == prediction.total_ms
+
+
+def test_a_whole_model_pays_the_invoke_overhead_once(net_path, tmp_path):
+    without = predict_model(_table_for_net(tmp_path), net_path)
+    table = _table_for_net(tmp_path, invoke_probe=True)
+    overhead = syn.op_true_ms(1)
+    assert table.invoke_overhead_ms == pytest.approx(overhead)
+    prediction = predict_model(table, net_path)
+    assert [p.ms for p in prediction.ops] == pytest.approx([p.ms for p in without.ops], rel=1e-6)
+    assert prediction.total_ms == pytest.approx(without.total_ms - 9 * overhead, rel=1e-6)  # 10 ops
+
+
+@pytest.mark.parametrize("op_ms, overhead, total", [([0.01, 0.002, 0.001], 0.0005, 0.012),
+                                                    ([0.0003, 0.0002], 0.0005, 0.0003), ([0.004], 0.001, 0.004),
+                                                    ([], 0.001, 0.0)])
+def test_whole_model_latency_against_hand_computed_values(op_ms, overhead, total):
+    assert whole_model_ms(op_ms, overhead) == pytest.approx(total)
 
 
 def test_an_op_the_table_cannot_price_is_named(net_path, tmp_path):
