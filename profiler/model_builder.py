@@ -137,6 +137,8 @@ def _op_function(probe: OpProbe) -> tuple[Callable, list[tuple[int, ...]]]:
         "MUL": lambda x, y: x * y,
         "LOGISTIC": tf.math.sigmoid,
         "HARD_SWISH": lambda x: x * tf.nn.relu6(x + 3.0) * (1.0 / 6.0),
+        "RELU": tf.nn.relu,
+        "RELU6": tf.nn.relu6,
         "RESHAPE": lambda x: tf.reshape(x, out),
         "SOFTMAX": tf.nn.softmax,
         "CONCATENATION": lambda x, y: tf.concat([x, y], axis=-1),

@@ -63,6 +63,9 @@ _UNITS: dict[str, tuple[str, Callable[[list[Shape], list[Shape]], int]]] = {
     "MUL": (UNIT_OUTPUT_ELEMENTS, _output_elements),
     "LOGISTIC": (UNIT_OUTPUT_ELEMENTS, _output_elements),
     "HARD_SWISH": (UNIT_OUTPUT_ELEMENTS, _output_elements),
+    # a clamp the converter could not fuse into the op before it (ResNet's relu after the residual ADD)
+    "RELU": (UNIT_OUTPUT_ELEMENTS, _output_elements),
+    "RELU6": (UNIT_OUTPUT_ELEMENTS, _output_elements),
     "RESHAPE": (UNIT_OUTPUT_ELEMENTS, _output_elements),
     "SOFTMAX": (UNIT_OUTPUT_ELEMENTS, _output_elements),
     "CONCATENATION": (UNIT_COPIES, _concat_copies),
@@ -150,6 +153,8 @@ _PROBE_SHAPES: dict[str, Callable[[int, int, int], tuple[list[Shape], Shape]]] =
     "MUL": _same_shape_binary,
     "LOGISTIC": _unary,
     "HARD_SWISH": _unary,
+    "RELU": _unary,
+    "RELU6": _unary,
     "RESHAPE": _flatten,
     "SOFTMAX": _class_scores,
     "CONCATENATION": _concat_halves,

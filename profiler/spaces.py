@@ -121,9 +121,9 @@ class Space:
         return probes
 
     def op_probes(self, seed: int = 0) -> list[OpProbe]:
-        rng = random.Random(f"{self.name}:ops:{seed}")
         probes: list[OpProbe] = []
         for op in self.ops:
+            rng = random.Random(f"{self.name}:ops:{op}:{seed}")  # per op: adding an op leaves the others' probes
             for i in range(self.op_samples):
                 res = self.resolutions[i % len(self.resolutions)]
                 c = _channel_samples(rng, res.min_channels, res.max_channels, 1)[0]
