@@ -1,5 +1,6 @@
-"""--round-channels: snap each normal operation's kept channels down to the device's output-channel tile (from the
-latency table's fit of its condition) where that lowers the predicted latency; report accuracy before and after.
+"""--round-channels: snap each normal operation's kept channels down to the device's output-channel tile (or, for
+few channels, its small tile; from the latency table's fit of its condition) where that lowers the predicted latency;
+report accuracy before and after.
 
 The channels dropped are those whose gate was least decidedly on (smallest psi_on - psi_off), and the change is made
 on the gates, so the gated network and arch.json (search.network.to_arch) stay the single source of truth.
@@ -23,14 +24,18 @@ from search.resources import create_resource
 
 
 def rounded_count(table: LatencyTable, spec: ConvSpec) -> int:
-    """The op's channel count after rounding: down to a multiple of the condition's tile when that is cheaper."""
+    """The op's channel count after rounding: down to a multiple of the condition's tile, or for counts up to the
+    tile of its small tile (profiler.fit.effective_channels), the first of those that is cheaper."""
     model, _ = table.resolve(spec.condition)
-    tile = model.cout_tile
-    down = spec.cout - spec.cout % tile
-    if tile <= 1 or down in (0, spec.cout):
-        return spec.cout
-    cheaper = table.predict_ms(spec.with_channels(spec.cin, down)) < table.predict_ms(spec)
-    return down if cheaper else spec.cout
+    steps = [model.cout_tile]
+    if model.cout_small_tile and spec.cout <= model.cout_tile:
+        steps.append(model.cout_small_tile)
+    for step in steps:
+        down = spec.cout - spec.cout % step
+        if step > 1 and down not in (0, spec.cout) and \
+                table.predict_ms(spec.with_channels(spec.cin, down)) < table.predict_ms(spec):
+            return down
+    return spec.cout
 
 
 def round_gates(net: SearchNetwork, arch: dict, table: LatencyTable) -> dict[str, dict[int, tuple[int, int]]]:

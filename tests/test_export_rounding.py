@@ -36,6 +36,12 @@ def test_rounded_count_drops_to_the_tile_only_when_that_is_cheaper(tmp_path):
     assert rounded_count(table, spec) == 32
     assert rounded_count(table, spec.with_channels(32, 64)) == 64  # already a multiple
     assert rounded_count(table, spec.with_channels(32, 20)) == 20  # rounding down would leave nothing
+    doc = table.doc
+    doc["conditions"] = [{**c, "cout_small_tile": 16} if c["key"] == str(spec.condition) else c
+                         for c in doc["conditions"]]
+    laddered = LatencyTable(doc)
+    assert rounded_count(laddered, spec.with_channels(32, 20)) == 16  # 20 costs 32 channels, 16 costs 16
+    assert rounded_count(laddered, spec) == 32
 
 
 def test_round_run_lowers_predicted_latency_and_keeps_the_export_exact(tmp_path):
