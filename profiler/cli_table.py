@@ -42,11 +42,20 @@ def _pct(value: float | None) -> str:
 def conditions_frame(table: LatencyTable):
     import pandas as pd
 
-    rows = [{"condition": str(key), "model": m.model, "cout_tile": m.cout_tile, "cin_tile": m.cin_tile, "n": m.n,
-             "a_ms_per_mflop": m.a_ms_per_mflop, "b_ms": m.b_ms, "r2": m.r2, "mape": m.mape, "cv_mape": m.cv_mape,
-             "affine_cv_mape": m.affine.cv_mape} for key, m in table.conditions.items()]
-    return pd.DataFrame(rows, columns=["condition", "model", "cout_tile", "cin_tile", "n", "a_ms_per_mflop", "b_ms",
-                                       "r2", "mape", "cv_mape", "affine_cv_mape"])
+    rows = [{"condition": str(key), "model": m.model, "cout_tile": m.cout_tile, "cin_tile": m.cin_tile,
+             "tiles": _tiles_text(m), "n": m.n, "a_ms_per_mflop": m.a_ms_per_mflop, "b_ms": m.b_ms, "r2": m.r2,
+             "mape": m.mape, "cv_mape": m.cv_mape, "affine_cv_mape": m.affine.cv_mape}
+            for key, m in table.conditions.items()]
+    return pd.DataFrame(rows, columns=["condition", "model", "cout_tile", "cin_tile", "tiles", "n", "a_ms_per_mflop",
+                                       "b_ms", "r2", "mape", "cv_mape", "affine_cv_mape"])
+
+
+def _tiles_text(model) -> str:
+    """'cout 32 (16 below)/cin 1': the tiles, with a small tile where the condition has one."""
+    def one(tile: int, small: int | None) -> str:
+        return f"{tile} ({small} below)" if small else str(tile)
+
+    return f"cout {one(model.cout_tile, model.cout_small_tile)}/cin {one(model.cin_tile, model.cin_small_tile)}"
 
 
 def _source_text(source: dict) -> str:
@@ -83,13 +92,12 @@ def show_text(table: LatencyTable) -> str:
         lines.append(f"cross-validated MAPE: selected mean {_pct(frame['cv_mape'].mean())} median "
                      f"{_pct(frame['cv_mape'].median())}; paper's affine mean {_pct(frame['affine_cv_mape'].mean())} "
                      f"median {_pct(frame['affine_cv_mape'].median())}")
-        tiles = frame.groupby(["cout_tile", "cin_tile"]).size().rename("conditions").reset_index()
-        lines.append("tiles: " + ", ".join(f"cout {r.cout_tile}/cin {r.cin_tile}: {r.conditions}"
-                                           for r in tiles.itertuples()))
+        tiles = frame.groupby("tiles").size().sort_values(ascending=False)
+        lines.append("tiles: " + ", ".join(f"{text}: {count}" for text, count in tiles.items()))
         lines.append("")
         lines.append(f"worst {min(WORST_FITS, len(frame))} fits (by cross-validated MAPE):")
         worst = frame.sort_values("cv_mape", ascending=False, na_position="first").head(WORST_FITS)
-        shown = worst[["condition", "model", "cout_tile", "cin_tile", "n", "mape", "cv_mape", "affine_cv_mape"]]
+        shown = worst[["condition", "model", "tiles", "n", "mape", "cv_mape", "affine_cv_mape"]]
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             lines.append(shown.to_string(index=False, float_format=lambda v: f"{100 * v:.1f}%"))
     lines.append("")
