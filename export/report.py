@@ -74,7 +74,7 @@ class LatencyReport:
 def price_model(table: LatencyTable | None, path: Path) -> Priced:
     """The table's latency of a .tflite model (its ops', the invoke overhead paid once: tflite_reader.whole_model_ms);
     ops it cannot price are named, not counted."""
-    from profiler.ops import op_units
+    from profiler.ops import op_elements, op_units
     from profiler.tflite_reader import ConvOp, read_ops, whole_model_ms
 
     if table is None:
@@ -85,8 +85,9 @@ def price_model(table: LatencyTable | None, path: Path) -> Priced:
             if isinstance(entry, ConvOp):
                 op_ms.append(table.predict_ms(entry.spec))
             else:
-                _, units = op_units(entry.op, list(entry.input_shapes), list(entry.output_shapes))
-                op_ms.append(table.predict_op_ms(entry.op, units))
+                shapes = list(entry.input_shapes), list(entry.output_shapes)
+                op_ms.append(table.predict_op_ms(entry.op, op_units(entry.op, *shapes)[1],
+                                                 op_elements(entry.op, *shapes) or 0))
         except FgnasError:
             unpriced.append("+".join(entry.ops) if isinstance(entry, ConvOp) else entry.op)
     return Priced(whole_model_ms(op_ms, table.invoke_overhead_ms), tuple(unpriced))

@@ -360,7 +360,8 @@ def fit_conditions(samples: dict[ConditionKey, tuple[list[ConvSpec], list[float]
 
 @dataclass(frozen=True)
 class OpModel:
-    """latency_ms = a_ms_per_unit * units + b_ms for one non-conv op (units: see profiler.ops.op_units)."""
+    """latency_ms = a_ms_per_unit * units + c_ms_per_element * elements + b_ms for one non-conv op (units: see
+    profiler.ops.op_units; elements: profiler.ops.op_elements, copy ops only, else c is 0)."""
 
     op: str
     unit: str
@@ -369,9 +370,10 @@ class OpModel:
     n: int
     mape: float
     cv_mape: float | None
+    c_ms_per_element: float = 0.0
 
-    def predict_ms(self, units: float) -> float:
-        return self.a_ms_per_unit * units + self.b_ms
+    def predict_ms(self, units: float, elements: float = 0.0) -> float:
+        return self.a_ms_per_unit * units + self.c_ms_per_element * elements + self.b_ms
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -383,8 +385,26 @@ class OpModel:
         return cls(op=op, **d)
 
 
-def fit_op(op: str, unit: str, units: list[float], ms: list[float]) -> OpModel:
-    """Relative (1/y^2-weighted) affine fit of one op's latency on its units."""
+def fit_op(op: str, unit: str, units: list[float], ms: list[float], elements: list[float] | None = None) -> OpModel:
+    """Relative (1/y^2-weighted) affine fit of one op's latency on its units, and on its elements too when given
+    (copy ops, profiler.ops.op_elements), all coefficients non-negative."""
     y = positive_latencies(ms, f"op {op}")
-    line = fit_line(np.asarray(units, dtype=float), y, relative=True)
-    return OpModel(op, unit, line.a, line.b, line.n, line.mape, line.cv_mape)
+    if elements is None:
+        line = fit_line(np.asarray(units, dtype=float), y, relative=True)
+        return OpModel(op, unit, line.a, line.b, line.n, line.mape, line.cv_mape)
+    design = np.column_stack([np.asarray(units, dtype=float), np.asarray(elements, dtype=float), np.ones_like(y)])
+    a, c, b = _nonneg_relative(design, y)
+    pred = design @ np.array([a, c, b])
+    cv = None
+    if len(y) > design.shape[1]:
+        keep = ~np.eye(len(y), dtype=bool)
+        cv = mape(np.array([design[i] @ _nonneg_relative(design[keep[i]], y[keep[i]]) for i in range(len(y))]), y)
+    return OpModel(op, unit, a, b, len(y), mape(pred, y), cv, c)
+
+
+def _nonneg_relative(design: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Coefficients >= 0 minimising the squared relative error of design @ coef against y."""
+    from sklearn.linear_model import LinearRegression
+
+    model = LinearRegression(fit_intercept=False, positive=True).fit(design, y, sample_weight=1.0 / y**2)
+    return np.asarray(model.coef_, dtype=float)

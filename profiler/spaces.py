@@ -132,7 +132,21 @@ class Space:
                     probe = _op_probe(op, res.hw, c, i)
                     c += 1
                 probes.append(probe)
+            probes += self._small_copy_probes(op, seed, probes)
         return probes + [INVOKE_PROBE] if probes and INVOKE_PROBE not in probes else probes
+
+    def _small_copy_probes(self, op: str, seed: int, taken: list[OpProbe]) -> list[OpProbe]:
+        """For a copy op (profiler.ops.op_elements), 2 x small_samples probes with 2..SMALL_MAX channels: the pieces
+        of a pruned mixed-operation layer are a few channels each, where a copy's fixed cost dominates."""
+        if OpProbe.for_feature_map(op, 4, 4, 4).elements is None:
+            return []
+        rng = random.Random(f"{self.name}:ops:{op}:small:{seed}")
+        probes: list[OpProbe] = []
+        for i, c in enumerate(_strata(rng, 2, SMALL_MAX, 2 * self.small_samples)):
+            probe = _op_probe(op, self.resolutions[i % len(self.resolutions)].hw, c, i)
+            if probe not in taken and probe not in probes:
+                probes.append(probe)
+        return probes
 
     def probes(self, seed: int = 0) -> list[Probe]:
         """Every conv and op probe of the space, without duplicates (the sweep shuffles them)."""

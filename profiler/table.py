@@ -93,13 +93,17 @@ def _op_name_and_unit(record: dict) -> tuple[str, str, int]:
     return probe.op, *probe.units
 
 
-def _group_op_records(records: Iterable[dict]) -> dict[str, tuple[str, list[float], list[float]]]:
-    groups: dict[str, tuple[str, list[float], list[float]]] = {}
+def _group_op_records(records: Iterable[dict]) -> dict[str, tuple[str, list[float], list[float], list[float]]]:
+    """Per op: its unit, and per probe its units, lowest median and elements (profiler.ops.op_elements; copy ops)."""
+    groups: dict[str, tuple[str, list[float], list[float], list[float]]] = {}
     for record, median in lowest_medians(records, "op").values():
         op, unit, count = _op_name_and_unit(record)
-        _, units, ms = groups.setdefault(op, (unit, [], []))
+        _, units, ms, elements = groups.setdefault(op, (unit, [], [], []))
         units.append(float(count))
         ms.append(median)
+        moved = OpProbe.from_dict(record["spec"]).elements
+        if moved is not None:
+            elements.append(float(moved))
     return groups
 
 
@@ -133,8 +137,8 @@ class LatencyTable:
             raise FgnasError(f"raw log {raw_log_path} not found: the table must point at the measurements it came from")
         try:
             conditions = [model.to_dict() for model in fit_conditions(_group_conv_records(records))]
-            ops = {op: fit_op(op, unit, units, ms).to_dict()
-                   for op, (unit, units, ms) in sorted(_group_op_records(records).items())}
+            ops = {op: fit_op(op, unit, units, ms, elements or None).to_dict()
+                   for op, (unit, units, ms, elements) in sorted(_group_op_records(records).items())}
         except ValueError as exc:  # e.g. a zero latency: a timer too coarse for the op; the raw log is kept as is
             raise FgnasError(f"cannot fit {raw_log_path}: {exc}; re-measure those probes with more --runs") from exc
         if not conditions and not ops:
@@ -314,8 +318,9 @@ class LatencyTable:
     def predict_ms(self, spec: ConvSpec, fit: str = "selected") -> float:
         return self.predict(spec, fit).ms
 
-    def predict_op_ms(self, op_name: str, units: float) -> float:
-        """Latency of one non-conv op from its per-op model (units as profiler.ops.op_units counts them)."""
+    def predict_op_ms(self, op_name: str, units: float, elements: float = 0.0) -> float:
+        """Latency of one non-conv op from its per-op model (units as profiler.ops.op_units counts them; elements as
+        profiler.ops.op_elements does, for copy ops)."""
         try:
             model = self.ops[op_name]
         except KeyError:
@@ -325,7 +330,7 @@ class LatencyTable:
             raise FgnasError(f"latency table for {self._doc['device'].get('name')!r} prices {op_name} per "
                              f"{model.unit}, this fgnas counts {unit_of(op_name)}: re-run the fgnas-profile command "
                              f"that made the table (it re-fits from its raw log)")
-        return model.predict_ms(units)
+        return model.predict_ms(units, elements)
 
     def missing_conditions(self, specs: Iterable[ConvSpec], allow_fallback: bool = False) -> list[ConditionKey]:
         """Conditions of `specs` the table lacks (in first-seen order). With allow_fallback, only those that cannot

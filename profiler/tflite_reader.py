@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from profiler.errors import FgnasError
-from profiler.ops import op_units
+from profiler.ops import op_elements, op_units
 from profiler.spec import ConvSpec
 from profiler.table import LatencyTable
 
@@ -186,7 +186,8 @@ def predict_model(table: LatencyTable, path: Path, fit: str = "selected") -> Mod
         else:
             try:
                 unit, units = op_units(entry.op, list(entry.input_shapes), list(entry.output_shapes))
-                ms = table.predict_op_ms(entry.op, units)
+                ms = table.predict_op_ms(entry.op, units,
+                                         op_elements(entry.op, list(entry.input_shapes), list(entry.output_shapes)) or 0)
             except FgnasError as exc:
                 raise FgnasError(f"{path}: op {entry.index} {entry.op}: {exc}") from None
             predictions.append(OpPrediction(entry.index, entry.op, f"{units} {unit}", ms, None))

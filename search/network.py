@@ -16,7 +16,8 @@ from profiler.spec import ConvSpec
 from search.arch import ARCH_SCHEMA_VERSION
 from search.gates import gate, hard_gate
 from search.layer import LayerNode, SearchableLayer
-from search.resources import Count, Resource, active_channels, gamma_out, layer_assembly, pad_elements
+from search.resources import (Count, Resource, active_channels, gamma_out, layer_assembly, pad_elements,
+                              pad_pixels)
 
 MODES = ("pretrain", "search", "finetune")
 
@@ -146,7 +147,8 @@ class SearchNetwork(nn.Module):
             couts = gamma_out(effective[node.name])
             for spec, cout in zip(node.op_specs, couts):
                 padded = pad_elements(spec, cout if spec.conv_type == "depthwise" else cin)
-                cost = torch.as_tensor(resource.conv(spec, cin, cout)) + (resource.pad(padded) if padded else 0.0)
+                cost = torch.as_tensor(resource.conv(spec, cin, cout)) + (resource.pad(pad_pixels(spec), padded)
+                                                                          if padded else 0.0)
                 # A removed operation costs nothing (a latency intercept included) but keeps its gradient, so
                 # that the regularizer still weighs turning it back on.
                 present = (cout > 0).to(cost.dtype).detach()

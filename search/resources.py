@@ -61,11 +61,13 @@ class MergeOps:
     disjoint channel sets: channels are grouped by the set of operations keeping them; an operation feeding several
     groups is split (SPLIT_V), a group kept by k operations sums them (k - 1 ADDs), the groups are concatenated.
     ADDs are sized in channels (times the conv output's H x W: elements), SPLIT_V and CONCATENATION in pieces
-    (times H x W: the copies profiler.ops counts them in)."""
+    (times H x W: the copies profiler.ops counts them in) and in channels (times H x W: the elements they move)."""
 
     add_channels: tuple[int, ...] = ()  # one entry per ADD op
     split_pieces: tuple[int, ...] = ()  # one entry per SPLIT_V op: the groups its operation feeds
     concat_pieces: int = 0  # groups concatenated; 0: no CONCATENATION
+    split_channels: tuple[int, ...] = ()  # one entry per SPLIT_V op: the channels it splits
+    concat_channels: int = 0  # channels concatenated
 
     @property
     def overlap(self) -> int:
@@ -85,7 +87,10 @@ def merge_ops(keeps: Tensor) -> MergeOps:
         return MergeOps()
     adds = tuple(n for owners, n in groups.items() for _ in range(sum(owners) - 1))
     feeds = [sum(owners[i] for owners in groups) for i in range(owned.shape[0])]
-    return MergeOps(adds, tuple(n for n in feeds if n > 1), len(groups) if len(groups) > 1 else 0)
+    fed = [sum(n for owners, n in groups.items() if owners[i]) for i in range(owned.shape[0])]
+    several = len(groups) > 1
+    return MergeOps(adds, tuple(n for n in feeds if n > 1), len(groups) if several else 0,
+                    tuple(c for n, c in zip(feeds, fed) if n > 1), sum(groups.values()) if several else 0)
 
 
 def explicit_pad(kernel: int, stride: int, h: int, w: int) -> bool:
@@ -94,12 +99,17 @@ def explicit_pad(kernel: int, stride: int, h: int, w: int) -> bool:
     return stride == 2 and kernel > 1 and (h % 2 == 0 or w % 2 == 0)
 
 
+def pad_pixels(spec: ConvSpec) -> int:
+    """The pixels of export's explicit PAD before `spec` (its copies, profiler.ops), 0 when there is none."""
+    if not explicit_pad(spec.kernel, spec.stride, spec.h, spec.w):
+        return 0
+    p = spec.kernel // 2
+    return (spec.h + 2 * p) * (spec.w + 2 * p)
+
+
 def pad_elements(spec: ConvSpec, channels: Count) -> Count:
     """Output elements of export's explicit PAD in front of `spec` reading `channels` channels (0 when none)."""
-    if not explicit_pad(spec.kernel, spec.stride, spec.h, spec.w):
-        return 0.0
-    p = spec.kernel // 2
-    return (spec.h + 2 * p) * (spec.w + 2 * p) * channels
+    return pad_pixels(spec) * channels
 
 
 class Resource(ABC):
@@ -131,8 +141,8 @@ class Resource(ABC):
         """A max pool over an h x w x channels input."""
         return 0.0
 
-    def pad(self, elements: Count) -> Count:
-        """Export's explicit PAD (see `explicit_pad`) writing `elements` elements."""
+    def pad(self, pixels: int, elements: Count) -> Count:
+        """Export's explicit PAD (see `explicit_pad`) writing `pixels` pixels of `elements` elements in all."""
         return 0.0
 
     def merge(self, h: int, w: int, ops: MergeOps) -> float:
@@ -232,9 +242,9 @@ class LatencyResource(Resource):
     def max_pool(self, h: int, w: int, channels: Count) -> Count:
         return self._in_network(self.table.predict_op_ms("MAX_POOL_2D", h * w * channels))
 
-    def _op(self, name: str, units: Count) -> Count:
+    def _op(self, name: str, units: Count, elements: Count = 0.0) -> Count:
         # published phone tables lack SPLIT_V/CONCATENATION models: those merge ops are left out (see unpriced)
-        return self._in_network(self.table.predict_op_ms(name, units)) if self._prices(name) else 0.0
+        return self._in_network(self.table.predict_op_ms(name, units, elements)) if self._prices(name) else 0.0
 
     def _prices(self, name: str) -> bool:
         return name in self.table.ops and self.table.ops[name].unit == unit_of(name)
@@ -243,14 +253,16 @@ class LatencyResource(Resource):
     def unpriced_merge_ops(self) -> list[str]:
         return [name for name in ("ADD", "SPLIT_V", "CONCATENATION") if not self._prices(name)]
 
-    def pad(self, elements: Count) -> Count:
-        return self._op("PAD", elements)
+    def pad(self, pixels: int, elements: Count) -> Count:
+        return self._op("PAD", pixels, elements)
 
     def merge(self, h: int, w: int, ops: MergeOps) -> float:
         hw = h * w
+        splits = zip(ops.split_pieces, ops.split_channels or (0,) * len(ops.split_pieces))
         return (sum(self._op("ADD", c * hw) for c in ops.add_channels)
-                + sum(self._op("SPLIT_V", n * hw) for n in ops.split_pieces)
-                + (self._op("CONCATENATION", ops.concat_pieces * hw) if ops.concat_pieces else 0.0))
+                + sum(self._op("SPLIT_V", n * hw, c * hw) for n, c in splits)
+                + (self._op("CONCATENATION", ops.concat_pieces * hw, ops.concat_channels * hw)
+                   if ops.concat_pieces else 0.0))
 
     def merge_surrogate(self, h: int, w: int, gates: Tensor, ops: MergeOps) -> Count:
         return self._op("ADD", overlap_surrogate(gates) * h * w) if ops.add_channels else 0.0

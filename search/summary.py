@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from profiler.spec import ConvSpec, flops, params
-from search.resources import LatencyResource, arch_layer_assembly, pad_elements
+from search.resources import LatencyResource, arch_layer_assembly, pad_elements, pad_pixels
 from search.targets import Target, format_resource
 
 
@@ -23,7 +23,8 @@ def layer_rows(arch: dict, table=None) -> list[dict]:
             "layer": layer["name"], "channels": f"{len(layer['active_out'])}/{layer['cout']}",
             "ops": " ".join(f"{k}:{v}" for k, v in kept.items()) or "-",
             "params": sum(params(s) for s in specs), "flops": sum(flops(s) for s in specs),
-            "latency_ms": (sum(latency.conv(s, s.cin, s.cout) + latency.pad(pad_elements(s, s.cin)) for s in specs)
+            "latency_ms": (sum(latency.conv(s, s.cin, s.cout) + latency.pad(pad_pixels(s), pad_elements(s, s.cin))
+                               for s in specs)
                            + (arch_layer_assembly(latency, layer)[1] if len(layer["ops"]) > 1 else 0.0)
                            if latency is not None and specs else None),
         })

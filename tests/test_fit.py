@@ -229,3 +229,14 @@ def test_condition_model_keeps_its_small_tile_and_reads_tables_without_one():
     assert d["cout_small_tile"] == 16 and ConditionModel.from_dict(d).cout_small_tile == 16
     del d["cout_small_tile"]  # a schema_version 1 table
     assert ConditionModel.from_dict(d).cout_small_tile is None
+
+
+def test_copy_op_fit_recovers_a_cost_per_copy_and_per_element():
+    copies = [64, 128, 256, 512, 1024, 2048, 4096]
+    elements = [640, 512, 8192, 2048, 30000, 4096, 65536]
+    ms = [0.001 * u + 0.0001 * e + 0.002 for u, e in zip(copies, elements)]
+    model = fit_op("SPLIT_V", "copies", copies, ms, elements)
+    assert (model.a_ms_per_unit, model.c_ms_per_element, model.b_ms) == pytest.approx((0.001, 0.0001, 0.002), rel=1e-6)
+    assert model.cv_mape == pytest.approx(0.0, abs=1e-9)
+    assert model.predict_ms(100, 1000) == pytest.approx(0.1 + 0.1 + 0.002)
+    assert fit_op("ADD", "output_elements", copies, ms).c_ms_per_element == 0.0

@@ -1,12 +1,13 @@
 import pytest
 
 from profiler.errors import FgnasError
-from profiler.ops import PRICED_OPS, OpProbe, op_units
+from profiler.ops import PRICED_OPS, OpProbe, op_elements, op_units
 
 
 def test_elementwise_ops_count_output_elements():
     assert op_units("ADD", [(1, 8, 8, 16), (1, 8, 8, 16)], [(1, 8, 8, 16)]) == ("output_elements", 1024)
-    assert op_units("PAD", [(1, 4, 4, 3)], [(1, 6, 6, 3)]) == ("output_elements", 108)
+    assert op_units("PAD", [(1, 4, 4, 3)], [(1, 6, 6, 3)]) == ("copies", 36)  # a copy per output pixel
+    assert op_elements("PAD", [(1, 4, 4, 3)], [(1, 6, 6, 3)]) == 108
 
 
 def test_pooling_counts_input_elements():
@@ -48,3 +49,12 @@ def test_probe_round_trips_through_its_dict_and_hash_is_stable():
     assert OpProbe.from_dict(probe.to_dict()) == probe
     assert probe.config_hash() == OpProbe.from_dict(probe.to_dict()).config_hash()
     assert probe.config_hash() != OpProbe.for_feature_map("MUL", 8, 8, 16).config_hash()
+
+
+def test_copy_ops_also_count_the_elements_they_write_and_other_ops_do_not():
+    split = OpProbe("SPLIT_V", ((1, 8, 8, 13),), (1, 8, 8, 6))
+    assert split.elements == 8 * 8 * 13  # both pieces
+    concat = OpProbe.for_feature_map("CONCATENATION", 4, 4, 10)
+    assert concat.elements == 4 * 4 * 10
+    assert op_elements("STRIDED_SLICE", [(1, 8, 8, 16)], [(1, 8, 8, 12)]) == 8 * 8 * 12
+    assert OpProbe.for_feature_map("ADD", 4, 4, 8).elements is None and op_elements("MEAN", [], []) is None

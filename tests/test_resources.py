@@ -113,10 +113,10 @@ def test_latency_regularizer_by_hand_through_the_table():
 def test_merge_ops_group_channels_by_the_set_of_operations_keeping_them():
     keeps = torch.tensor([[1, 1, 0, 1, 0, 0, 1], [0, 1, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 0, 0.0]])
     # owner sets: c0 and c6 {0}, c1 {0,1}, c2 {1}, c3 {0,1,2}, c4 {2}, c5 none: 1 ADD for c1, 2 for c3; op0 (4
-    # channels) and op1 feed 3 groups each, op2 2; five groups (six channels) concatenated
-    assert merge_ops(keeps) == MergeOps((1, 1, 1), (3, 3, 2), 5)
+    # channels) and op1 (3) feed 3 groups each, op2 (2) feeds 2; five groups (six channels) concatenated
+    assert merge_ops(keeps) == MergeOps((1, 1, 1), (3, 3, 2), 5, (4, 3, 2), 6)
     assert merge_ops(keeps).overlap == 3 == keeps.sum() - active_channels(keeps).sum()
-    assert merge_ops(torch.tensor([[1, 1, 0], [0, 0, 1.0]])) == MergeOps((), (), 2)  # disjoint: a concat only
+    assert merge_ops(torch.tensor([[1, 1, 0], [0, 0, 1.0]])) == MergeOps((), (), 2, (), 3)  # disjoint: a concat only
     assert merge_ops(torch.tensor([[1, 1, 1], [0, 0, 0.0]])) == MergeOps()  # one op: nothing to assemble
     assert merge_ops(torch.tensor([[1, 1], [1, 1.0]])) == MergeOps((2,), (), 0)  # the same channels: one ADD
 
@@ -154,12 +154,12 @@ def test_stride_two_convs_on_even_sizes_pay_exports_explicit_pad():
     key = ConditionKey(4, 4, 3, 2, "normal", "relu")
     stride2 = ConditionModel(key, "affine", 0.2, 0.3, 1, 1, 5, 1.0, 0.0, 0.0, LinearFit(0.2, 0.3, 5, 1.0, 0.0, 0.0))
     doc = {**doc, "conditions": [*doc["conditions"], stride2.to_dict()]}
-    pad = OpModel("PAD", "output_elements", 0.0001, 0.005, 5, 0.0, 0.0).to_dict()
+    pad = OpModel("PAD", "copies", 0.0001, 0.005, 5, 0.0, 0.0, 0.00005).to_dict()
     l1 = LayerNode("l1", "input", (4, 4), 2, 3, 2, (OpSpec("normal", 3, "relu"),))
     net = SearchNetwork([l1], HeadSpec("l1", (2, 2), 3, 4), in_channels=2, input_size=4)
     latency = create_resource("latency", LatencyTable({**doc, "ops": {**doc["ops"], "PAD": pad}}))
     without = create_resource("latency", LatencyTable(doc))
-    # the 2-channel input padded to 6x6: 72 elements -> 0.0001 * 72 + 0.005
+    # the 2-channel input padded to 6x6: 36 copies (pixels) of 72 elements -> 0.0001 * 36 + 0.00005 * 72 + 0.005
     assert net.hard_resource(latency) - net.hard_resource(without) == pytest.approx(0.0122)
 
 
@@ -178,6 +178,18 @@ def test_max_pool_is_priced_on_its_input_elements():
     # conv 2*16*3*2 FLOPs; pool over 4*4*3 inputs; MEAN over 2*2*3; FC 3*4 MACs
     expected = (0.5 * 192e-6 + 0.1) + (0.004 * 48 + 0.03) + (0.002 * 12 + 0.02) + (0.003 * 12 + 0.04)
     assert net.hard_resource(create_resource("latency", _table())) == pytest.approx(expected, rel=1e-6)
+
+
+def test_split_and_concat_are_priced_on_their_copies_and_the_elements_they_move():
+    doc = _table()._doc
+    copies = {"unit": "copies", "a_ms_per_unit": 0.001, "c_ms_per_element": 0.0001, "b_ms": 0.002, "n": 5, "mape": 0.0,
+              "cv_mape": 0.0}
+    latency = create_resource("latency", LatencyTable({**doc, "ops": {**doc["ops"], "SPLIT_V": copies,
+                                                                     "CONCATENATION": copies}}))
+    ops = MergeOps((), (2,), 2, (5,), 7)  # on 4x4: one SPLIT_V of 5 channels in 2 pieces, a concat of 7 channels
+    split = 0.001 * 2 * 16 + 0.0001 * 5 * 16 + 0.002
+    concat = 0.001 * 2 * 16 + 0.0001 * 7 * 16 + 0.002
+    assert latency.merge(4, 4, ops) == pytest.approx(split + concat)
 
 
 def test_a_network_pays_the_invoke_overhead_once_and_no_op_goes_below_zero():

@@ -224,6 +224,16 @@ def test_small_channel_probes_are_added_without_changing_the_others():
         assert couts[0] <= 4 <= couts[1] and couts[0] < couts[1]  # one per log stratum of 1..16
 
 
+def test_copy_ops_get_small_channel_probes_and_other_ops_do_not():
+    from profiler.spaces import get_space
+
+    probes = get_space("quick").op_probes()
+    for op in ("SPLIT_V", "CONCATENATION", "STRIDED_SLICE", "PAD"):
+        channels = [p.input_shapes[0][-1] for p in probes if p.op == op]
+        assert len(channels) == get_space("quick").op_samples + 4 and sum(c <= SMALL_MAX for c in channels) >= 4
+    assert sum(p.op == "RELU" for p in probes) == get_space("quick").op_samples
+
+
 def test_a_space_that_measures_ops_measures_the_invoke_probe_once():
     from profiler.ops import INVOKE_PROBE
     from profiler.spaces import get_space

@@ -77,8 +77,8 @@ def _table_for_net(tmp_path, ops=("PAD", "ADD", "MEAN", "FULLY_CONNECTED", "SOFT
     if invoke_probe:  # priced as the ADD line prices one element, so the ADD fit stays exact
         recs.append(syn.probe_record(INVOKE_PROBE, syn.op_true_ms(INVOKE_PROBE.units[1])))
     for op in ops:
-        for size in (4, 8, 16):
-            probe = OpProbe.for_feature_map(op, size, size, 24)
+        for size, channels in ((4, 24), (8, 16), (16, 40)):  # copy ops (PAD) need copies and elements not in ratio
+            probe = OpProbe.for_feature_map(op, size, size, channels)
             recs.append(syn.probe_record(probe, syn.op_true_ms(probe.units[1])))
     raw = syn.write_raw_log(tmp_path / "net.raw.jsonl", recs)
     return LatencyTable.build(recs, syn.DEVICE, syn.SETTINGS, raw)
@@ -86,8 +86,8 @@ def _table_for_net(tmp_path, ops=("PAD", "ADD", "MEAN", "FULLY_CONNECTED", "SOFT
 
 def test_predict_model_sums_every_op(net_path, tmp_path):
     prediction = predict_model(_table_for_net(tmp_path), net_path)
-    # PAD 34*34*16 out, ADD 16*16*24 out, MEAN 16*16*24 in, FC 24*10 MACs, SOFTMAX 10 out
-    op_units = [34 * 34 * 16, 16 * 16 * 24, 16 * 16 * 24, 24 * 10, 10]
+    # PAD 34*34 pixels out, ADD 16*16*24 out, MEAN 16*16*24 in, FC 24*10 MACs, SOFTMAX 10 out
+    op_units = [34 * 34, 16 * 16 * 24, 16 * 16 * 24, 24 * 10, 10]
     expected = sum(syn.true_ms(spec) for _, spec in EXPECTED_CONVS) + sum(syn.op_true_ms(u) for u in op_units)
     assert prediction.total_ms == pytest.approx(expected, rel=1e-6)
     assert [p.op for p in prediction.ops] == ["CONV_2D", "PAD", "DEPTHWISE_CONV_2D", "CONV_2D", "CONV_2D+PRELU",
