@@ -346,9 +346,11 @@ class LatencyTable:
     def latency_torch(self, spec: ConvSpec, cin, cout):
         """Differentiable latency (ms, a torch scalar tensor) of `spec` with soft channel counts `cin`, `cout`.
 
-        Channels are rounded up to the condition's tiles (and its small tile, profiler.fit.effective_channels) in the
-        forward pass with a straight-through (identity) gradient, so d(ms)/d(cout) = a * d(FLOPs)/d(cout) on the tiled counts. For a depthwise conv the channel count
-        is `cout` (cin is ignored: it equals cout). Absent conditions use the same fallbacks as `predict`.
+        Channels are rounded up to the condition's tiles (and small tiles, profiler.fit.effective_channels) in the
+        forward pass with a straight-through (identity) gradient, so d(ms)/d(cout) = a * d(FLOPs)/d(cout) on the
+        tiled counts; a is the slope of the current (rounded) count, misaligned or not (ConditionModel.slope). For a
+        depthwise conv the channel count is `cout` (cin is ignored: it equals cout). Absent conditions use the same
+        fallbacks as `predict`.
         """
         import torch
 
@@ -363,7 +365,7 @@ class LatencyTable:
         else:
             macs = pixels_k2 * cout_t * _straight_through_round_up(cin / spec.groups, model.cin_tile,
                                                                     model.cin_small_tile)
-        return model.a_ms_per_mflop * (2 * macs / 1e6) + model.b_ms
+        return model.slope(int(round(float(cout.detach())))) * (2 * macs / 1e6) + model.b_ms
 
 
 def _straight_through_round_up(channels, tile: int, small_tile: int | None = None):

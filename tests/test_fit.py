@@ -240,3 +240,30 @@ def test_copy_op_fit_recovers_a_cost_per_copy_and_per_element():
     assert model.cv_mape == pytest.approx(0.0, abs=1e-9)
     assert model.predict_ms(100, 1000) == pytest.approx(0.1 + 0.1 + 0.002)
     assert fit_op("ADD", "output_elements", copies, ms).c_ms_per_element == 0.0
+
+
+def _misaligned_family(penalty: float):
+    """Depthwise conditions whose counts off a multiple of 8 cost `penalty` times more per FLOP."""
+    family = []
+    for hw, seed in ((32, 8), (16, 9), (8, 10)):
+        rng = np.random.default_rng(seed)
+        specs = [ConvSpec.depthwise(hw, hw, c, 3) for c in (16, 20, 32, 45, 64, 77, 96, 120, 128, 150)]
+        ms = [(0.01 * tiled_mflops(s) * (penalty if s.cout % 8 else 1.0) + 0.001) * (1 + rng.uniform(-0.01, 0.01))
+              for s in specs]
+        family.append((specs, ms))
+    return {specs[0].condition: (specs, ms) for specs, ms in family}
+
+
+def test_a_family_whose_misaligned_counts_run_slower_gets_a_second_slope():
+    models = fit_conditions(_misaligned_family(1.5))
+    assert {(m.align, m.misaligned_a_ms_per_mflop is not None) for m in models} == {(8, True)}
+    for m in models:
+        assert m.misaligned_a_ms_per_mflop == pytest.approx(1.5 * m.a_ms_per_mflop, rel=0.05)
+        aligned, misaligned = ConvSpec.depthwise(m.key.h, m.key.w, 40, 3), ConvSpec.depthwise(m.key.h, m.key.w, 41, 3)
+        assert m.predict_ms(misaligned) == pytest.approx(0.015 * tiled_mflops(misaligned) + 0.001, rel=0.05)
+        assert m.predict_ms(aligned) == pytest.approx(0.01 * tiled_mflops(aligned) + 0.001, rel=0.05)
+        assert ConditionModel.from_dict(m.to_dict()) == m
+
+
+def test_no_misaligned_slope_where_alignment_does_not_matter():
+    assert {(m.align, m.misaligned_a_ms_per_mflop) for m in fit_conditions(_misaligned_family(1.0))} == {(1, None)}
