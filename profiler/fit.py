@@ -13,10 +13,11 @@ grayscale image) in a quarter of the time of four. So a family (conv type) may a
 T): counts up to T are rounded up to S, larger ones to T. They are detected with the tiles, from samples with few
 channels, and equal the tiles (no ladder) when nothing shows one.
 
-Depthwise kernels also run channel counts that are not a multiple of their SIMD width on a slower path: a family may
-get an `align` A with a second slope for misaligned counts (cout % A != 0), chosen like the tiles by
-cross-validated error over the family (here it took depthwise convs from 73% to 85-92% of fresh random convs within
-+-10%), and used by a condition only where it lowers that condition's own cross-validated error.
+A family may get one extra term, chosen like the tiles by cross-validated error over the family and used by a
+condition only where it lowers that condition's own: depthwise kernels run channel counts that are not a multiple of
+their SIMD width on a slower path (`align` A: a second slope for cout % A != 0; here it took depthwise convs from
+73% to 85-92% of fresh random convs within +-10%), and large normal convs slow down per FLOP as their weights
+outgrow the caches (`weight_slope`: latency = (a + w * weight MB) * MFLOPs + b).
 
 Slope and intercept are constrained non-negative: a latency model must never price a small conv (or a whole
 pruned network) at negative time, which an unconstrained intercept does whenever the smallest samples sit below the
@@ -36,9 +37,9 @@ TILE_CANDIDATES = (1, 2, 4, 8, 16, 32, 64, 128)
 TILE_MARGIN = 0.03
 LADDER_STEPS = 2  # small tiles tried below a cout tile: a half and a quarter of it
 ALIGN_CANDIDATES = (4, 8, 16)
-# A misaligned slope is a third parameter for ~12 samples: the family's mean cross-validated error must drop by this
+# An extra term is a third parameter for ~12 samples: the family's mean cross-validated error must drop by this
 # share before any condition gets one, and a condition's own by TILE_MARGIN, so noise does not buy a slope.
-ALIGN_MARGIN = 0.10
+ALIGN_MARGIN = 0.05
 MIN_PER_SIDE = 2  # aligned and misaligned samples a condition needs before it can have a misaligned slope
 MIN_CV_SAMPLES = 3
 
@@ -289,6 +290,7 @@ class ConditionModel:
     cin_small_tile: int | None = None
     align: int = 1  # > 1: counts off a multiple of it use misaligned_a_ms_per_mflop
     misaligned_a_ms_per_mflop: float | None = None
+    weight_slope: float | None = None  # ms per (tiled MFLOP x weight MB): FLOPs cost more as the weights outgrow caches
 
     def slope(self, cout: int) -> float:
         """The slope for this output-channel count: the misaligned one where the condition has one and cout needs it."""
@@ -297,8 +299,8 @@ class ConditionModel:
         return self.a_ms_per_mflop
 
     def predict_ms(self, spec: ConvSpec) -> float:
-        return self.slope(spec.cout) * tiled_mflops(spec, self.cout_tile, self.cin_tile, self.cout_small_tile,
-                                                    self.cin_small_tile) + self.b_ms
+        mflops = tiled_mflops(spec, self.cout_tile, self.cin_tile, self.cout_small_tile, self.cin_small_tile)
+        return (self.slope(spec.cout) + (self.weight_slope or 0.0) * weight_mb(spec)) * mflops + self.b_ms
 
     def predict_affine_ms(self, spec: ConvSpec) -> float:
         return self.affine.predict(tiled_mflops(spec))
@@ -310,7 +312,8 @@ class ConditionModel:
         return {"key": str(self.key), **key, "model": self.model, "a_ms_per_mflop": self.a_ms_per_mflop,
                 "b_ms": self.b_ms, "cout_tile": self.cout_tile, "cout_small_tile": self.cout_small_tile or self.cout_tile,
                 "cin_tile": self.cin_tile, "cin_small_tile": self.cin_small_tile or self.cin_tile,
-                "align": self.align, "misaligned_a_ms_per_mflop": self.misaligned_a_ms_per_mflop, "n": self.n,
+                "align": self.align, "misaligned_a_ms_per_mflop": self.misaligned_a_ms_per_mflop,
+                "weight_slope": self.weight_slope, "n": self.n,
                 "r2": self.r2, "mape": self.mape, "cv_mape": self.cv_mape, "affine": affine}
 
     @classmethod
@@ -323,7 +326,7 @@ class ConditionModel:
         return cls(key, d["model"], d["a_ms_per_mflop"], d["b_ms"], d["cout_tile"], d["cin_tile"], d["n"], d["r2"],
                    d["mape"], d["cv_mape"], affine, None if cout_small == d["cout_tile"] else cout_small,
                    None if cin_small == d["cin_tile"] else cin_small, d.get("align", 1),
-                   d.get("misaligned_a_ms_per_mflop"))
+                   d.get("misaligned_a_ms_per_mflop"), d.get("weight_slope"))
 
 
 def fit_condition(key: ConditionKey, specs: list[ConvSpec], ms: list[float],
@@ -375,15 +378,30 @@ def fit_conditions(samples: dict[ConditionKey, tuple[list[ConvSpec], list[float]
         family = [(samples[k][0], positive_latencies(samples[k][1], f"condition {k}")) for k in keys]
         shared = detect_shared_tiles(family)
         fitted = [fit_condition(k, *samples[k], shared_tiles=shared) for k in keys]
-        models += with_alignment(fitted, family)
+        models += with_extra_term(fitted, family)
     return sorted(models, key=lambda m: str(m.key))
 
 
-def _aligned_design(tiles: Tiles, specs: list[ConvSpec], align: int) -> np.ndarray:
-    """Columns: tiled MFLOPs of aligned samples, of misaligned samples (cout % align != 0), ones."""
+def weight_mb(spec: ConvSpec) -> float:
+    """The conv's float32 weights in MB: when they outgrow the caches, each FLOP costs more."""
+    return spec.kernel * spec.kernel * (spec.cin // spec.groups) * spec.cout * 4 / 1e6
+
+
+# A condition's extra term, beyond `a * tiled MFLOPs + b`: ("align", A) splits the slope into aligned and misaligned
+# output-channel counts; ("weights", 0) adds `w * tiled MFLOPs * weight MB`.
+Term = tuple[str, int]
+TERMS: tuple[Term, ...] = (*(("align", a) for a in ALIGN_CANDIDATES), ("weights", 0))
+
+
+def _term_design(tiles: Tiles, specs: list[ConvSpec], term: Term) -> np.ndarray:
+    """Columns of the condition's fit with `term`: [aligned MFLOPs, misaligned MFLOPs, 1] or [MFLOPs, MFLOPs x
+    weight MB, 1]."""
     mflops = np.array([tiled_mflops(s, *tiles) for s in specs])
-    misaligned = np.array([s.cout % align != 0 for s in specs], dtype=float)
-    return np.column_stack([mflops * (1 - misaligned), mflops * misaligned, np.ones_like(mflops)])
+    kind, align = term
+    if kind == "align":
+        misaligned = np.array([s.cout % align != 0 for s in specs], dtype=float)
+        return np.column_stack([mflops * (1 - misaligned), mflops * misaligned, np.ones_like(mflops)])
+    return np.column_stack([mflops, mflops * np.array([weight_mb(s) for s in specs]), np.ones_like(mflops)])
 
 
 def _tiles_of(model: ConditionModel) -> Tiles:
@@ -391,36 +409,40 @@ def _tiles_of(model: ConditionModel) -> Tiles:
             model.cin_small_tile or model.cin_tile)
 
 
-def aligned_cv(model: ConditionModel, specs: list[ConvSpec], y: np.ndarray, align: int
-               ) -> tuple[float, Tiles] | None:
-    """Leave-one-out MAPE of the condition's fit with a misaligned slope, on its tiles or on no tiles, whichever is
-    lower (a slow path for misaligned counts and a tile are two explanations of the same steps), and those tiles;
-    None unless it has MIN_PER_SIDE aligned and misaligned samples (and one more than that to leave out)."""
-    misaligned = sum(s.cout % align != 0 for s in specs)
-    if min(misaligned, len(specs) - misaligned) < MIN_PER_SIDE or len(specs) <= 2 * MIN_PER_SIDE:
+def term_cv(model: ConditionModel, specs: list[ConvSpec], y: np.ndarray, term: Term) -> tuple[float, Tiles] | None:
+    """Leave-one-out MAPE of the condition's fit with `term`, on its tiles or on no tiles, whichever is lower (a slow
+    path for misaligned counts and a tile are two explanations of the same steps), and those tiles. None when the
+    condition cannot show the term: an alignment needs MIN_PER_SIDE aligned and misaligned samples, any term one
+    sample more than its three parameters."""
+    if len(specs) <= 2 * MIN_PER_SIDE:
         return None
+    if term[0] == "align":
+        misaligned = sum(s.cout % term[1] != 0 for s in specs)
+        if min(misaligned, len(specs) - misaligned) < MIN_PER_SIDE:
+            return None
     keep = ~np.eye(len(y), dtype=bool)
     best = None
     for tiles in dict.fromkeys((_tiles_of(model), NO_TILES)):
-        design = _aligned_design(tiles, specs, align)
+        design = _term_design(tiles, specs, term)
         cv = mape(np.array([design[i] @ _nonneg_relative(design[keep[i]], y[keep[i]]) for i in range(len(y))]), y)
         if best is None or cv < best[0]:
             best = (cv, tiles)
     return best
 
 
-def with_alignment(models: list[ConditionModel], family: list[tuple[list[ConvSpec], np.ndarray]]
-                   ) -> list[ConditionModel]:
-    """The family's models, with a misaligned slope where the family has an alignment (the ALIGN_CANDIDATES value
-    whose misaligned slopes lower the mean cross-validated error of its conditions most, by at least ALIGN_MARGIN)
-    and it lowers the condition's own cross-validated error by TILE_MARGIN."""
+def with_extra_term(models: list[ConditionModel], family: list[tuple[list[ConvSpec], np.ndarray]]
+                    ) -> list[ConditionModel]:
+    """The family's models, with the one extra term (TERMS) that lowers the mean cross-validated error of its
+    conditions most, by at least ALIGN_MARGIN, given to each condition whose own error it lowers by TILE_MARGIN."""
     scored = [(m, specs, y) for m, (specs, y) in zip(models, family) if m.cv_mape is not None]
     if not scored:
         return models
     baseline = float(np.mean([m.cv_mape for m, _, _ in scored]))
-    cvs = {align: [aligned_cv(m, specs, y, align) for m, specs, y in scored] for align in ALIGN_CANDIDATES}
-    score = {align: float(np.mean([min(m.cv_mape, cv[0]) if cv is not None else m.cv_mape
-                                   for (m, _, _), cv in zip(scored, cvs[align])])) for align in ALIGN_CANDIDATES}
+    cvs = {term: [term_cv(m, specs, y, term) for m, specs, y in scored] for term in TERMS}
+    # every condition counts with the term where it can have it (not the better of the two: that would favour any
+    # term under noise alone)
+    score = {term: float(np.mean([cv[0] if cv is not None else m.cv_mape for (m, _, _), cv in zip(scored, cvs[term])]))
+             for term in TERMS}
     best = min(score, key=score.get)
     if score[best] >= baseline * (1 - ALIGN_MARGIN):
         return models
@@ -432,16 +454,17 @@ def with_alignment(models: list[ConditionModel], family: list[tuple[list[ConvSpe
             result.append(m)
             continue
         specs, y, (cv, tiles) = improved[id(m)]
-        design = _aligned_design(tiles, specs, best)
-        a, a_misaligned, b = _nonneg_relative(design, y)
-        pred = design @ np.array([a, a_misaligned, b])
+        design = _term_design(tiles, specs, best)
+        coef = _nonneg_relative(design, y)
+        pred = design @ coef
         cout_tile, cin_tile, cout_small, cin_small = tiles
-        result.append(replace(m, model="tile" if tiles != NO_TILES else "affine", a_ms_per_mflop=float(a),
-                              b_ms=float(b), cout_tile=cout_tile, cin_tile=cin_tile,
+        extra = ({"align": best[1], "misaligned_a_ms_per_mflop": float(coef[1])} if best[0] == "align"
+                 else {"weight_slope": float(coef[1])})
+        result.append(replace(m, model="tile" if tiles != NO_TILES else "affine", a_ms_per_mflop=float(coef[0]),
+                              b_ms=float(coef[2]), cout_tile=cout_tile, cin_tile=cin_tile,
                               cout_small_tile=None if cout_small == cout_tile else cout_small,
                               cin_small_tile=None if cin_small == cin_tile else cin_small, r2=r2(pred, y),
-                              mape=mape(pred, y), cv_mape=cv, align=best,
-                              misaligned_a_ms_per_mflop=float(a_misaligned)))
+                              mape=mape(pred, y), cv_mape=cv, **extra))
     return result
 
 

@@ -365,7 +365,10 @@ class LatencyTable:
         else:
             macs = pixels_k2 * cout_t * _straight_through_round_up(cin / spec.groups, model.cin_tile,
                                                                     model.cin_small_tile)
-        return model.slope(int(round(float(cout.detach())))) * (2 * macs / 1e6) + model.b_ms
+        slope = model.slope(int(round(float(cout.detach()))))
+        if model.weight_slope:
+            slope = slope + model.weight_slope * spec.kernel * spec.kernel * (cin / spec.groups) * cout * 4 / 1e6
+        return slope * (2 * macs / 1e6) + model.b_ms
 
 
 def _straight_through_round_up(channels, tile: int, small_tile: int | None = None):

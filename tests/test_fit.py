@@ -5,7 +5,7 @@ from sklearn.model_selection import LeaveOneOut
 
 from profiler.fit import (ConditionModel, detect_shared_tiles, detect_tiles, effective_channels,
                           fit_condition, fit_conditions, fit_line, fit_op, loo_predictions, mape, nonneg_line, round_up,
-                          tiled_macs, tiled_mflops)
+                          tiled_macs, tiled_mflops, weight_mb)
 from profiler.spec import ConvSpec, flops
 
 
@@ -267,3 +267,19 @@ def test_a_family_whose_misaligned_counts_run_slower_gets_a_second_slope():
 
 def test_no_misaligned_slope_where_alignment_does_not_matter():
     assert {(m.align, m.misaligned_a_ms_per_mflop) for m in fit_conditions(_misaligned_family(1.0))} == {(1, None)}
+
+
+def test_a_family_whose_flops_slow_down_with_weight_size_gets_a_weight_term():
+    samples = {}
+    for hw, seed in ((8, 11), (4, 12), (7, 13)):
+        rng = np.random.default_rng(seed)
+        specs = [ConvSpec(hw, hw, cin, cout, 5, activation="relu")
+                 for cin, cout in ((64, 64), (96, 128), (128, 96), (160, 192), (256, 128), (200, 300), (320, 256),
+                                   (384, 384), (448, 320), (512, 512))]
+        ms = [((0.01 + 0.004 * weight_mb(s)) * tiled_mflops(s) + 0.001) * (1 + rng.uniform(-0.01, 0.01)) for s in specs]
+        samples[specs[0].condition] = (specs, ms)
+    models = fit_conditions(samples)
+    assert all(m.weight_slope == pytest.approx(0.004, rel=0.15) for m in models)
+    big = ConvSpec(8, 8, 480, 480, 5, activation="relu")
+    model = next(m for m in models if m.key == big.condition)
+    assert model.predict_ms(big) == pytest.approx((0.01 + 0.004 * weight_mb(big)) * tiled_mflops(big) + 0.001, rel=0.05)

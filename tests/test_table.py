@@ -226,3 +226,16 @@ def test_straight_through_rounding_follows_the_ladder_forward_and_is_the_identit
 
 def test_a_table_without_the_invoke_probe_subtracts_nothing(built):
     assert built.doc["invoke_overhead_ms"] is None and built.invoke_overhead_ms == 0.0
+
+
+def test_latency_torch_follows_a_misaligned_slope_and_a_weight_term(built):
+    spec = ConvSpec(16, 16, 50, 33, 3, activation="relu")
+    doc = built.doc
+    doc["conditions"] = [{**c, "align": 8, "misaligned_a_ms_per_mflop": 0.03, "weight_slope": 0.5}
+                         if c["key"] == str(spec.condition) else c for c in doc["conditions"]]
+    table = LatencyTable(doc)
+    assert table.predict_ms(spec) > built.predict_ms(spec)
+    for cout in (32.0, 33.0):
+        varied = spec.with_channels(50, int(cout))
+        ms = table.latency_torch(varied, torch.tensor(50.0), torch.tensor(cout))
+        assert float(ms) == pytest.approx(table.predict_ms(varied), rel=1e-5)
