@@ -31,8 +31,9 @@ MAX_SPREAD = 0.10  # std / median above which a measurement is repeated (sub-0.1
 MAX_ATTEMPTS = 3
 DRIFT_BOUND = 0.10  # relative change of the reference probe's latency that flags a table as drifted
 REFERENCE_EVERY = 50
-# Measured here: re-timing 60 swept convs, one median against another agreed within +-10% for 40-77% of them; the
-# lowest of three interleaved medians against another such lowest agreed for 98% (benchmarks/measurement_noise.py).
+# Measured here: re-timing 60 swept convs, one median against another agreed within +-10% for 40-98% of them,
+# depending on the minute; the lowest of three interleaved medians against another such lowest for 98-100%
+# (benchmarks/measurement_noise.py). Two passes halve a sweep's exposure to such a minute at twice its time.
 PASSES = 2
 
 

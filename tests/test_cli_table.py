@@ -96,7 +96,8 @@ def test_diff_reports_the_conditions_that_moved(table_path, tmp_path, capsys):
     moved = [line for line in lines if line.lstrip().startswith("16x16")]
     still = [line for line in lines if line.lstrip().startswith("8x8")]
     assert len(moved) == 2 and all("+25.0%" in line for line in moved)
-    assert len(still) == 2 and all("+0.0%" in line for line in still)
+    # family-pooled tile and term choices see the moved conditions too: the others may move by a rounding error
+    assert len(still) == 2 and all("+0.0%" in line or "-0.0%" in line for line in still)
     assert "device: unchanged" in out and "ops: unchanged" in out
 
 
