@@ -235,6 +235,17 @@ def net_rows(table: LatencyTable, nets: list[NetDesc], paths: list[Path], measur
     return rows
 
 
+def reference_probe(table: LatencyTable) -> tuple[ConvSpec, float] | None:
+    """The sweep's reference conv and its median over the sweep (table `drift`), to tell how fast this machine runs
+    now against when it was profiled: the benchmark's errors move with that."""
+    drift = table.doc.get("drift") or {}
+    if not drift.get("reference_id") or table.raw_log_file is None or not table.raw_log_file.is_file():
+        return None
+    record = next((r for r in read_records(table.raw_log_file) if r["id"] == drift["reference_id"]), None)
+    medians = [d["median_ms"] for d in drift.get("devices", {}).values()]
+    return (ConvSpec.from_dict(record["spec"]), medians[0]) if record and medians else None
+
+
 def summary(rows: list[Row], fit: str) -> dict:
     errors = np.array([abs(e) for e in (r.error(fit) for r in rows) if e is not None])
     if len(errors) == 0:
@@ -257,6 +268,10 @@ def markdown(report: dict) -> str:
                 continue
             lines.append(f"| {label} | {name} | {s['n']} of {s['n'] + s['unpriced']} | "
                          f"{100 * s['within_10']:.0f}% | {100 * s['mape']:.1f}% | {100 * s['p90_error']:.1f}% |")
+    ref = report.get("reference")
+    if ref:
+        lines += ["", f"Reference conv {ref['spec']}: {ref['now_ms']:.4f} ms now, {ref['at_profiling_ms']:.4f} ms "
+                      f"(median) while profiling ({100 * ref['change']:+.1f}%): the machine's speed against the table's"]
     worst = sorted((r for r in report["rows"] if r["selected_error"] is not None),
                    key=lambda r: -abs(r["selected_error"]))[:5]
     lines += ["", "Worst tile-aware predictions:"]
@@ -285,9 +300,16 @@ def run(args: argparse.Namespace) -> dict:
                                  warmup=args.warmup or s.get("warmup", 5))
     conv_paths = [build_model(spec, args.cache_dir) for spec in specs]
     net_paths = [net_model(desc, args.cache_dir / "nets") for desc in nets]
+    reference = reference_probe(table)
+    extra = [build_model(reference[0], args.cache_dir)] if reference else []
     with create_device("host", cpu=args.cpu) as device:
-        measured = lowest_of_passes(device, conv_paths + net_paths, settings, args.passes)
-    rows = conv_rows(table, specs, measured[:len(specs)]) + net_rows(table, nets, net_paths, measured[len(specs):])
+        measured = lowest_of_passes(device, conv_paths + net_paths + extra, settings, args.passes)
+    rows = conv_rows(table, specs, measured[:len(specs)]) + net_rows(table, nets, net_paths,
+                                                                     measured[len(specs):len(specs) + len(nets)])
+    speed = None
+    if reference:
+        speed = {"spec": conv_text(reference[0]), "at_profiling_ms": reference[1], "now_ms": measured[-1],
+                 "change": measured[-1] / reference[1] - 1}
     report = {
         "table": str(args.table), "device": table.device.get("name"), "table_version": table.table_version,
         "table_hash": table.content_hash, "host": device.info(),
@@ -295,6 +317,7 @@ def run(args: argparse.Namespace) -> dict:
                     f"lowest median of {args.passes} interleaved passes",
         "command": " ".join(["benchmarks/latency_table.py", *sys.argv[1:]]),
         "elapsed_s": time.time() - started,
+        "reference": speed,
         "summary": {kind: {fit: summary([r for r in rows if r.kind == kind], fit) for fit in ("selected", "affine")}
                     for kind in ("conv", "net")},
         "rows": [{"kind": r.kind, "name": r.name, "measured_ms": r.measured_ms, "selected_ms": r.selected_ms,
