@@ -153,11 +153,10 @@ class SearchNetwork(nn.Module):
                 # that the regularizer still weighs turning it back on.
                 present = (cout > 0).to(cost.dtype).detach()
                 total = total + present * cost + (1.0 - present) * (cost - cost.detach())
-            if len(node.ops) > 1:
-                total = total + self._assembly(resource, node, effective[node.name], cin)[1]
+            skip_mask = masks[node.skip] if node.skip else None
+            if len(node.ops) > 1 or skip_mask is not None:
+                total = total + self._assembly(resource, node, effective[node.name], cin, skip_mask)[1]
             alive = masks[node.name].sum()
-            if node.skip:
-                total = total + resource.add(*node.conv_hw, alive)
             if node.pool:
                 total = total + resource.max_pool(*node.conv_hw, alive)
         head_in = masks[self.head_spec.input].sum()
@@ -165,9 +164,15 @@ class SearchNetwork(nn.Module):
         return total + resource.linear(head_in, self.head_spec.num_classes) + resource.base()
 
     @staticmethod
-    def _assembly(resource: Resource, node: LayerNode, gates: Tensor, cin: Tensor) -> tuple[str, Count]:
-        """Assembling the layer's operations as export does (search.resources.layer_assembly)."""
+    def _assembly(resource: Resource, node: LayerNode, gates: Tensor, cin: Tensor,
+                  skip_mask: Tensor | None = None) -> tuple[str, Count]:
+        """Assembling the layer's operations, and its skip input, as export does (search.resources.layer_assembly):
+        export groups the output channels by their producers, the skip input being one more (export/plan.py), so
+        the skip is split, added and concatenated with the operations' pieces like another operation."""
         specs = [spec if bool(g.sum() > 0) else None for spec, g in zip(node.op_specs, gates)]
+        if skip_mask is not None:
+            gates = torch.cat([gates, skip_mask.detach().to(gates.dtype)[None]])
+            specs = specs + [None]
         can_share = node.skip is None and all(op.conv_type == "normal" for op in node.ops)
         return layer_assembly(resource, specs, cin, gates, *node.conv_hw, can_share)
 
