@@ -9,9 +9,10 @@ where its cross-validated error is lower than the paper's fit; the paper's fit i
 
 A kernel also has a narrower tile for few channels: XNNPACK here computes a conv with 3, 8 or 16 output channels in
 the time of 16 (a narrower micro-kernel), 17..32 in the time of 32, 33 in the time of 64; and one input channel (a
-grayscale image) in far less than four do (32x32x1:4:k5 takes 10.3 us; a cin tile of 4 priced it at 31.6 us). So a family (conv type) may also get small tiles S < T (S divides
-T): counts up to T are rounded up to S, larger ones to T. They are detected with the tiles, from samples with few
-channels, and equal the tiles (no ladder) when nothing shows one.
+grayscale image) in far less than four do (32x32x1:4:k5 takes 10.3 us; a cin tile of 4 priced it at 31.6 us). So a
+family (conv type) may also get small tiles S < T (S divides T): counts up to T are rounded up to S, larger ones to T.
+They are detected with the tiles, from samples with few channels, and equal the tiles (no ladder) when nothing shows
+one.
 
 A family may get one extra term, chosen like the tiles by cross-validated error over the family and used by a
 condition only where it lowers that condition's own: depthwise kernels run channel counts that are not a multiple of
@@ -311,7 +312,8 @@ class ConditionModel:
                   "mape": self.affine.mape, "cv_mape": self.affine.cv_mape}
         key = asdict(self.key)
         return {"key": str(self.key), **key, "model": self.model, "a_ms_per_mflop": self.a_ms_per_mflop,
-                "b_ms": self.b_ms, "cout_tile": self.cout_tile, "cout_small_tile": self.cout_small_tile or self.cout_tile,
+                "b_ms": self.b_ms, "cout_tile": self.cout_tile,
+                "cout_small_tile": self.cout_small_tile or self.cout_tile,
                 "cin_tile": self.cin_tile, "cin_small_tile": self.cin_small_tile or self.cin_tile,
                 "align": self.align, "misaligned_a_ms_per_mflop": self.misaligned_a_ms_per_mflop,
                 "weight_slope": self.weight_slope, "n": self.n,

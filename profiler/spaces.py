@@ -102,7 +102,8 @@ class Space:
                 if conv_type == "depthwise":
                     spec = ConvSpec.depthwise(res.hw, res.hw, cout, kernel, stride, activation)
                 else:
-                    cin = 3 if res.stem == STEM_ONLY else _channel_samples(rng, res.min_channels, res.max_channels, 1)[0]
+                    cin = (3 if res.stem == STEM_ONLY
+                           else _channel_samples(rng, res.min_channels, res.max_channels, 1)[0])
                     spec = ConvSpec(res.hw, res.hw, cin, cout, kernel, stride, 1, activation)
                 probes.append(_cap(spec, self.max_mflops))
         return probes + self._small_cin_probes(seed)

@@ -185,9 +185,9 @@ def predict_model(table: LatencyTable, path: Path, fit: str = "selected") -> Mod
             predictions.append(OpPrediction(entry.index, "+".join(entry.ops), conv_text(entry.spec), p.ms, p.fallback))
         else:
             try:
-                unit, units = op_units(entry.op, list(entry.input_shapes), list(entry.output_shapes))
-                ms = table.predict_op_ms(entry.op, units,
-                                         op_elements(entry.op, list(entry.input_shapes), list(entry.output_shapes)) or 0)
+                shapes = list(entry.input_shapes), list(entry.output_shapes)
+                unit, units = op_units(entry.op, *shapes)
+                ms = table.predict_op_ms(entry.op, units, op_elements(entry.op, *shapes) or 0)
             except FgnasError as exc:
                 raise FgnasError(f"{path}: op {entry.index} {entry.op}: {exc}") from None
             predictions.append(OpPrediction(entry.index, entry.op, f"{units} {unit}", ms, None))

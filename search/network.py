@@ -145,10 +145,15 @@ class SearchNetwork(nn.Module):
         for node in self.nodes:
             cin = masks[node.input].sum()
             couts = gamma_out(effective[node.name])
+            selections = 0
             for spec, cout in zip(node.op_specs, couts):
                 padded = pad_elements(spec, cout if spec.conv_type == "depthwise" else cin)
                 cost = torch.as_tensor(resource.conv(spec, cin, cout)) + (resource.pad(pad_pixels(spec), padded)
                                                                           if padded else 0.0)
+                if spec.conv_type == "depthwise" and 0 < float(cout.detach()) < float(cin.detach()):
+                    # export orders channels so that two depthwise operations read contiguous slices (export/prune)
+                    cost = cost + resource.select(spec.h, spec.w, cout, contiguous=selections < 2)
+                    selections += 1
                 # A removed operation costs nothing (a latency intercept included) but keeps its gradient, so
                 # that the regularizer still weighs turning it back on.
                 present = (cout > 0).to(cost.dtype).detach()

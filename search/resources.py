@@ -159,6 +159,11 @@ class Resource(ABC):
         """What the whole network costs once, beyond its ops (latency: one invoke of the model)."""
         return 0.0
 
+    def select(self, h: int, w: int, channels: Count, contiguous: bool) -> Count:
+        """A depthwise operation reading `channels` of its h x w input's channels: a slice where export can make them
+        contiguous, else a gather (export/prune.py)."""
+        return 0.0
+
 
 RESOURCES: dict[str, type[Resource]] = {}
 
@@ -255,6 +260,11 @@ class LatencyResource(Resource):
 
     def pad(self, pixels: int, elements: Count) -> Count:
         return self._op("PAD", pixels, elements)
+
+    def select(self, h: int, w: int, channels: Count, contiguous: bool) -> Count:
+        if contiguous:
+            return self._op("STRIDED_SLICE", h * w, h * w * channels)
+        return self._op("GATHER", h * w * channels)
 
     def merge(self, h: int, w: int, ops: MergeOps) -> float:
         hw = h * w

@@ -301,3 +301,26 @@ def test_the_per_layer_summary_includes_the_assembly_export_builds():
     convs = (0.5 * 128e-6 + 0.1) + (0.2 * 576e-6 + 0.3)
     assert rows[0]["latency_ms"] == pytest.approx(convs + 0.2 * 576e-6 + 0.042)
     assert rows[1]["latency_ms"] == pytest.approx(1.0 * 64e-6 + 0.05)  # one op: nothing to assemble
+
+
+def test_depthwise_operations_reading_part_of_their_input_pay_a_slice_or_a_gather():
+    doc = dict(_table()._doc)
+    line = LinearFit(0.1, 0.01, 5, 1.0, 0.0, 0.0)
+    doc["conditions"] = doc["conditions"] + [
+        ConditionModel(ConditionKey(4, 4, k, 1, "depthwise", "relu"), "affine", 0.1, 0.01, 1, 1, 5, 1.0, 0.0, 0.0,
+                       line).to_dict() for k in (1, 3, 5)]
+    copies = OpModel("STRIDED_SLICE", "copies", 0.001, 0.002, 5, 0.0, 0.0, 0.0001).to_dict()
+    gather = OpModel("GATHER", "output_elements", 0.0005, 0.003, 5, 0.0, 0.0).to_dict()
+    latency = create_resource("latency", LatencyTable({**doc, "ops": {**doc["ops"], "STRIDED_SLICE": copies,
+                                                                     "GATHER": gather}}))
+    assert latency.select(4, 4, 3, contiguous=True) == pytest.approx(0.001 * 16 + 0.0001 * 48 + 0.002)
+    assert latency.select(4, 4, 3, contiguous=False) == pytest.approx(0.0005 * 48 + 0.003)
+    assert create_resource("flops").select(4, 4, 3, contiguous=False) == 0.0
+    dw = LayerNode("dw", "input", (4, 4), 3, 3, 1, tuple(OpSpec("depthwise", k, "relu") for k in (1, 3, 5)))
+    net = SearchNetwork([dw], HeadSpec("dw", (4, 4), 3, 4), in_channels=3, input_size=4)
+    with torch.no_grad():
+        net.layers["dw"].psi.copy_(torch.tensor([[ON, ON, ON], [ON, ON, OFF], [ON, OFF, OFF]]))
+    without = create_resource("latency", LatencyTable(doc))
+    # the first op reads all 3 channels; the other two read 2 and 1: two slices
+    assert net.hard_resource(latency) - net.hard_resource(without) == pytest.approx(
+        latency.select(4, 4, 2, True) + latency.select(4, 4, 1, True), rel=1e-6)
