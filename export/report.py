@@ -19,6 +19,8 @@ from profiler.errors import FgnasError
 from profiler.spec import ConvSpec, flops
 from profiler.table import LatencyTable
 
+MEASURE_PASSES = 3  # one median of a small model on a shared machine can be 10-40% off (docs/benchmarks.md)
+
 
 @dataclass(frozen=True)
 class Priced:
@@ -111,24 +113,28 @@ def single_conv(plan: PrunedPlan, layer: PrunedLayer) -> ConvSpec | None:
 def latency_report(plan: PrunedPlan, model_path: Path, device: Device, settings: BenchmarkSettings,
                    table: LatencyTable | None, work_dir: Path, arch_predicted_ms: float | None = None,
                    progress=lambda message: None) -> LatencyReport:
-    """Measure the whole model and each layer alone on `device`; price the same graphs with `table`."""
+    """Measure the whole model and each layer alone on `device` (the lowest median of MEASURE_PASSES interleaved
+    passes over all of them, as the sweep measures: profiler.interleaved); price the same graphs with `table`."""
+    from profiler.interleaved import lowest_of_passes
     from profiler.model_builder import build_model
     from profiler.tflite_reader import read_ops
 
     work_dir = Path(work_dir)
-    layers = []
+    paths, specs = [], []
     for i, layer in enumerate(plan.layers, start=1):
-        progress(f"layer {i}/{len(plan.layers)} {layer.name}")
-        path = atomic_write_bytes(work_dir / f"layer_{i:03d}_{layer.name}.tflite", layer_model(plan, layer))
+        paths.append(atomic_write_bytes(work_dir / f"layer_{i:03d}_{layer.name}.tflite", layer_model(plan, layer)))
+        specs.append(single_conv(plan, layer))
+    singles = {i: build_model(spec, work_dir / "single_convs") for i, spec in enumerate(specs) if spec}
+    progress(f"timing {len(paths)} layers, {len(singles)} single convs and the whole model")
+    timed = lowest_of_passes(device, [*paths, *singles.values(), model_path], settings, MEASURE_PASSES)
+    single_ms = dict(zip(singles, timed[len(paths):-1]))
+    layers = []
+    for i, (layer, path, spec) in enumerate(zip(plan.layers, paths, specs)):
         priced = price_model(table, path)
-        measured = device.benchmark(path, settings).median_ms
-        spec = single_conv(plan, layer)
-        single_ms = device.benchmark(build_model(spec, work_dir / "single_convs"), settings).median_ms if spec else None
         layers.append(LayerLatency(layer.name, len(layer.ops), layer.out_channels, len(read_ops(path)), priced.ms,
-                                   measured, priced.unpriced, str(spec) if spec else None, single_ms))
-    progress("whole model")
+                                   timed[i], priced.unpriced, str(spec) if spec else None, single_ms.get(i)))
     whole = price_model(table, model_path)
-    measured = device.benchmark(model_path, settings).median_ms
+    measured = timed[-1]
     table_info = None
     if table is not None:
         table_info = {"path": str(table.path) if table.path else None, "device": table.device.get("name"),
