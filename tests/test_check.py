@@ -48,11 +48,18 @@ def _cli(models, *args):
 
 def test_pairs_interleave_model_and_reference_abba_after_a_discarded_warmup_pair(host, check_models):
     device = RecordingDevice(host)
-    run = measure_pairs(device, check_models.demo, check_models.reference, FAST, 3)
+    run = measure_pairs(device, check_models.demo, check_models.reference, FAST, 3, warmup_s=0.0)
     a, b = check_models.demo.name, check_models.reference.name
     assert device.calls == [("prepare", [a, b])] + [("benchmark", n) for n in [a, b, b, a, a, b, b, a]]
     assert len(run.model_ms) == len(run.reference_ms) == 3
     assert min(run.reference_ms) > 0 and min(run.model_ms) > 0
+
+
+def test_warmup_lasts_its_time_however_fast_the_model(host, check_models):
+    device = RecordingDevice(host)
+    run = measure_pairs(device, check_models.demo, None, FAST, 2, warmup_s=0.5)
+    assert run.seconds >= 0.5 and len(run.model_ms) == 2
+    assert len(device.calls) - 1 > 1 + 2  # more warm-up invocations than the one pair a count alone would give
 
 
 def test_budget_passes_when_the_upper_end_is_within_and_fails_otherwise(host, check_models):
