@@ -76,22 +76,16 @@ class LatencyReport:
 def price_model(table: LatencyTable | None, path: Path) -> Priced:
     """The table's latency of a .tflite model (its ops', the invoke overhead paid once: tflite_reader.whole_model_ms);
     ops it cannot price are named, not counted."""
-    from profiler.ops import op_elements, op_units
-    from profiler.tflite_reader import ConvOp, read_ops, whole_model_ms
+    from profiler.tflite_reader import op_label, predict_op, read_ops, whole_model_ms
 
     if table is None:
         return Priced(None, ())
     op_ms, unpriced = [], []
     for entry in read_ops(path):
         try:
-            if isinstance(entry, ConvOp):
-                op_ms.append(table.predict_ms(entry.spec))
-            else:
-                shapes = list(entry.input_shapes), list(entry.output_shapes)
-                op_ms.append(table.predict_op_ms(entry.op, op_units(entry.op, *shapes)[1],
-                                                 op_elements(entry.op, *shapes) or 0))
+            op_ms.append(predict_op(table, entry).ms)
         except FgnasError:
-            unpriced.append("+".join(entry.ops) if isinstance(entry, ConvOp) else entry.op)
+            unpriced.append(op_label(entry))
     return Priced(whole_model_ms(op_ms, table.invoke_overhead_ms), tuple(unpriced))
 
 

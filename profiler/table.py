@@ -86,22 +86,21 @@ def _group_conv_records(records: Iterable[dict]) -> dict[ConditionKey, tuple[lis
     return groups
 
 
-def _op_name_and_unit(record: dict) -> tuple[str, str, int]:
-    """The op probe's name, unit name and units (profiler.ops decides what an op's units are, from the probe's
-    shapes, so a raw log measured before a unit changed is re-fitted in the current unit)."""
+def _op_sizes(record: dict) -> tuple[str, str, int, int | None]:
+    """The op probe's name, unit name, units and elements (profiler.ops decides what an op's units are, from the
+    probe's shapes, so a raw log measured before a unit changed is re-fitted in the current unit)."""
     probe = OpProbe.from_dict(record["spec"])
-    return probe.op, *probe.units
+    return probe.op, *probe.units, probe.elements
 
 
 def _group_op_records(records: Iterable[dict]) -> dict[str, tuple[str, list[float], list[float], list[float]]]:
     """Per op: its unit, and per probe its units, lowest median and elements (profiler.ops.op_elements; copy ops)."""
     groups: dict[str, tuple[str, list[float], list[float], list[float]]] = {}
     for record, median in lowest_medians(records, "op").values():
-        op, unit, count = _op_name_and_unit(record)
+        op, unit, count, moved = _op_sizes(record)
         _, units, ms, elements = groups.setdefault(op, (unit, [], [], []))
         units.append(float(count))
         ms.append(median)
-        moved = OpProbe.from_dict(record["spec"]).elements
         if moved is not None:
             elements.append(float(moved))
     return groups

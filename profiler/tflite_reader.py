@@ -173,22 +173,28 @@ def read_ops(path: Path) -> list[ConvOp | OtherOp]:
     return result
 
 
+def op_label(entry: ConvOp | OtherOp) -> str:
+    """The TFLite op name(s) of a read op: "CONV_2D+PRELU" for a conv with its merged activation."""
+    return "+".join(entry.ops) if isinstance(entry, ConvOp) else entry.op
+
+
+def predict_op(table: LatencyTable, entry: ConvOp | OtherOp, fit: str = "selected") -> OpPrediction:
+    """One read op's predicted latency (as a one-op model); FgnasError when the table cannot price it."""
+    if isinstance(entry, ConvOp):
+        p = table.predict(entry.spec, fit)
+        return OpPrediction(entry.index, op_label(entry), conv_text(entry.spec), p.ms, p.fallback)
+    shapes = list(entry.input_shapes), list(entry.output_shapes)
+    unit, units = op_units(entry.op, *shapes)
+    ms = table.predict_op_ms(entry.op, units, op_elements(entry.op, *shapes) or 0)
+    return OpPrediction(entry.index, entry.op, f"{units} {unit}", ms, None)
+
+
 def predict_model(table: LatencyTable, path: Path, fit: str = "selected") -> ModelPrediction:
     """Per-op predicted latency of a float32 .tflite model and its total; FgnasError naming any op it cannot price."""
     predictions = []
     for entry in read_ops(path):
-        if isinstance(entry, ConvOp):
-            try:
-                p = table.predict(entry.spec, fit)
-            except FgnasError as exc:
-                raise FgnasError(f"{path}: op {entry.index} {'+'.join(entry.ops)}: {exc}") from None
-            predictions.append(OpPrediction(entry.index, "+".join(entry.ops), conv_text(entry.spec), p.ms, p.fallback))
-        else:
-            try:
-                shapes = list(entry.input_shapes), list(entry.output_shapes)
-                unit, units = op_units(entry.op, *shapes)
-                ms = table.predict_op_ms(entry.op, units, op_elements(entry.op, *shapes) or 0)
-            except FgnasError as exc:
-                raise FgnasError(f"{path}: op {entry.index} {entry.op}: {exc}") from None
-            predictions.append(OpPrediction(entry.index, entry.op, f"{units} {unit}", ms, None))
+        try:
+            predictions.append(predict_op(table, entry, fit))
+        except FgnasError as exc:
+            raise FgnasError(f"{path}: op {entry.index} {op_label(entry)}: {exc}") from None
     return ModelPrediction(str(path), tuple(predictions), table.invoke_overhead_ms)

@@ -223,7 +223,7 @@ class LatencyResource(Resource):
     def _in_network(self, price: Count) -> Count:
         """An op's price inside a network: less the invoke overhead, never below zero; the gradient is kept."""
         if isinstance(price, Tensor):
-            return price - torch.minimum(price.detach(), torch.tensor(self.overhead, dtype=price.dtype))
+            return price - price.detach().clamp(max=self.overhead)
         return price - min(price, self.overhead)
 
     def base(self) -> float:
