@@ -4,19 +4,21 @@
     it was swept on, --spaces, default imagenet and cifar), and (b) whole networks of varied, pruned-looking widths
     (VGG-like and MobileNetV2-like stacks built with the TF converter, with the pools, residual ADDs, MEAN,
     FULLY_CONNECTED and SOFTMAX such networks have).
+    The networks come from the families the sweep calibrates its in-network cost on (profiler.networks), drawn
+    from this benchmark's seed, so none of them is one of the table's calibration networks.
 Each is measured on the host device (LiteRT, pinned, the table's threads/runs/warmup) as the sweep measures: the
-lowest median of several interleaved passes over all models (profiler.interleaved), and predicted with the table's
-selected (tile-aware) fit and with the paper's affine fit. Reports the share within +-10% and the MAPE.
+lowest median of several interleaved passes over all models, the passes a minute apart (profiler.interleaved), and
+predicted with the table's selected fit (tile-aware convs; networks with the table's in-network cost) and with the
+paper's affine fit (networks: the sum of their ops). Reports the share within +-10% and the MAPE.
 
-    taskset -c 1 .venv/bin/python benchmarks/latency_table.py --table device_tables/host.json
-    taskset -c 1 .venv/bin/python benchmarks/latency_table.py --table device_tables/host.json --quick   # smoke run
+    chrt -f 20 .venv/bin/python benchmarks/latency_table.py --table device_tables/host.json
+    chrt -f 20 .venv/bin/python benchmarks/latency_table.py --table device_tables/host.json --quick --gap 0  # smoke
 
 Writes OUT/latency_table_<device>.json (every row) and .md (the summary, also printed).
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import random
@@ -34,7 +36,8 @@ from profiler.devices import create_device  # noqa: E402
 from profiler.devices.base import BenchmarkSettings  # noqa: E402
 from profiler.errors import FgnasError  # noqa: E402
 from profiler.interleaved import lowest_of_passes  # noqa: E402
-from profiler.model_builder import build_model, convert_function  # noqa: E402
+from profiler.model_builder import build_model  # noqa: E402
+from profiler.networks import GENERATORS, NetProbe  # noqa: E402
 from profiler.rawlog import read_records  # noqa: E402
 from profiler.spaces import SPACES  # noqa: E402
 from profiler.spec import ConvSpec, flops  # noqa: E402
@@ -97,116 +100,16 @@ def random_convs(table: LatencyTable, n: int, rng: random.Random, spaces: tuple[
 
 # ---- (b) whole networks ------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class NetDesc:
-    """A network as data: its family, input size and per-layer channel counts (so it can be hashed and cached)."""
-
-    family: str  # "vgg" | "mbv2"
-    hw: int
-    layers: tuple  # vgg: ((cout, pool_after), ...); mbv2: ((expand_c, out_c, stride), ...)
-    stem: int
-    head: int
-    classes: int
-
-    @property
-    def name(self) -> str:
-        digest = hashlib.sha256(repr(self).encode()).hexdigest()[:8]
-        return f"{self.family}-{self.hw}px-{len(self.layers)}L-{digest}"
-
-
-def _jitter(rng: random.Random, channels: float, low: float = 0.55) -> int:
-    """A pruned-looking channel count: the base width times a random keep ratio (rarely tile-aligned)."""
-    return max(4, int(round(channels * rng.uniform(low, 1.0))))
-
-
-def vgg_desc(rng: random.Random, hw: int) -> NetDesc:
-    width = rng.uniform(0.25, 1.0)
-    stages = [(64, 2), (128, 2), (256, 3), (512, 3)][: 3 if hw <= 32 else 4]
-    layers = []
-    for base, count in stages:
-        for i in range(count):
-            layers.append((_jitter(rng, base * width), i == count - 1))
-    return NetDesc("vgg", hw, tuple(layers), 0, 0, 10)
-
-
-_MBV2 = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
-
-
-def mbv2_desc(rng: random.Random, hw: int) -> NetDesc:
-    width = rng.uniform(0.35, 1.0)
-    stem = _jitter(rng, 32 * width, 0.7)
-    cin, layers = stem, []
-    for i, (t, c, n, s) in enumerate(_MBV2):
-        out = _jitter(rng, c * width, 0.7)  # one count per stage, so its stride-1 blocks keep their residual ADD
-        for j in range(n):
-            stride = s if j == 0 else 1
-            if hw <= 32 and i == 1:
-                stride = 1  # the CIFAR variant keeps 32x32 through the first stages
-            layers.append((_jitter(rng, cin * t) if t > 1 else cin, out, stride))
-            cin = out
-    return NetDesc("mbv2", hw, tuple(layers), stem, _jitter(rng, 1280 * width, 0.7), 10 if hw <= 32 else 1000)
-
-
-def net_function(desc: NetDesc):
-    """A tf function of the network with random weights, BN folded (conv + bias), as export converts it."""
-    import tensorflow as tf
-
-    rng = np.random.default_rng(int(hashlib.sha256(repr(desc).encode()).hexdigest()[:8], 16))
-
-    def w(*shape):
-        return tf.constant(rng.normal(0, 1 / math.sqrt(max(1, math.prod(shape[:-1]))), shape).astype(np.float32))
-
-    def conv(x, cout, k, stride, act):
-        y = tf.nn.bias_add(tf.nn.conv2d(x, w(k, k, int(x.shape[-1]), cout), stride, "SAME"), w(cout))
-        return act(y)
-
-    def dw(x, stride, act):
-        c = int(x.shape[-1])
-        return act(tf.nn.bias_add(tf.nn.depthwise_conv2d(x, w(3, 3, c, 1), [1, stride, stride, 1], "SAME"), w(c)))
-
-    def head(x, classes):
-        y = tf.reduce_mean(x, axis=[1, 2])
-        return tf.nn.softmax(tf.matmul(y, w(int(y.shape[-1]), classes)) + w(classes))
-
-    def vgg(x):
-        for cout, pool in desc.layers:
-            x = conv(x, cout, 3, 1, tf.nn.relu)
-            if pool:
-                x = tf.nn.max_pool2d(x, 2, 2, "SAME")
-        return head(x, desc.classes)
-
-    def mbv2(x):
-        x = conv(x, desc.stem, 3, 1 if desc.hw <= 32 else 2, tf.nn.relu6)
-        for expand, out, stride in desc.layers:
-            y = conv(x, expand, 1, 1, tf.nn.relu6) if expand != int(x.shape[-1]) else x
-            y = dw(y, stride, tf.nn.relu6)
-            y = conv(y, out, 1, 1, lambda t: t)
-            x = x + y if stride == 1 and int(x.shape[-1]) == out else y
-        x = conv(x, desc.head, 1, 1, tf.nn.relu6)
-        return head(x, desc.classes)
-
-    return {"vgg": vgg, "mbv2": mbv2}[desc.family], [(1, desc.hw, desc.hw, 3)]
-
-
-def net_model(desc: NetDesc, cache_dir: Path) -> Path:
-    path = cache_dir / f"{desc.name}.tflite"
-    if not path.exists():
-        fn, shapes = net_function(desc)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(convert_function(fn, shapes))
-        tmp.replace(path)
-    return path
-
-
-def random_nets(table: LatencyTable, n: int, rng: random.Random, quick: bool) -> list[NetDesc]:
+def random_nets(table: LatencyTable, n: int, rng: random.Random, quick: bool) -> list[NetProbe]:
+    """VGG-like (32 px) and MobileNetV2-like (32 px, and 224 px when the table has it) networks of the families the
+    sweep calibrates on (profiler.networks), drawn from this benchmark's seed: none is a calibration network."""
     sizes = sorted({k.h for k in table.conditions})
     big = [hw for hw in (224,) if hw in sizes and not quick]
     nets = []
     for i in range(n):
         family = "vgg" if i % 2 == 0 else "mbv2"
         hw = big[0] if big and family == "mbv2" and i % 4 == 3 else 32
-        nets.append(vgg_desc(rng, hw) if family == "vgg" else mbv2_desc(rng, hw))
+        nets.append(GENERATORS[family](rng, hw))
     return nets
 
 
@@ -220,18 +123,19 @@ def conv_rows(table: LatencyTable, specs: list[ConvSpec], measured: list[float])
     return rows
 
 
-def net_rows(table: LatencyTable, nets: list[NetDesc], paths: list[Path], measured: list[float]) -> list[Row]:
+def net_rows(table: LatencyTable, nets: list[NetProbe], paths: list[Path], measured: list[float]) -> list[Row]:
+    """The selected fit prices a network as the table does (its ops, and the NetworkModel's in-network cost where
+    the table has one); the paper's affine as the sum of its ops' affine prices alone."""
     rows = []
-    for desc, path, ms in zip(nets, paths, measured):
+    for net, path, ms in zip(nets, paths, measured):
         try:
-            selected = predict_model(table, path).total_ms
-            affine = predict_model(table, path, "affine").total_ms
-            fallbacks = sorted({p.fallback.split(":")[0] for p in predict_model(table, path).ops if p.fallback})
+            selected = predict_model(table, path)
+            paper = predict_model(table, path, "affine")
+            fallbacks = sorted({p.fallback.split(":")[0] for p in selected.ops if p.fallback})
             note = ("fallbacks: " + "; ".join(fallbacks)) if fallbacks else None
+            rows.append(Row("net", net.name, ms, selected.total_ms, paper.total_ms - paper.network_ms, note))
         except FgnasError as exc:
-            selected = affine = None
-            note = f"cannot price: {exc}"
-        rows.append(Row("net", desc.name, ms, selected, affine, note))
+            rows.append(Row("net", net.name, ms, None, None, f"cannot price: {exc}"))
     return rows
 
 
@@ -299,11 +203,11 @@ def run(args: argparse.Namespace) -> dict:
     settings = BenchmarkSettings(threads=s.get("threads", 1), runs=args.runs or s.get("runs", 30),
                                  warmup=args.warmup or s.get("warmup", 5))
     conv_paths = [build_model(spec, args.cache_dir) for spec in specs]
-    net_paths = [net_model(desc, args.cache_dir / "nets") for desc in nets]
+    net_paths = [build_model(net, args.cache_dir) for net in nets]
     reference = reference_probe(table)
     extra = [build_model(reference[0], args.cache_dir)] if reference else []
     with create_device("host", cpu=args.cpu) as device:
-        measured = lowest_of_passes(device, conv_paths + net_paths + extra, settings, args.passes)
+        measured = lowest_of_passes(device, conv_paths + net_paths + extra, settings, args.passes, args.gap)
     rows = conv_rows(table, specs, measured[:len(specs)]) + net_rows(table, nets, net_paths,
                                                                      measured[len(specs):len(specs) + len(nets)])
     speed = None
@@ -314,7 +218,7 @@ def run(args: argparse.Namespace) -> dict:
         "table": str(args.table), "device": table.device.get("name"), "table_version": table.table_version,
         "table_hash": table.content_hash, "host": device.info(),
         "settings": f"threads {settings.threads}, runs {settings.runs}, warmup {settings.warmup}, "
-                    f"lowest median of {args.passes} interleaved passes",
+                    f"lowest median of {args.passes} interleaved passes {args.gap:.0f} s apart",
         "command": " ".join(["benchmarks/latency_table.py", *sys.argv[1:]]),
         "elapsed_s": time.time() - started,
         "reference": speed,
@@ -338,8 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nets", type=int, help="whole networks to measure (default 20)")
     parser.add_argument("--runs", type=int, help="timed runs per model (default: the table's)")
     parser.add_argument("--warmup", type=int, help="warmup runs per model (default: the table's)")
-    parser.add_argument("--passes", type=int, default=3,
-                        help="interleaved passes over all models; each keeps its lowest median (default 3)")
+    parser.add_argument("--passes", type=int, default=5,
+                        help="interleaved passes over all models; each keeps its lowest median (default 5)")
+    parser.add_argument("--gap", type=float, default=60.0,
+                        help="seconds between passes, so they do not all fall into one slow spell (default 60)")
     parser.add_argument("--cpu", type=int, default=0, help="core to pin the measurements to")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cache-dir", type=Path, default=REPO / ".cache" / "bench")

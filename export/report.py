@@ -74,19 +74,21 @@ class LatencyReport:
 
 
 def price_model(table: LatencyTable | None, path: Path) -> Priced:
-    """The table's latency of a .tflite model (its ops', the invoke overhead paid once: tflite_reader.whole_model_ms);
-    ops it cannot price are named, not counted."""
-    from profiler.tflite_reader import op_label, predict_op, read_ops, whole_model_ms
+    """The table's latency of a .tflite model (its ops', the invoke overhead paid once: tflite_reader.whole_model_ms,
+    and what they cost more inside one network: LatencyTable.network_ms); ops it cannot price are named, not
+    counted."""
+    from profiler.tflite_reader import op_label, read_ops, whole_model_ms
 
     if table is None:
         return Priced(None, ())
-    op_ms, unpriced = [], []
+    op_ms, priced, unpriced = [], [], []
     for entry in read_ops(path):
         try:
-            op_ms.append(predict_op(table, entry).ms)
+            op_ms.append(table.price_op(entry)[0])
+            priced.append(entry)
         except FgnasError:
             unpriced.append(op_label(entry))
-    return Priced(whole_model_ms(op_ms, table.invoke_overhead_ms), tuple(unpriced))
+    return Priced(whole_model_ms(op_ms, table.invoke_overhead_ms) + table.network_ms(priced), tuple(unpriced))
 
 
 def single_conv(plan: PrunedPlan, layer: PrunedLayer) -> ConvSpec | None:

@@ -14,7 +14,7 @@ from profiler.errors import DeviceFault, FgnasError
 from profiler.model_builder import DEFAULT_CACHE_DIR
 from profiler.rawlog import RawLog, raw_log_path, read_records
 from profiler.spaces import SPACES, Space, get_space
-from profiler.sweep import PASSES, SweepOptions, SweepResult, run_sweep
+from profiler.sweep import NETWORK_PASSES, PASS_GAP_S, PASSES, SweepOptions, SweepResult, run_sweep
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-condition", type=int, help="channel samples per condition")
     p.add_argument("--small-samples", type=int, help="probes per condition with 1..16 output (and input) channels "
                                                       "(default 2; they show the kernels' small tiles)")
+    p.add_argument("--networks", type=int, help="calibration networks per family and size of the space (0: none); "
+                                                "the table fits what ops cost more inside a network from them")
     add_timing_arguments(p)
     p.add_argument("--passes", type=int, default=PASSES,
                    help=f"measurements of every probe, each in its own pass over the sweep; the table keeps the "
-                        f"lowest median (default {PASSES})")
+                        f"lowest median (default {PASSES}; calibration networks at least {NETWORK_PASSES})")
+    p.add_argument("--pass-gap", type=float, default=PASS_GAP_S,
+                   help=f"least seconds from one pass's start to the next's, so a slow spell of the machine does not "
+                        f"catch every pass of a probe (default {PASS_GAP_S:g})")
     p.add_argument("--out", type=Path, help="table path (default device_tables/DEVICE.json)")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="where generated models are cached")
     p.add_argument("--seed", type=int, default=0, help="channel sampling and measurement order")
@@ -68,7 +73,8 @@ def make_space(args: argparse.Namespace) -> Space:
             raise FgnasError(f"space {space.name} has no resolution {unknown}: choose from {sorted(known)}")
         resolutions = tuple(r for r in space.resolutions if r.hw in args.resolutions)
     ops = None if args.ops is None else tuple(op for op in args.ops if op != "none")
-    return space.with_overrides(kernels=args.kernels, strides=args.strides, conv_types=args.conv_types,
+    networks = None if args.networks is None else tuple((f, hw, args.networks) for f, hw, _ in space.networks)
+    return space.with_overrides(networks=networks, kernels=args.kernels, strides=args.strides, conv_types=args.conv_types,
                                 activations=args.activations, samples_per_condition=args.samples_per_condition,
                                 small_samples=args.small_samples,
                                 resolutions=resolutions, ops=ops)
@@ -112,7 +118,7 @@ def profile(args: argparse.Namespace) -> ProfileOutcome:
         with RawLog(raw_log_path(out)) as log:
             result = run_sweep(space.probes(args.seed), devices, log, settings,
                                SweepOptions(seed=args.seed, reference=space.reference, cache_dir=args.cache_dir,
-                                            progress=True, passes=args.passes))
+                                            progress=True, passes=args.passes, pass_gap_s=args.pass_gap))
         info = devices[0].info()
         if len(devices) > 1:
             info["farm"] = [d.info() for d in devices]

@@ -94,6 +94,10 @@ def show_text(table: LatencyTable) -> str:
                      f"median {_pct(frame['affine_cv_mape'].median())}")
         tiles = frame.groupby("tiles").size().sort_values(ascending=False)
         lines.append("tiles: " + ", ".join(f"{text}: {count}" for text, count in tiles.items()))
+        knees = {m.key.conv_type: m.knee for m in table.conditions.values() if m.knee}
+        lines.append("weight knee: " + (", ".join(f"{kind} convs over {k.mb:g} MB of weights +{100 * k.slope:.0f}% "
+                                                  f"per FLOP per doubling" for kind, k in sorted(knees.items()))
+                                        or "none"))
         lines.append("")
         lines.append(f"worst {min(WORST_FITS, len(frame))} fits (by cross-validated MAPE):")
         worst = frame.sort_values("cv_mape", ascending=False, na_position="first").head(WORST_FITS)
@@ -108,7 +112,20 @@ def show_text(table: LatencyTable) -> str:
         lines.append(ops.to_string(index=False))
     else:
         lines.append("ops: none (models with non-conv ops cannot be priced)")
+    lines.append("")
+    lines.append("in-network cost: " + _network_text(table))
     return "\n".join(lines)
+
+
+def _network_text(table: LatencyTable) -> str:
+    net = table.network
+    if net is None:
+        return "none (no calibration networks in the sweep, or they did not lower the error of the ops' sum)"
+    unpriced = (table.doc.get("network") or {}).get("unpriced_networks", 0)
+    return (f"{net.weights_ms_per_mb:.4f} ms per MB of conv weights, {net.activation_ms_per_mb:.4f} ms per MB of an "
+            f"op's activations beyond {net.activation_threshold_mb:g} MB; {net.n} calibration networks"
+            f"{f' ({unpriced} left out: unpriced ops)' if unpriced else ''}: MAPE {_pct(net.ops_only_mape)} priced "
+            f"by their ops alone, {_pct(net.cv_mape)} with it (leave-one-out)")
 
 
 def _add_show(p: argparse.ArgumentParser) -> None:
@@ -282,7 +299,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         note = f"  [{p.fallback}]" if p.fallback else ""
         print(f"{p.index:4d}  {p.op:<22} {p.detail:<34} {p.ms:9.4f} ms{note}")
     print(f"total {prediction.total_ms:.3f} ms ({prediction.conv_ms:.3f} ms in convs, {len(prediction.ops)} ops, the "
-          f"{prediction.invoke_overhead_ms * 1000:.2f} us invoke overhead in each op's figure counted once)")
+          f"{prediction.invoke_overhead_ms * 1000:.2f} us invoke overhead in each op's figure counted once, "
+          f"{prediction.network_ms:.3f} ms more inside one network)")
     return 0
 
 
@@ -291,7 +309,6 @@ register_subcommand("plot", Subcommand("one PNG per condition: measurements and 
 register_subcommand("diff", Subcommand("what changed between two tables", _add_diff, _run_diff))
 register_subcommand("predict", Subcommand("predicted latency of a .tflite model or one --conv layer", _add_predict,
                                           _run_predict))
-register_subcommand("import", Subcommand(import_cli.HELP, import_cli.add_arguments, import_cli.run))
 register_subcommand("import", Subcommand(import_cli.HELP, import_cli.add_arguments, import_cli.run))
 
 

@@ -17,8 +17,14 @@ one.
 A family may get one extra term, chosen like the tiles by cross-validated error over the family and used by a
 condition only where it lowers that condition's own: depthwise kernels run channel counts that are not a multiple of
 their SIMD width on a slower path (`align` A: a second slope for cout % A != 0; here it took depthwise convs from
-73% to 85-92% of fresh random convs within +-10%), and large normal convs slow down per FLOP as their weights
-outgrow the caches (`weight_slope`: latency = (a + w * weight MB) * MFLOPs + b).
+73% to 85-92% of fresh random convs within +-10%).
+
+A family may also get a weight knee (WeightKnee): each FLOP of a conv whose weights exceed a cache-sized `mb` costs
+`1 + slope * log2(weights / mb)` times more. XNNPACK's conv streams all of a layer's weights once per block of output
+pixels, so once they no longer fit a cache level they come from a slower one, for every block (here: normal convs
+with weights over ~16 MB, half the shared L3, ran 10% slower per FLOP at 24-48 MB and 20-30% at 48-150 MB than the
+rest of their condition). Within one condition weight size is proportional to FLOPs, so no per-condition term can
+show it; the knee is shared by the family (one size and one slope from all its conditions).
 
 Slope and intercept are constrained non-negative: a latency model must never price a small conv (or a whole
 pruned network) at negative time, which an unconstrained intercept does whenever the smallest samples sit below the
@@ -27,10 +33,12 @@ form from leave-one-out sums).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from profiler.model_ops import conv_weights_mb
 from profiler.spec import ConditionKey, ConvSpec
 
 TILE_CANDIDATES = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -44,6 +52,8 @@ ALIGN_CANDIDATES = (4, 8, 16)
 TERM_MARGIN = 0.05
 MIN_PER_SIDE = 2  # aligned and misaligned samples a condition needs before it can have a misaligned slope
 MIN_CV_SAMPLES = 3
+KNEE_MB_CANDIDATES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # cache-sized: L2 and L3 of phones and PCs
+KNEE_SLOPE_CANDIDATES = tuple(round(0.05 * i, 2) for i in range(1, 11))
 
 
 def round_up(channels: int, tile: int) -> int:
@@ -74,6 +84,33 @@ def tiled_mflops(spec: ConvSpec, cout_tile: int = 1, cin_tile: int = 1, cout_sma
                  cin_small_tile: int | None = None) -> float:
     """2 x tiled MACs, in millions (the unit of the fitted slope)."""
     return 2 * tiled_macs(spec, cout_tile, cin_tile, cout_small_tile, cin_small_tile) / 1e6
+
+
+Tiles = tuple[int, int, int, int]  # (cout tile, cin tile, cout small tile, cin small tile); small == tile: no ladder
+NO_TILES: Tiles = (1, 1, 1, 1)
+
+
+@dataclass(frozen=True)
+class WeightKnee:
+    """Each FLOP of a conv with more than `mb` MB of weights costs `1 + slope * log2(weights / mb)` times as much."""
+
+    mb: float
+    slope: float
+
+    def factor(self, weights_mb: float) -> float:
+        return 1.0 + self.slope * math.log2(weights_mb / self.mb) if weights_mb > self.mb else 1.0
+
+
+NO_KNEE = WeightKnee(math.inf, 0.0)
+
+
+def cost_mflops(spec: ConvSpec, tiles: Tiles | None = None, knee: WeightKnee = NO_KNEE) -> float:
+    """The MFLOPs a condition's slope multiplies: tiled (tiles as tiled_mflops takes them), times the knee's factor."""
+    return tiled_mflops(spec, *(tiles or ())) * knee.factor(conv_weights_mb(spec))
+
+
+def _costs(specs: list[ConvSpec], tiles: Tiles | None = None, knee: WeightKnee = NO_KNEE) -> np.ndarray:
+    return np.array([cost_mflops(s, tiles, knee) for s in specs])
 
 
 @dataclass(frozen=True)
@@ -195,10 +232,6 @@ def _candidate_cv(x: np.ndarray, y: np.ndarray) -> float | None:
     return None if loo is None else mape(loo, y)
 
 
-Tiles = tuple[int, int, int, int]  # (cout tile, cin tile, cout small tile, cin small tile); small == tile: no ladder
-NO_TILES: Tiles = (1, 1, 1, 1)
-
-
 def _cout_smalls(cout_tile: int) -> list[int]:
     """The small-tile candidates of a cout tile: itself (no ladder), then a half and a quarter of it."""
     smalls = [cout_tile]
@@ -228,11 +261,13 @@ def _tile_candidates(specs: list[ConvSpec], ladders: bool) -> list[Tiles]:
             for cs in (_cout_smalls(c) if ladders else [c]) for is_ in (_cin_smalls(i) if ladders else [i])]
 
 
-def tile_errors(specs: list[ConvSpec], ms: np.ndarray, ladders: bool = False) -> dict[Tiles, float]:
-    """Leave-one-out MAPE of the relative tiled-FLOPs fit for every candidate that can be cross-validated."""
+def tile_errors(specs: list[ConvSpec], ms: np.ndarray, ladders: bool = False,
+                knee: WeightKnee = NO_KNEE) -> dict[Tiles, float]:
+    """Leave-one-out MAPE of the relative tiled-FLOPs fit (with `knee`) for every candidate that can be
+    cross-validated."""
     errors = {}
     for tiles in _tile_candidates(specs, ladders):
-        cv = _candidate_cv(np.array([tiled_mflops(s, *tiles) for s in specs]), ms)
+        cv = _candidate_cv(_costs(specs, tiles, knee), ms)
         if cv is not None:
             errors[tiles] = cv
     return errors
@@ -292,7 +327,7 @@ class ConditionModel:
     cin_small_tile: int | None = None
     align: int = 1  # > 1: counts off a multiple of it use misaligned_a_ms_per_mflop
     misaligned_a_ms_per_mflop: float | None = None
-    weight_slope: float | None = None  # ms per (tiled MFLOP x weight MB): FLOPs cost more as the weights outgrow caches
+    knee: WeightKnee | None = None  # the family's weight knee, None: none
 
     def slope(self, cout: int) -> float:
         """The slope for this output-channel count: the misaligned one where the condition has one and cout needs it."""
@@ -300,9 +335,13 @@ class ConditionModel:
             return self.misaligned_a_ms_per_mflop
         return self.a_ms_per_mflop
 
+    @property
+    def tiles(self) -> Tiles:
+        return (self.cout_tile, self.cin_tile, self.cout_small_tile or self.cout_tile,
+                self.cin_small_tile or self.cin_tile)
+
     def predict_ms(self, spec: ConvSpec) -> float:
-        mflops = tiled_mflops(spec, self.cout_tile, self.cin_tile, self.cout_small_tile, self.cin_small_tile)
-        return (self.slope(spec.cout) + (self.weight_slope or 0.0) * weight_mb(spec)) * mflops + self.b_ms
+        return self.slope(spec.cout) * cost_mflops(spec, self.tiles, self.knee or NO_KNEE) + self.b_ms
 
     def predict_affine_ms(self, spec: ConvSpec) -> float:
         return self.affine.predict(tiled_mflops(spec))
@@ -316,7 +355,8 @@ class ConditionModel:
                 "cout_small_tile": self.cout_small_tile or self.cout_tile,
                 "cin_tile": self.cin_tile, "cin_small_tile": self.cin_small_tile or self.cin_tile,
                 "align": self.align, "misaligned_a_ms_per_mflop": self.misaligned_a_ms_per_mflop,
-                "weight_slope": self.weight_slope, "n": self.n,
+                "weight_knee_mb": self.knee.mb if self.knee else None,
+                "weight_knee_slope": self.knee.slope if self.knee else None, "n": self.n,
                 "r2": self.r2, "mape": self.mape, "cv_mape": self.cv_mape, "affine": affine}
 
     @classmethod
@@ -329,16 +369,18 @@ class ConditionModel:
         return cls(key, d["model"], d["a_ms_per_mflop"], d["b_ms"], d["cout_tile"], d["cin_tile"], d["n"], d["r2"],
                    d["mape"], d["cv_mape"], affine, None if cout_small == d["cout_tile"] else cout_small,
                    None if cin_small == d["cin_tile"] else cin_small, d.get("align", 1),
-                   d.get("misaligned_a_ms_per_mflop"), d.get("weight_slope"))
+                   d.get("misaligned_a_ms_per_mflop"),
+                   WeightKnee(d["weight_knee_mb"], d["weight_knee_slope"]) if d.get("weight_knee_mb") else None)
 
 
 def fit_condition(key: ConditionKey, specs: list[ConvSpec], ms: list[float],
-                  shared_tiles: Tiles | None = None) -> ConditionModel:
+                  shared_tiles: Tiles | None = None, knee: WeightKnee = NO_KNEE) -> ConditionModel:
     """The paper's affine fit of one condition, then the tile-aware one where it lowers cross-validated error.
 
     The tiles are this condition's own best (no ladder) when no `shared_tiles` are given; with them (see
     detect_shared_tiles), the candidates are no tiles, the shared tiles with their ladder, and this condition's own
-    best only if it beats the shared ones by TILE_MARGIN.
+    best only if it beats the shared ones by TILE_MARGIN. The family's `knee` (detect_knee) scales every candidate's
+    FLOPs; the paper's affine fit never has one.
     """
     if any(s.condition != key for s in specs):
         raise ValueError(f"all samples must belong to condition {key}")
@@ -348,10 +390,10 @@ def fit_condition(key: ConditionKey, specs: list[ConvSpec], ms: list[float],
                            affine)
     if affine.cv_mape is None:
         return plain
-    errors = tile_errors(specs, y)
+    errors = tile_errors(specs, y, knee=knee)
     own = _pick(errors)
     if shared_tiles is not None and shared_tiles not in errors:
-        cv = _candidate_cv(np.array([tiled_mflops(s, *shared_tiles) for s in specs]), y)
+        cv = _candidate_cv(_costs(specs, shared_tiles, knee), y)
         if cv is not None:
             errors[shared_tiles] = cv
     if shared_tiles is None or own is None:
@@ -364,10 +406,15 @@ def fit_condition(key: ConditionKey, specs: list[ConvSpec], ms: list[float],
     if choice is None or errors[choice] >= affine.cv_mape:
         return plain
     cout_tile, cin_tile, cout_small, cin_small = choice
-    tiled = fit_line(np.array([tiled_mflops(s, *choice) for s in specs]), y, relative=True)
+    tiled = fit_line(_costs(specs, choice, knee), y, relative=True)
     return ConditionModel(key, "tile", tiled.a, tiled.b, cout_tile, cin_tile, tiled.n, tiled.r2, tiled.mape,
-                          tiled.cv_mape, affine, None if cout_small == cout_tile else cout_small,
-                          None if cin_small == cin_tile else cin_small)
+                          tiled.cv_mape, affine, *_small_fields(choice), knee=None if knee == NO_KNEE else knee)
+
+
+def _small_fields(tiles: Tiles) -> tuple[int | None, int | None]:
+    """ConditionModel's cout_small_tile and cin_small_tile of these tiles (None where a small tile is the tile)."""
+    cout_tile, cin_tile, cout_small, cin_small = tiles
+    return None if cout_small == cout_tile else cout_small, None if cin_small == cin_tile else cin_small
 
 
 def fit_conditions(samples: dict[ConditionKey, tuple[list[ConvSpec], list[float]]]) -> list[ConditionModel]:
@@ -381,35 +428,49 @@ def fit_conditions(samples: dict[ConditionKey, tuple[list[ConvSpec], list[float]
         family = [(samples[k][0], positive_latencies(samples[k][1], f"condition {k}")) for k in keys]
         shared = detect_shared_tiles(family)
         fitted = [fit_condition(k, *samples[k], shared_tiles=shared) for k in keys]
+        knee = detect_knee(fitted, family)
+        if knee != NO_KNEE:
+            fitted = [fit_condition(k, *samples[k], shared_tiles=shared, knee=knee) for k in keys]
         models += with_extra_term(fitted, family)
     return sorted(models, key=lambda m: str(m.key))
 
 
-def weight_mb(spec: ConvSpec) -> float:
-    """The conv's float32 weights in MB: when they outgrow the caches, each FLOP costs more."""
-    return spec.kernel * spec.kernel * (spec.cin // spec.groups) * spec.cout * 4 / 1e6
+def detect_knee(models: list[ConditionModel], family: list[tuple[list[ConvSpec], np.ndarray]]) -> WeightKnee:
+    """The family's weight knee (KNEE_MB_CANDIDATES x KNEE_SLOPE_CANDIDATES) with the lowest mean leave-one-out
+    error of its conditions, each on its own tiles; NO_KNEE unless that beats the family without one by TILE_MARGIN.
+    Conditions with no weights beyond a knee keep their error under it."""
+    scored = [(m.cv_mape, _costs(specs, m.tiles), np.array([conv_weights_mb(s) for s in specs]), y)
+              for m, (specs, y) in zip(models, family) if m.cv_mape is not None]
+    if not scored:
+        return NO_KNEE
+    baseline = float(np.mean([cv for cv, _, _, _ in scored]))
+    best, best_score = NO_KNEE, baseline
+    for mb in KNEE_MB_CANDIDATES:
+        for slope in KNEE_SLOPE_CANDIDATES:
+            errors = []
+            for cv, x, weights, y in scored:
+                if weights.max() <= mb:
+                    errors.append(cv)
+                    continue
+                loo = loo_predictions(x * (1 + slope * np.log2(np.maximum(weights / mb, 1.0))), y, 1.0 / y**2)
+                errors.append(cv if loo is None else mape(loo, y))
+            score = float(np.mean(errors))
+            if score < best_score:
+                best, best_score = WeightKnee(mb, slope), score
+    return best if best_score < baseline * (1 - TILE_MARGIN) else NO_KNEE
 
 
-# A condition's extra term, beyond `a * tiled MFLOPs + b`: ("align", A) splits the slope into aligned and misaligned
-# output-channel counts; ("weights", 0) adds `w * tiled MFLOPs * weight MB`.
+# A condition's extra term, beyond `a * MFLOPs + b`: ("align", A) splits the slope into aligned and misaligned
+# output-channel counts.
 Term = tuple[str, int]
-TERMS: tuple[Term, ...] = (*(("align", a) for a in ALIGN_CANDIDATES), ("weights", 0))
+TERMS: tuple[Term, ...] = tuple(("align", a) for a in ALIGN_CANDIDATES)
 
 
-def _term_design(tiles: Tiles, specs: list[ConvSpec], term: Term) -> np.ndarray:
-    """Columns of the condition's fit with `term`: [aligned MFLOPs, misaligned MFLOPs, 1] or [MFLOPs, MFLOPs x
-    weight MB, 1]."""
-    mflops = np.array([tiled_mflops(s, *tiles) for s in specs])
-    kind, align = term
-    if kind == "align":
-        misaligned = np.array([s.cout % align != 0 for s in specs], dtype=float)
-        return np.column_stack([mflops * (1 - misaligned), mflops * misaligned, np.ones_like(mflops)])
-    return np.column_stack([mflops, mflops * np.array([weight_mb(s) for s in specs]), np.ones_like(mflops)])
-
-
-def _tiles_of(model: ConditionModel) -> Tiles:
-    return (model.cout_tile, model.cin_tile, model.cout_small_tile or model.cout_tile,
-            model.cin_small_tile or model.cin_tile)
+def _term_design(tiles: Tiles, specs: list[ConvSpec], term: Term, knee: WeightKnee) -> np.ndarray:
+    """Columns of the condition's fit with `term`: [aligned MFLOPs, misaligned MFLOPs, 1]."""
+    mflops = _costs(specs, tiles, knee)
+    misaligned = np.array([s.cout % term[1] != 0 for s in specs], dtype=float)
+    return np.column_stack([mflops * (1 - misaligned), mflops * misaligned, np.ones_like(mflops)])
 
 
 def term_cv(model: ConditionModel, specs: list[ConvSpec], y: np.ndarray, term: Term) -> tuple[float, Tiles] | None:
@@ -425,8 +486,8 @@ def term_cv(model: ConditionModel, specs: list[ConvSpec], y: np.ndarray, term: T
             return None
     keep = ~np.eye(len(y), dtype=bool)
     best = None
-    for tiles in dict.fromkeys((_tiles_of(model), NO_TILES)):
-        design = _term_design(tiles, specs, term)
+    for tiles in dict.fromkeys((model.tiles, NO_TILES)):
+        design = _term_design(tiles, specs, term, model.knee or NO_KNEE)
         cv = mape(np.array([design[i] @ _nonneg_relative(design[keep[i]], y[keep[i]]) for i in range(len(y))]), y)
         if best is None or cv < best[0]:
             best = (cv, tiles)
@@ -457,17 +518,14 @@ def with_extra_term(models: list[ConditionModel], family: list[tuple[list[ConvSp
             result.append(m)
             continue
         specs, y, (cv, tiles) = improved[id(m)]
-        design = _term_design(tiles, specs, best)
+        design = _term_design(tiles, specs, best, m.knee or NO_KNEE)
         coef = _nonneg_relative(design, y)
         pred = design @ coef
-        cout_tile, cin_tile, cout_small, cin_small = tiles
-        extra = ({"align": best[1], "misaligned_a_ms_per_mflop": float(coef[1])} if best[0] == "align"
-                 else {"weight_slope": float(coef[1])})
+        cout_small, cin_small = _small_fields(tiles)
         result.append(replace(m, model="tile" if tiles != NO_TILES else "affine", a_ms_per_mflop=float(coef[0]),
-                              b_ms=float(coef[2]), cout_tile=cout_tile, cin_tile=cin_tile,
-                              cout_small_tile=None if cout_small == cout_tile else cout_small,
-                              cin_small_tile=None if cin_small == cin_tile else cin_small, r2=r2(pred, y),
-                              mape=mape(pred, y), cv_mape=cv, **extra))
+                              b_ms=float(coef[2]), cout_tile=tiles[0], cin_tile=tiles[1], cout_small_tile=cout_small,
+                              cin_small_tile=cin_small, r2=r2(pred, y), mape=mape(pred, y), cv_mape=cv,
+                              align=best[1], misaligned_a_ms_per_mflop=float(coef[1])))
     return result
 
 
@@ -513,6 +571,86 @@ def fit_op(op: str, unit: str, units: list[float], ms: list[float], elements: li
         keep = ~np.eye(len(y), dtype=bool)
         cv = mape(np.array([design[i] @ _nonneg_relative(design[keep[i]], y[keep[i]]) for i in range(len(y))]), y)
     return OpModel(op, unit, a, b, len(y), mape(pred, y), cv, c)
+
+
+# Calibration networks (profiler.networks) needed to fit a NetworkModel: two coefficients and a threshold
+MIN_NETWORKS = 4
+ACTIVATION_THRESHOLDS_MB = (0.25, 0.5, 1.0, 2.0, 4.0)  # cache-sized: the activations of one op that stay cached
+
+
+@dataclass(frozen=True)
+class NetworkSample:
+    """One calibration network: its measured latency, the sum of its ops' single-op prices (the invoke overhead
+    once), its conv weights in MB and each op's activations (read and written) in MB."""
+
+    measured_ms: float
+    ops_ms: float
+    weights_mb: float
+    activation_mb: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class NetworkModel:
+    """What an op costs inside a network beyond its single-op price: `weights_ms_per_mb` per MB of its weights (read
+    cold: the network's other ops have evicted them; alone, they stay cached from one invoke to the next) and
+    `activation_ms_per_mb` per MB of the activations it reads and writes beyond `activation_threshold_mb` (those
+    leave the faster caches between ops). Fitted on calibration networks; `ops_only_mape` is their error priced by
+    their ops alone, `cv_mape` with this model (leave-one-network-out)."""
+
+    weights_ms_per_mb: float
+    activation_ms_per_mb: float
+    activation_threshold_mb: float
+    n: int
+    ops_only_mape: float
+    mape: float
+    cv_mape: float
+
+    def extra_ms(self, weights_mb: float, activation_mb: float) -> float:
+        return (self.weights_ms_per_mb * weights_mb
+                + self.activation_ms_per_mb * max(0.0, activation_mb - self.activation_threshold_mb))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> NetworkModel:
+        return cls(**d)
+
+
+def _network_design(samples: list[NetworkSample], threshold_mb: float) -> np.ndarray:
+    return np.array([[s.weights_mb, sum(max(0.0, a - threshold_mb) for a in s.activation_mb)] for s in samples])
+
+
+def _network_coefficients(design: np.ndarray, y: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Non-negative coefficients minimising the squared relative error of base + design @ coef against y."""
+    from scipy.optimize import nnls
+
+    return nnls(design / y[:, None], (y - base) / y)[0]
+
+
+def fit_network(samples: list[NetworkSample]) -> NetworkModel | None:
+    """The NetworkModel (threshold from ACTIVATION_THRESHOLDS_MB) with the lowest leave-one-out error; None with
+    fewer than MIN_NETWORKS samples or when it does not beat the ops alone by TILE_MARGIN."""
+    if len(samples) < MIN_NETWORKS:
+        return None
+    y = np.array([s.measured_ms for s in samples])
+    base = np.array([s.ops_ms for s in samples])
+    keep = ~np.eye(len(y), dtype=bool)
+    ops_only = mape(base, y)
+    best = None
+    for threshold in ACTIVATION_THRESHOLDS_MB:
+        design = _network_design(samples, threshold)
+        loo = np.array([base[i] + design[i] @ _network_coefficients(design[keep[i]], y[keep[i]], base[keep[i]])
+                        for i in range(len(y))])
+        cv = mape(loo, y)
+        if best is None or cv < best[0]:
+            best = (cv, threshold, design)
+    cv, threshold, design = best
+    if cv >= ops_only * (1 - TILE_MARGIN):
+        return None
+    coef = _network_coefficients(design, y, base)
+    return NetworkModel(float(coef[0]), float(coef[1]), threshold, len(y), ops_only, mape(base + design @ coef, y),
+                        cv)
 
 
 def _nonneg_relative(design: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -7,17 +7,23 @@ same way (profiler.sweep, profiler.table.lowest_medians), so predictions and the
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from profiler.devices.base import BenchmarkSettings, Device
 
 
-def lowest_of_passes(device: Device, paths: list[Path], settings: BenchmarkSettings, passes: int) -> list[float]:
-    """The lowest of `passes` medians of each model, the passes interleaved (all models, then all again, ...)."""
+def lowest_of_passes(device: Device, paths: list[Path], settings: BenchmarkSettings, passes: int,
+                     gap_s: float = 0.0) -> list[float]:
+    """The lowest of `passes` medians of each model, the passes interleaved (all models, then all again, ...) and
+    `gap_s` seconds apart: a shared machine has slow spells of minutes, which passes back to back can fall into
+    entirely, while the sweep's passes over a table's probes lie tens of minutes apart."""
     if passes < 1:
         raise ValueError("at least one pass is needed")
     lowest = [float("inf")] * len(paths)
-    for _ in range(passes):
+    for done in range(passes):
+        if done and gap_s > 0:
+            time.sleep(gap_s)
         for i, path in enumerate(paths):
             lowest[i] = min(lowest[i], device.benchmark(path, settings).median_ms)
     return lowest

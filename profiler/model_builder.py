@@ -19,12 +19,13 @@ from typing import Callable
 import numpy as np
 
 from profiler.atomic import atomic_write_bytes
+from profiler.networks import SMALL_INPUT, NetProbe
 from profiler.ops import OpProbe
 from profiler.spec import ConvSpec
 
 DEFAULT_CACHE_DIR = Path(".cache/models")
 
-Probe = ConvSpec | OpProbe
+Probe = ConvSpec | OpProbe | NetProbe
 
 
 BUILDER_VERSION = 1  # bump when the graphs built here change, so no cache (or phone) keeps serving old models
@@ -50,10 +51,7 @@ def build_model(probe: Probe, cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
     """The cached model of `probe`, converting it first when absent."""
     path = model_path(probe, cache_dir)
     if not path.exists():
-        if isinstance(probe, ConvSpec):
-            fn, shapes = _conv_function(probe)
-        else:
-            fn, shapes = _op_function(probe)
+        fn, shapes = _FUNCTIONS[type(probe)](probe)
         atomic_write_bytes(path, convert_function(fn, shapes), "choose a writable --cache-dir")
     return path
 
@@ -152,3 +150,48 @@ def _op_function(probe: OpProbe) -> tuple[Callable, list[tuple[int, ...]]]:
         "STRIDED_SLICE": lambda x: x[..., (shapes[0][-1] - out[-1]) // 2:(shapes[0][-1] + out[-1]) // 2],
     }
     return bodies[probe.op], shapes
+
+
+def _net_function(net: NetProbe) -> tuple[Callable, list[tuple[int, ...]]]:
+    """The network with random weights and BN folded (conv + bias), as export converts a searched one: VGG convs
+    3x3 + ReLU with 2x2 max-pools; MobileNetV2 blocks (1x1 expand + ReLU6, 3x3 depthwise + ReLU6, linear 1x1
+    projection, residual ADD where shapes allow); both end in MEAN, FULLY_CONNECTED and SOFTMAX."""
+    tf = load_tensorflow()
+    rng = _rng(net)
+
+    def w(*shape: int):
+        fan_in = max(1, int(np.prod(shape[:-1])))
+        return tf.constant(rng.normal(0, 1 / np.sqrt(fan_in), shape).astype(np.float32))
+
+    def conv(x, cout, k, stride, act):
+        return act(tf.nn.bias_add(tf.nn.conv2d(x, w(k, k, int(x.shape[-1]), cout), stride, "SAME"), w(cout)))
+
+    def dw(x, stride, act):
+        c = int(x.shape[-1])
+        return act(tf.nn.bias_add(tf.nn.depthwise_conv2d(x, w(3, 3, c, 1), [1, stride, stride, 1], "SAME"), w(c)))
+
+    def head(x):
+        y = tf.reduce_mean(x, axis=[1, 2])
+        return tf.nn.softmax(tf.matmul(y, w(int(y.shape[-1]), net.classes)) + w(net.classes))
+
+    def vgg(x):
+        for cout, pool in net.layers:
+            x = conv(x, cout, 3, 1, tf.nn.relu)
+            if pool:
+                x = tf.nn.max_pool2d(x, 2, 2, "SAME")
+        return head(x)
+
+    def mbv2(x):
+        x = conv(x, net.stem, 3, 1 if net.hw <= SMALL_INPUT else 2, tf.nn.relu6)
+        for expand, out, stride in net.layers:
+            y = conv(x, expand, 1, 1, tf.nn.relu6) if expand != int(x.shape[-1]) else x
+            y = dw(y, stride, tf.nn.relu6)
+            y = conv(y, out, 1, 1, lambda t: t)
+            x = x + y if stride == 1 and int(x.shape[-1]) == out else y
+        x = conv(x, net.head, 1, 1, tf.nn.relu6)
+        return head(x)
+
+    return {"vgg": vgg, "mbv2": mbv2}[net.family], [(1, net.hw, net.hw, 3)]
+
+
+_FUNCTIONS: dict[type, Callable] = {ConvSpec: _conv_function, OpProbe: _op_function, NetProbe: _net_function}

@@ -4,10 +4,11 @@ Each record is appended, flushed and fsynced before the next measurement starts,
 measurement in flight. A kill in the middle of a write leaves a torn last line: readers drop it, and opening the log
 for appending cuts it off first, so the next record never lands glued to a fragment.
 
-A record (`v` 1): `{"v": 1, "kind": "conv" | "op" | "reference", "id": <probe config hash>, "spec":
-ConvSpec.to_dict() | OpProbe.to_dict(), "m": Measurement.to_dict(), "device": <device name>, "serial": <str|null>,
-"t": <unix s when logged>, "attempts": <measurements taken by the stability guard>}`, plus for ops `"unit"` and
-`"units"` (profiler.ops.op_units). "reference" records re-measure one fixed conv to detect drift (sweep.drift_summary).
+A record (`v` 1): `{"v": 1, "kind": "conv" | "op" | "net" | "reference", "id": <probe config hash>, "spec":
+ConvSpec.to_dict() | OpProbe.to_dict() | NetProbe.to_dict(), "m": Measurement.to_dict(), "device": <device name>,
+"serial": <str|null>, "t": <unix s when logged>, "attempts": <measurements taken by the stability guard>}`, plus for
+ops `"unit"` and `"units"` (profiler.ops.op_units) and for networks `"ops"` (the ops of its model,
+profiler.model_ops). "reference" records re-measure one fixed conv to detect drift (sweep.drift_summary).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from profiler.errors import FgnasError
 
 RECORD_VERSION = 1
-RECORD_KINDS = ("conv", "op", "reference")
+RECORD_KINDS = ("conv", "op", "net", "reference")
 _REQUIRED = ("v", "kind", "id", "spec", "m", "device")
 
 

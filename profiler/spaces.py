@@ -13,10 +13,11 @@ import random
 from dataclasses import dataclass, field, replace
 
 from profiler.errors import FgnasError
+from profiler.networks import FAMILIES, NetProbe, random_nets
 from profiler.ops import INVOKE_PROBE, PRICED_OPS, OpProbe
 from profiler.spec import ACTIVATIONS, KERNELS, STRIDES, ConvSpec, flops
 
-Probe = ConvSpec | OpProbe
+Probe = ConvSpec | OpProbe | NetProbe
 CONV_TYPES = ("normal", "depthwise")
 STEM_ALSO = "also"
 STEM_ONLY = "only"
@@ -56,6 +57,9 @@ class Space:
     max_mflops: float = 1200.0  # bigger convs are scaled down in channels: seconds per probe, little new information
     # ~0.6 ms here: long enough that timer noise stays far below the drift bound
     reference: ConvSpec = field(default=ConvSpec(28, 28, 64, 64, 3, 1, 1, "relu"))
+    # whole calibration networks, (family, input size, count): the table fits what ops cost more inside a network
+    # from them (profiler.networks, profiler.fit.NetworkModel)
+    networks: tuple[tuple[str, int, int], ...] = ()
 
     def with_overrides(self, **overrides) -> Space:
         """A copy with the given fields replaced; None means keep. Validates every value."""
@@ -149,9 +153,13 @@ class Space:
                 probes.append(probe)
         return probes
 
+    def net_probes(self, seed: int = 0) -> list[NetProbe]:
+        return [net for family, hw, count in self.networks
+                for net in random_nets(family, hw, count, f"{self.name}:networks:{family}:{hw}:{seed}")]
+
     def probes(self, seed: int = 0) -> list[Probe]:
-        """Every conv and op probe of the space, without duplicates (the sweep shuffles them)."""
-        return [*self.conv_probes(seed), *self.op_probes(seed)]
+        """Every conv, op and network probe of the space, without duplicates (the sweep shuffles them)."""
+        return [*self.conv_probes(seed), *self.op_probes(seed), *self.net_probes(seed)]
 
 
 def _op_probe(op: str, hw: int, c: int, i: int) -> OpProbe:
@@ -224,6 +232,9 @@ def _check(space: Space) -> None:
         raise FgnasError(f"samples per condition must be at least 1, got {space.samples_per_condition}")
     if any(op not in PRICED_OPS for op in space.ops):
         raise FgnasError(f"ops must be among {', '.join(PRICED_OPS)}, got {list(space.ops)}")
+    if any(family not in FAMILIES or count < 0 for family, _, count in space.networks):
+        raise FgnasError(f"networks must be (family in {', '.join(FAMILIES)}, input size, count >= 0), got "
+                         f"{list(space.networks)}")
 
 
 _CIFAR = (Resolution(32, 16, 128, STEM_ALSO), Resolution(16, 32, 256), Resolution(8, 64, 512), Resolution(4, 64, 512))
@@ -236,24 +247,26 @@ _IMAGENET = (
     Resolution(7, 128, 1280),
 )
 _EDSR = (Resolution(96, 16, 128),)
+_CIFAR_NETS = (("vgg", 32, 6), ("mbv2", 32, 6))
+_IMAGENET_NETS = (("mbv2", 224, 6),)
 
 SPACES: dict[str, Space] = {
     "quick": Space("quick", (Resolution(32, 8, 64, STEM_ALSO), Resolution(16, 16, 128), Resolution(8, 32, 256),
                              Resolution(4, 32, 256)),
                    kernels=(1, 3, 5), strides=(1, 2), conv_types=CONV_TYPES, activations=("relu",),
-                   samples_per_condition=6, op_samples=4),
+                   samples_per_condition=6, op_samples=4, networks=(("vgg", 32, 2), ("mbv2", 32, 2))),
     # The paper's CIFAR search space (Table 2: kernels 1..11; ReLU, PReLU, tanh). Linear convs ("none", e.g. before
     # a residual ADD) are priced from relu by the table's documented fused-clamp fallback.
     "cifar": Space("cifar", _CIFAR, kernels=(1, 3, 5, 7, 9, 11), strides=(1, 2), conv_types=CONV_TYPES,
-                   activations=("relu", "prelu", "tanh"), samples_per_condition=8),
+                   activations=("relu", "prelu", "tanh"), samples_per_condition=8, networks=_CIFAR_NETS),
     # MobileNetV2/ResNet: ReLU (ReLU6 priced from it) and linear bottleneck projections ("none").
     "imagenet": Space("imagenet", _IMAGENET, kernels=(1, 3, 5, 7), strides=(1, 2), conv_types=CONV_TYPES,
-                      activations=("relu", "none"), samples_per_condition=10),
+                      activations=("relu", "none"), samples_per_condition=10, networks=_IMAGENET_NETS),
     "edsr": Space("edsr", _EDSR, kernels=(1, 3, 5), strides=(1,), conv_types=("normal",),
                   activations=("relu", "prelu", "tanh", "none"), samples_per_condition=10),
     "full": Space("full", (Resolution(224, 16, 64, STEM_ONLY), Resolution(96, 16, 128), *_IMAGENET[1:], *_CIFAR),
                   kernels=(1, 3, 5, 7, 9, 11), strides=(1, 2), conv_types=CONV_TYPES, activations=ACTIVATIONS,
-                  samples_per_condition=10),
+                  samples_per_condition=10, networks=_IMAGENET_NETS + _CIFAR_NETS),
 }
 
 

@@ -1,9 +1,9 @@
 """The sweep runner: measure every probe `passes` times on a farm of devices, appending each result to the raw log.
 
 One shared queue of probes in a seeded shuffled order (so slow drift spreads over all conditions instead of biasing
-the ones measured last), pass after pass: a probe's second measurement comes a whole pass after its first, so a burst
-of interference (another process, a VM's noisy neighbour) rarely hits both, and the table keeps the lowest of them
-(see profiler.table); one thread per device pulls a batch, builds its models, lets the device `prepare` them (a
+the ones measured last), pass after pass: a probe's second measurement comes a whole pass (and at least
+`pass_gap_s`) after its first, so a burst of interference (another process, a VM's noisy neighbour) rarely hits
+both, and the table keeps the lowest of them (see profiler.table); one thread per device pulls a batch, builds its models, lets the device `prepare` them (a
 phone pushes them) and measures them one by one. A device that raises DeviceFault leaves the farm and its unmeasured
 probes go back to the queue; only when every device has failed does the sweep raise DeviceFault. Probes already in
 the log (as many times as there are passes) are skipped, which makes re-running the same command a resume.
@@ -21,11 +21,14 @@ from pathlib import Path
 from profiler.devices.base import BenchmarkSettings, Device, Measurement
 from profiler.errors import DeviceFault
 from profiler.model_builder import DEFAULT_CACHE_DIR, build_model
+from profiler.networks import NetProbe
 from profiler.ops import OpProbe
 from profiler.rawlog import RECORD_VERSION, RawLog, read_records
 from profiler.spec import ConvSpec
 
-Probe = ConvSpec | OpProbe
+Probe = ConvSpec | OpProbe | NetProbe
+_KINDS: dict[type, str] = {ConvSpec: "conv", OpProbe: "op", NetProbe: "net"}
+_FROM_DICT = {"conv": ConvSpec.from_dict, "op": OpProbe.from_dict, "net": NetProbe.from_dict}
 
 MAX_SPREAD = 0.10  # std / median above which a measurement is repeated (sub-0.1 ms ops sit at 3-8%)
 MAX_ATTEMPTS = 3
@@ -35,22 +38,36 @@ REFERENCE_EVERY = 50
 # depending on the minute; the lowest of three interleaved medians against another such lowest for 98-100%
 # (benchmarks/measurement_noise.py). Two passes halve a sweep's exposure to such a minute at twice its time.
 PASSES = 2
+# A shared machine has slow spells of a minute or more: a probe's passes at least this far apart rarely all fall into
+# one (a long sweep's passes are far longer than this anyway; a resumed one with few probes left would otherwise
+# take them back to back).
+PASS_GAP_S = 60.0
+# Calibration networks are few and cheap, and the most sensitive of all probes to a slow spell (their activations
+# are megabytes; here one network's median moved 10-14% between spells): each gets at least this many passes.
+NETWORK_PASSES = 5
 
 
 def probe_kind(probe: Probe) -> str:
-    return "conv" if isinstance(probe, ConvSpec) else "op"
+    return _KINDS[type(probe)]
 
 
 def probe_from_record(record: dict) -> Probe:
-    return OpProbe.from_dict(record["spec"]) if record["kind"] == "op" else ConvSpec.from_dict(record["spec"])
+    return _FROM_DICT[record["kind"]](record["spec"])
 
 
-def make_record(kind: str, probe: Probe, m: Measurement, device: Device, attempts: int) -> dict:
+def make_record(kind: str, probe: Probe, m: Measurement, device: Device, attempts: int, model: Path | None = None
+                ) -> dict:
+    """The raw-log record of one measurement; a network's lists the ops read from its `model` file, so the table
+    can price them without the model (or TensorFlow) at hand."""
     record = {"v": RECORD_VERSION, "kind": kind, "id": probe.config_hash(), "spec": probe.to_dict(),
               "m": m.to_dict(), "device": device.name, "serial": getattr(device, "serial", None),
               "t": time.time(), "attempts": attempts}
     if isinstance(probe, OpProbe):
         record["unit"], record["units"] = probe.units
+    if isinstance(probe, NetProbe):
+        from profiler.tflite_reader import read_ops
+
+        record["ops"] = [op.to_dict() for op in read_ops(model)]
     return record
 
 
@@ -65,6 +82,7 @@ class SweepOptions:
     cache_dir: Path = DEFAULT_CACHE_DIR
     progress: bool = True
     passes: int = PASSES  # measurements of every probe, each in its own pass over the whole shuffled sweep
+    pass_gap_s: float = PASS_GAP_S  # least time from one pass's start to the next's
 
 
 @dataclass(frozen=True)
@@ -76,17 +94,27 @@ class SweepResult:
     drift: dict = field(default_factory=dict)
 
 
-def pending_probes(probes: list[Probe], log_path: Path, seed: int = 0, passes: int = 1) -> list[Probe]:
-    """The measurements not yet in the log: pass after pass, each pass in its own shuffled order; a probe the log
-    holds k times still needs passes k+1 .. `passes`."""
+def passes_of(probe: Probe, passes: int) -> int:
+    """How many passes measure `probe` in a sweep of `passes` (networks: at least NETWORK_PASSES)."""
+    return max(passes, NETWORK_PASSES) if isinstance(probe, NetProbe) else passes
+
+
+def pending_by_pass(probes: list[Probe], log_path: Path, seed: int = 0, passes: int = 1) -> list[list[Probe]]:
+    """The measurements not yet in the log, per pass, each pass in its own shuffled order; a probe the log holds k
+    times still needs passes k+1 .. passes_of(probe, passes)."""
     done = collections.Counter(r["id"] for r in read_records(log_path) if r["kind"] != "reference")
     unique = list(dict.fromkeys(probes))
     todo = []
-    for k in range(passes):
-        this_pass = [p for p in unique if done[p.config_hash()] <= k]
+    for k in range(max((passes_of(p, passes) for p in unique), default=0)):
+        this_pass = [p for p in unique if done[p.config_hash()] <= k < passes_of(p, passes)]
         random.Random(seed + k).shuffle(this_pass)
-        todo += this_pass
+        todo.append(this_pass)
     return todo
+
+
+def pending_probes(probes: list[Probe], log_path: Path, seed: int = 0, passes: int = 1) -> list[Probe]:
+    """pending_by_pass, the passes one after the other."""
+    return [p for this_pass in pending_by_pass(probes, log_path, seed, passes) for p in this_pass]
 
 
 def measure_stable(device: Device, model_path: Path, settings: BenchmarkSettings, max_spread: float,
@@ -107,12 +135,25 @@ def run_sweep(probes: list[Probe], devices: list[Device], log: RawLog, settings:
     """Take every measurement not yet in `log` on the devices; raise DeviceFault only when all of them failed."""
     if options.passes < 1:
         raise ValueError("a sweep needs at least one pass")
-    todo = pending_probes(probes, log.path, options.seed, options.passes)
-    skipped = len(set(probes)) * options.passes - len(todo)
-    farm = _Farm(todo, devices, log, settings, options)
-    farm.run()
-    return SweepResult(measured=farm.measured, skipped=skipped, remeasured=farm.remeasured,
-                       failed_devices=tuple(farm.failed), drift=drift_summary(read_records(log.path)))
+    by_pass = [todo for todo in pending_by_pass(probes, log.path, options.seed, options.passes) if todo]
+    skipped = sum(passes_of(p, options.passes) for p in set(probes)) - sum(map(len, by_pass))
+    measured = remeasured = 0
+    failed: list[str] = []
+    started = None
+    for k, todo in enumerate(by_pass):
+        if started is not None:
+            time.sleep(max(0.0, options.pass_gap_s - (time.monotonic() - started)))
+        started = time.monotonic()
+        working = [d for d in devices if _device_label(d) not in failed]
+        farm = _Farm(todo, working, log, settings, options, f"profiling pass {k + 1}/{len(by_pass)}")
+        try:
+            farm.run()
+        finally:
+            measured += farm.measured
+            remeasured += farm.remeasured
+            failed += farm.failed
+    return SweepResult(measured=measured, skipped=skipped, remeasured=remeasured, failed_devices=tuple(failed),
+                       drift=drift_summary(read_records(log.path)))
 
 
 def _device_label(device: Device) -> str:
@@ -126,7 +167,7 @@ class _Farm:
     _build_lock = threading.Lock()  # the TF converter is not safe to run from several threads at once
 
     def __init__(self, todo: list[Probe], devices: list[Device], log: RawLog, settings: BenchmarkSettings,
-                 options: SweepOptions) -> None:
+                 options: SweepOptions, desc: str = "profiling") -> None:
         self.queue = collections.deque(todo)
         self.devices = devices
         self.log = log
@@ -145,7 +186,7 @@ class _Farm:
         if options.progress and todo:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=len(todo), unit="measurement", desc="profiling", dynamic_ncols=True)
+            self.bar = tqdm(total=len(todo), unit="measurement", desc=desc, dynamic_ncols=True)
 
     def run(self) -> None:
         if not self.queue:
@@ -229,7 +270,7 @@ class _Farm:
 
     def _measure_one(self, device: Device, kind: str, probe: Probe, path: Path) -> None:
         m, attempts = measure_stable(device, path, self.settings, self.options.max_spread, self.options.max_attempts)
-        self.log.append(make_record(kind, probe, m, device, attempts))
+        self.log.append(make_record(kind, probe, m, device, attempts, path))
         if attempts > 1:
             with self.lock:
                 self.remeasured += 1

@@ -22,12 +22,14 @@ from typing import Iterable
 
 from profiler.atomic import atomic_write_text
 from profiler.errors import FgnasError
-from profiler.fit import ConditionModel, OpModel, fit_conditions, fit_op
-from profiler.ops import INVOKE_PROBE, OpProbe, unit_of
+from profiler.fit import ConditionModel, NetworkModel, NetworkSample, OpModel, fit_conditions, fit_network, fit_op
+from profiler.model_ops import ConvOp, ModelOp, op_from_dict, whole_model_ms
+from profiler.ops import INVOKE_PROBE, OpProbe, op_elements, op_units, unit_of
 from profiler.spec import ConditionKey, ConvSpec
 
-SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)  # 1 lacks the small tiles (no ladder) and invoke_overhead_ms (none subtracted)
+SCHEMA_VERSION = 3
+# 1 lacks the small tiles (no ladder) and invoke_overhead_ms (none subtracted); 2 the weight knee (none)
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 SCHEMA_PATH = Path(__file__).with_name("table_schema.json")
 CLAMP_ACTIVATIONS = ("none", "relu", "relu6")
 RESOLUTION_FALLBACK_RATIO = 4.0  # at most one stride-2 step (4x the pixels) away
@@ -106,6 +108,22 @@ def _group_op_records(records: Iterable[dict]) -> dict[str, tuple[str, list[floa
     return groups
 
 
+def _network_samples(table: LatencyTable, records: Iterable[dict]) -> tuple[list[NetworkSample], int]:
+    """The calibration networks of the raw log (kind "net", each with the ops read from its model), priced by
+    `table`'s ops; and how many were left out because some op of theirs has no price."""
+    samples, unpriced = [], 0
+    for record, median in lowest_medians(records, "net").values():
+        ops = [op_from_dict(d) for d in record["ops"]]
+        try:
+            op_ms = [table.price_op(op)[0] for op in ops]
+        except FgnasError:
+            unpriced += 1
+            continue
+        samples.append(NetworkSample(median, whole_model_ms(op_ms, table.invoke_overhead_ms), sum(op.weights_mb for op in ops),
+                                     tuple(op.activation_mb for op in ops)))
+    return samples, unpriced
+
+
 def _invoke_overhead_ms(records: Iterable[dict]) -> float | None:
     """The lowest median of the INVOKE_PROBE (profiler.ops), or None when the sweep did not measure it."""
     lowest = lowest_medians(records, "op").get(INVOKE_PROBE.config_hash())
@@ -124,6 +142,9 @@ class LatencyTable:
             model = ConditionModel.from_dict(entry)
             self.conditions[model.key] = model
         self.ops: dict[str, OpModel] = {op: OpModel.from_dict(op, d) for op, d in doc["ops"].items()}
+        network = doc.get("network")
+        self.network: NetworkModel | None = (
+            NetworkModel.from_dict({k: v for k, v in network.items() if k != "unpriced_networks"}) if network else None)
 
     # ---- building, saving, loading -------------------------------------------------------------------------------
 
@@ -156,6 +177,9 @@ class LatencyTable:
             "conditions": conditions,
             "ops": ops,
         }
+        samples, unpriced = _network_samples(cls({**doc, "network": None}), records)
+        network = fit_network(samples)
+        doc["network"] = None if network is None else {**network.to_dict(), "unpriced_networks": unpriced}
         doc["content_hash"] = content_hash(doc)
         return cls(doc, None, raw_log_path.resolve())
 
@@ -331,6 +355,22 @@ class LatencyTable:
                              f"that made the table (it re-fits from its raw log)")
         return model.predict_ms(units, elements)
 
+    def price_op(self, op: ModelOp, fit: str = "selected") -> tuple[float, str | None]:
+        """One op read from a model (profiler.model_ops), priced as a one-op model: (ms, the fallback used or None);
+        FgnasError when the table cannot price it."""
+        if isinstance(op, ConvOp):
+            p = self.predict(op.spec, fit)
+            return p.ms, p.fallback
+        shapes = list(op.input_shapes), list(op.output_shapes)
+        return self.predict_op_ms(op.op, op_units(op.op, *shapes)[1], op_elements(op.op, *shapes) or 0), None
+
+    def network_ms(self, ops: Iterable[ModelOp]) -> float:
+        """What `ops` cost together inside one network beyond their single-op prices and whole_model_ms (profiler.fit.NetworkModel;
+        0 for a table without calibration networks)."""
+        if self.network is None:
+            return 0.0
+        return sum(self.network.extra_ms(op.weights_mb, op.activation_mb) for op in ops)
+
     def missing_conditions(self, specs: Iterable[ConvSpec], allow_fallback: bool = False) -> list[ConditionKey]:
         """Conditions of `specs` the table lacks (in first-seen order). With allow_fallback, only those that cannot
         be priced at all."""
@@ -365,8 +405,9 @@ class LatencyTable:
             macs = pixels_k2 * cout_t * _straight_through_round_up(cin / spec.groups, model.cin_tile,
                                                                     model.cin_small_tile)
         slope = model.slope(int(round(float(cout.detach()))))
-        if model.weight_slope:
-            slope = slope + model.weight_slope * spec.kernel * spec.kernel * (cin / spec.groups) * cout * 4 / 1e6
+        if model.knee:
+            weights_mb = spec.kernel * spec.kernel * (cin / spec.groups) * cout * 4 / 1e6
+            macs = macs * (1 + model.knee.slope * torch.clamp(torch.log2(weights_mb / model.knee.mb), min=0.0))
         return slope * (2 * macs / 1e6) + model.b_ms
 
 

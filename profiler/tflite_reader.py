@@ -12,30 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from profiler.errors import FgnasError
-from profiler.ops import op_elements, op_units
+from profiler.model_ops import ConvOp, ModelOp, OtherOp, whole_model_ms
+from profiler.ops import op_units
 from profiler.spec import ConvSpec
 from profiler.table import LatencyTable
 
 _FUSED_ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6", 4: "tanh"}  # ActivationFunctionType codes
 _MERGED_ACTIVATIONS = {"PRELU": "prelu", "TANH": "tanh"}
 _VALID = 1  # Padding.VALID
-
-
-@dataclass(frozen=True)
-class ConvOp:
-    """A conv read from a model; `ops` names the TFLite ops it covers (e.g. ("CONV_2D", "PRELU"))."""
-
-    index: int
-    ops: tuple[str, ...]
-    spec: ConvSpec
-
-
-@dataclass(frozen=True)
-class OtherOp:
-    index: int
-    op: str
-    input_shapes: tuple[tuple[int, ...], ...]
-    output_shapes: tuple[tuple[int, ...], ...]
 
 
 @dataclass(frozen=True)
@@ -53,15 +37,17 @@ class OpPrediction:
 @dataclass(frozen=True)
 class ModelPrediction:
     """Every op's prediction (each as a model of its own, so each contains one invoke's overhead) and the whole
-    model's, which pays that overhead once: total = sum of the ops - (ops - 1) x invoke_overhead_ms."""
+    model's, which pays that overhead once and what its ops cost more inside one network (network_ms, the table's
+    NetworkModel): total = sum of the ops - (ops - 1) x invoke_overhead_ms + network_ms."""
 
     model: str
     ops: tuple[OpPrediction, ...]
     invoke_overhead_ms: float = 0.0
+    network_ms: float = 0.0
 
     @property
     def total_ms(self) -> float:
-        return whole_model_ms([p.ms for p in self.ops], self.invoke_overhead_ms)
+        return whole_model_ms([p.ms for p in self.ops], self.invoke_overhead_ms) + self.network_ms
 
     @property
     def conv_ms(self) -> float:
@@ -69,15 +55,8 @@ class ModelPrediction:
 
     def to_dict(self) -> dict:
         return {"model": self.model, "total_ms": self.total_ms, "conv_ms": self.conv_ms,
-                "invoke_overhead_ms": self.invoke_overhead_ms, "ops": [p.to_dict() for p in self.ops]}
-
-
-def whole_model_ms(op_ms: list[float], invoke_overhead_ms: float) -> float:
-    """A model's latency from its ops' single-op latencies: the invoke overhead that each contains is paid once.
-    Never below the dearest op: an op is never predicted to take less than nothing."""
-    if not op_ms:
-        return 0.0
-    return max(sum(op_ms) - (len(op_ms) - 1) * invoke_overhead_ms, max(op_ms))
+                "invoke_overhead_ms": self.invoke_overhead_ms, "network_ms": self.network_ms,
+                "ops": [p.to_dict() for p in self.ops]}
 
 
 def conv_text(spec: ConvSpec) -> str:
@@ -178,23 +157,22 @@ def op_label(entry: ConvOp | OtherOp) -> str:
     return "+".join(entry.ops) if isinstance(entry, ConvOp) else entry.op
 
 
-def predict_op(table: LatencyTable, entry: ConvOp | OtherOp, fit: str = "selected") -> OpPrediction:
+def predict_op(table: LatencyTable, entry: ModelOp, fit: str = "selected") -> OpPrediction:
     """One read op's predicted latency (as a one-op model); FgnasError when the table cannot price it."""
+    ms, fallback = table.price_op(entry, fit)
     if isinstance(entry, ConvOp):
-        p = table.predict(entry.spec, fit)
-        return OpPrediction(entry.index, op_label(entry), conv_text(entry.spec), p.ms, p.fallback)
-    shapes = list(entry.input_shapes), list(entry.output_shapes)
-    unit, units = op_units(entry.op, *shapes)
-    ms = table.predict_op_ms(entry.op, units, op_elements(entry.op, *shapes) or 0)
-    return OpPrediction(entry.index, entry.op, f"{units} {unit}", ms, None)
+        return OpPrediction(entry.index, op_label(entry), conv_text(entry.spec), ms, fallback)
+    unit, units = op_units(entry.op, list(entry.input_shapes), list(entry.output_shapes))
+    return OpPrediction(entry.index, entry.op, f"{units} {unit}", ms, fallback)
 
 
 def predict_model(table: LatencyTable, path: Path, fit: str = "selected") -> ModelPrediction:
     """Per-op predicted latency of a float32 .tflite model and its total; FgnasError naming any op it cannot price."""
     predictions = []
-    for entry in read_ops(path):
+    entries = read_ops(path)
+    for entry in entries:
         try:
             predictions.append(predict_op(table, entry, fit))
         except FgnasError as exc:
             raise FgnasError(f"{path}: op {entry.index} {op_label(entry)}: {exc}") from None
-    return ModelPrediction(str(path), tuple(predictions), table.invoke_overhead_ms)
+    return ModelPrediction(str(path), tuple(predictions), table.invoke_overhead_ms, table.network_ms(entries))

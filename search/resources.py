@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from profiler.errors import FgnasError
+from profiler.model_ops import FLOAT32_BYTES
 from profiler.ops import unit_of
 from profiler.spec import ConvSpec
 from search.gates import binarize
@@ -205,7 +206,9 @@ class LatencyResource(Resource):
 
     Every op's table price comes from a one-op model and so contains one invoke's overhead, which the network pays
     once (profiler.tflite_reader.whole_model_ms): each op here is its price less that overhead (never below zero),
-    and `base` adds it back once."""
+    and `base` adds it back once. Inside a network an op also pays for its weights and big activations coming from
+    slower caches (the table's NetworkModel, LatencyTable.network_ms): each op here adds that on the sizes
+    profiler.model_ops counts (a conv's weights; every input and output)."""
 
     unit = "ms"
 
@@ -229,27 +232,45 @@ class LatencyResource(Resource):
     def base(self) -> float:
         return self.overhead
 
+    def _network(self, weights: Count, activations: Count) -> Count:
+        """NetworkModel.extra_ms for an op with these float32 weight and activation counts (in values)."""
+        model = self.table.network
+        if model is None:
+            return 0.0
+        beyond = activations * FLOAT32_BYTES / 1e6 - model.activation_threshold_mb
+        beyond = beyond.clamp(min=0.0) if isinstance(beyond, Tensor) else max(0.0, beyond)
+        return model.weights_ms_per_mb * weights * FLOAT32_BYTES / 1e6 + model.activation_ms_per_mb * beyond
+
     def conv(self, spec: ConvSpec, cin: Count, cout: Count) -> Count:
+        ho, wo = spec.out_hw
+        network = self._network(spec.kernel * spec.kernel * cin / spec.groups * cout if spec.conv_type != "depthwise"
+                                else spec.kernel * spec.kernel * cout, spec.h * spec.w * cin + ho * wo * cout)
         if isinstance(cin, Tensor) or isinstance(cout, Tensor):
-            return self._in_network(self.table.latency_torch(spec, cin, cout))
+            return self._in_network(self.table.latency_torch(spec, cin, cout)) + network
         return self._in_network(self.table.latency_torch(spec, torch.tensor(float(cin)),
-                                                         torch.tensor(float(cout))).item())
+                                                         torch.tensor(float(cout))).item()) + network
 
     def linear(self, cin: Count, cout: int) -> Count:
-        return self._in_network(self.table.predict_op_ms("FULLY_CONNECTED", cin * cout))
+        return (self._in_network(self.table.predict_op_ms("FULLY_CONNECTED", cin * cout))
+                + self._network(0.0, cin + cin * cout + cout + cout))
 
     def add(self, h: int, w: int, channels: Count) -> Count:
-        return self._in_network(self.table.predict_op_ms("ADD", h * w * channels))
+        return self._in_network(self.table.predict_op_ms("ADD", h * w * channels)) + self._network(0.0, 3 * h * w *
+                                                                                                     channels)
 
     def global_pool(self, h: int, w: int, channels: Count) -> Count:
-        return self._in_network(self.table.predict_op_ms("MEAN", h * w * channels))
+        return (self._in_network(self.table.predict_op_ms("MEAN", h * w * channels))
+                + self._network(0.0, h * w * channels + channels))
 
     def max_pool(self, h: int, w: int, channels: Count) -> Count:
-        return self._in_network(self.table.predict_op_ms("MAX_POOL_2D", h * w * channels))
+        return (self._in_network(self.table.predict_op_ms("MAX_POOL_2D", h * w * channels))
+                + self._network(0.0, h * w * channels + math.ceil(h / 2) * math.ceil(w / 2) * channels))
 
-    def _op(self, name: str, units: Count, elements: Count = 0.0) -> Count:
+    def _op(self, name: str, units: Count, elements: Count = 0.0, activations: Count = 0.0) -> Count:
         # published phone tables lack SPLIT_V/CONCATENATION models: those merge ops are left out (see unpriced)
-        return self._in_network(self.table.predict_op_ms(name, units, elements)) if self._prices(name) else 0.0
+        if not self._prices(name):
+            return 0.0
+        return self._in_network(self.table.predict_op_ms(name, units, elements)) + self._network(0.0, activations)
 
     def _prices(self, name: str) -> bool:
         return name in self.table.ops and self.table.ops[name].unit == unit_of(name)
@@ -258,21 +279,23 @@ class LatencyResource(Resource):
     def unpriced_merge_ops(self) -> list[str]:
         return [name for name in ("ADD", "SPLIT_V", "CONCATENATION") if not self._prices(name)]
 
+    # The copy ops' activations below count what they move twice (read and written): the input a slice or gather
+    # reads from is wider, but the search does not know by how much.
     def pad(self, pixels: int, elements: Count) -> Count:
-        return self._op("PAD", pixels, elements)
+        return self._op("PAD", pixels, elements, 2 * elements)
 
     def select(self, h: int, w: int, channels: Count, contiguous: bool) -> Count:
         if contiguous:
-            return self._op("STRIDED_SLICE", h * w, h * w * channels)
-        return self._op("GATHER", h * w * channels)
+            return self._op("STRIDED_SLICE", h * w, h * w * channels, 2 * h * w * channels)
+        return self._op("GATHER", h * w * channels, 0.0, 2 * h * w * channels)
 
     def merge(self, h: int, w: int, ops: MergeOps) -> float:
         hw = h * w
         splits = zip(ops.split_pieces, ops.split_channels or (0,) * len(ops.split_pieces))
-        return (sum(self._op("ADD", c * hw) for c in ops.add_channels)
-                + sum(self._op("SPLIT_V", n * hw, c * hw) for n, c in splits)
-                + (self._op("CONCATENATION", ops.concat_pieces * hw, ops.concat_channels * hw)
-                   if ops.concat_pieces else 0.0))
+        return (sum(self._op("ADD", c * hw, 0.0, 3 * c * hw) for c in ops.add_channels)
+                + sum(self._op("SPLIT_V", n * hw, c * hw, 2 * c * hw) for n, c in splits)
+                + (self._op("CONCATENATION", ops.concat_pieces * hw, ops.concat_channels * hw,
+                            2 * ops.concat_channels * hw) if ops.concat_pieces else 0.0))
 
     def merge_surrogate(self, h: int, w: int, gates: Tensor, ops: MergeOps) -> Count:
         return self._op("ADD", overlap_surrogate(gates) * h * w) if ops.add_channels else 0.0

@@ -70,3 +70,11 @@ def records(resolutions=(16, 8), activations=("relu",), depthwise: bool = True) 
 def write_raw_log(path: Path, recs: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     return path
+
+
+def net_record(name: str, ops: list, ms: float) -> dict:
+    """A calibration network's record (profiler.sweep.make_record): its ops as profiler.model_ops dicts."""
+    return {"v": 1, "kind": "net", "id": name, "spec": {"family": "vgg", "hw": 16, "layers": [], "stem": 0, "head": 0,
+                                                        "classes": 10},
+            "ops": [op.to_dict() for op in ops], "m": _measurement(ms), "device": "synthetic", "serial": None,
+            "t": 0.0}

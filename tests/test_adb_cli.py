@@ -14,7 +14,7 @@ from profiler.rawlog import read_records
 # 2 kernels x 2 conv types x 10 channel samples = 40 convs at 8x8 measured once, plus the sweep's reference probe
 SPACE = ["--space", "quick", "--resolutions", "8", "--kernels", "1,3", "--strides", "1", "--conv-types",
          "normal,depthwise", "--activations", "relu", "--samples-per-condition", "10", "--small-samples", "0",
-         "--ops", "none", "--runs", "3", "--warmup", "1", "--passes", "1"]
+         "--ops", "none", "--networks", "0", "--runs", "3", "--warmup", "1", "--passes", "1"]
 N_CONVS = 40
 pytestmark = pytest.mark.slow
 

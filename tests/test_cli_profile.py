@@ -15,16 +15,18 @@ from profiler.devices.base import BenchmarkSettings, Device, Measurement
 from profiler.errors import DeviceFault
 from profiler.model_builder import build_model
 from profiler.rawlog import read_records
-from profiler.sweep import PASSES
+from profiler.sweep import PASSES, passes_of
 from profiler.table import LatencyTable
 
 TINY = ["--device", "host", "--space", "quick", "--resolutions", "4", "--kernels", "1,3", "--strides", "1",
-        "--samples-per-condition", "3", "--ops", "ADD,MEAN", "--warmup", "2"]
+        "--samples-per-condition", "3", "--ops", "ADD,MEAN", "--networks", "1", "--warmup", "2",
+        "--pass-gap", "0"]
 
 
-def _expected_ids(argv: list[str]) -> set[str]:
+def _expected_passes(argv: list[str]) -> dict[str, int]:
+    """Each probe's id and how many times a finished sweep has measured it."""
     args = build_parser().parse_args(argv)
-    return {p.config_hash() for p in make_space(args).probes(args.seed)}
+    return {p.config_hash(): passes_of(p, PASSES) for p in make_space(args).probes(args.seed)}
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,7 @@ def test_sigkill_at_random_moments_then_resume_logs_every_configuration_once_per
         return sum(r["kind"] != "reference" for r in read_records(log))
 
     rng = random.Random(7)
-    total = PASSES * len(_expected_ids(argv))
+    total = sum(_expected_passes(argv).values())
     counts = []
     for target in sorted(rng.sample(range(1, total - 8), 4)):
         proc = _cli(argv, tmp_path)
@@ -90,7 +92,7 @@ def test_sigkill_at_random_moments_then_resume_logs_every_configuration_once_per
     out, err = final.communicate(timeout=300)
     assert final.returncode == 0, err
     ids = [r["id"] for r in read_records(log) if r["kind"] != "reference"]
-    assert collections.Counter(ids) == {i: PASSES for i in _expected_ids(argv)}
+    assert collections.Counter(ids) == _expected_passes(argv)
     assert counts == sorted(counts) and 0 < counts[-1] < len(ids), counts  # the kills did land mid-sweep
     table = LatencyTable.load(tmp_path / "host.json")
     assert table.raw_log_file is not None
@@ -109,6 +111,10 @@ def test_same_command_again_resumes_and_finishes_at_once(tmp_path, cache, capsys
     assert len(read_records(tmp_path / "host.raw.jsonl")) == n
     doc = json.loads((tmp_path / "host.json").read_text())
     assert doc["table_version"] == 2 and doc["device"]["name"] == "host" and doc["settings"]["space"] == "quick"
+    nets = [r for r in read_records(tmp_path / "host.raw.jsonl") if r["kind"] == "net"]
+    assert {r["spec"]["family"] for r in nets} == {"vgg", "mbv2"}
+    assert all(r["ops"][0]["ops"] == ["CONV_2D"] and r["ops"][-1]["op"] == "SOFTMAX" for r in nets)
+    assert doc["network"] is None  # two calibration networks (and 4x4 convs only) are too few to fit one
 
 
 @pytest.mark.slow

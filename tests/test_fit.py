@@ -3,9 +3,10 @@ import pytest
 from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import LeaveOneOut
 
-from profiler.fit import (ConditionModel, detect_shared_tiles, detect_tiles, effective_channels,
+from profiler.fit import (MIN_NETWORKS, ConditionModel, NetworkModel, NetworkSample, detect_shared_tiles, fit_network, detect_tiles, effective_channels,
                           fit_condition, fit_conditions, fit_line, fit_op, loo_predictions, mape, nonneg_line, round_up,
-                          tiled_macs, tiled_mflops, weight_mb)
+                          WeightKnee, tiled_macs, tiled_mflops)
+from profiler.model_ops import conv_weights_mb
 from profiler.spec import ConvSpec, flops
 
 
@@ -269,17 +270,69 @@ def test_no_misaligned_slope_where_alignment_does_not_matter():
     assert {(m.align, m.misaligned_a_ms_per_mflop) for m in fit_conditions(_misaligned_family(1.0))} == {(1, None)}
 
 
-def test_a_family_whose_flops_slow_down_with_weight_size_gets_a_weight_term():
+def _knee_family(slope: float) -> dict:
+    """Three 5x5 conditions whose FLOPs cost 1 + slope * log2(weights / 8 MB) times more beyond 8 MB of weights."""
     samples = {}
     for hw, seed in ((8, 11), (4, 12), (7, 13)):
         rng = np.random.default_rng(seed)
         specs = [ConvSpec(hw, hw, cin, cout, 5, activation="relu")
                  for cin, cout in ((64, 64), (96, 128), (128, 96), (160, 192), (256, 128), (200, 300), (320, 256),
-                                   (384, 384), (448, 320), (512, 512))]
-        ms = [((0.01 + 0.004 * weight_mb(s)) * tiled_mflops(s) + 0.001) * (1 + rng.uniform(-0.01, 0.01)) for s in specs]
+                                   (384, 384), (448, 320), (512, 512), (640, 576), (768, 704))]
+        ms = [(0.01 * tiled_mflops(s) * WeightKnee(8.0, slope).factor(conv_weights_mb(s)) + 0.001)
+              * (1 + rng.uniform(-0.01, 0.01)) for s in specs]
         samples[specs[0].condition] = (specs, ms)
-    models = fit_conditions(samples)
-    assert all(m.weight_slope == pytest.approx(0.004, rel=0.15) for m in models)
-    big = ConvSpec(8, 8, 480, 480, 5, activation="relu")
+    return samples
+
+
+def test_weight_knee_factor_by_hand():
+    knee = WeightKnee(8.0, 0.1)
+    assert knee.factor(4.0) == 1.0 and knee.factor(8.0) == 1.0
+    assert knee.factor(32.0) == pytest.approx(1.2)  # two doublings beyond 8 MB
+    assert conv_weights_mb(ConvSpec(8, 8, 100, 200, 3)) == pytest.approx(9 * 100 * 200 * 4 / 1e6)
+
+
+def test_a_family_whose_flops_slow_down_beyond_a_weight_size_gets_a_knee():
+    models = fit_conditions(_knee_family(0.15))
+    assert {m.knee for m in models} == {WeightKnee(8.0, 0.15)}
+    big = ConvSpec(8, 8, 800, 800, 5, activation="relu")  # 64 MB of weights: three doublings beyond the knee
     model = next(m for m in models if m.key == big.condition)
-    assert model.predict_ms(big) == pytest.approx((0.01 + 0.004 * weight_mb(big)) * tiled_mflops(big) + 0.001, rel=0.05)
+    assert model.predict_ms(big) == pytest.approx(0.01 * tiled_mflops(big) * 1.45 + 0.001, rel=0.03)
+    assert ConditionModel.from_dict(model.to_dict()) == model
+
+
+def test_no_knee_where_big_weights_cost_the_same_per_flop():
+    assert {m.knee for m in fit_conditions(_knee_family(0.0))} == {None}
+
+
+def test_network_model_extra_cost_by_hand():
+    model = NetworkModel(0.02, 0.05, 1.0, n=8, ops_only_mape=0.1, mape=0.01, cv_mape=0.02)
+    assert model.extra_ms(2.0, 3.0) == pytest.approx(0.02 * 2.0 + 0.05 * (3.0 - 1.0))
+    assert model.extra_ms(2.0, 0.5) == pytest.approx(0.04)  # activations under the threshold cost nothing more
+    assert NetworkModel.from_dict(model.to_dict()) == model
+
+
+def _networks(extra, n: int = 12) -> list[NetworkSample]:
+    rng = np.random.default_rng(5)
+    samples = []
+    for _ in range(n):
+        ops_ms = rng.uniform(0.5, 5.0)
+        weights = rng.uniform(0.2, 6.0)
+        activations = tuple(rng.uniform(0.01, 4.0, size=int(rng.integers(8, 40))))
+        measured = (ops_ms + extra(weights, activations)) * (1 + rng.uniform(-0.0005, 0.0005))
+        samples.append(NetworkSample(measured, ops_ms, weights, activations))
+    return samples
+
+
+def test_fit_network_recovers_the_in_network_cost_of_weights_and_big_activations():
+    samples = _networks(lambda w, acts: 0.02 * w + 0.05 * sum(max(0.0, a - 1.0) for a in acts))
+    model = fit_network(samples)
+    assert model.activation_threshold_mb == 1.0
+    assert model.weights_ms_per_mb == pytest.approx(0.02, rel=0.1)
+    assert model.activation_ms_per_mb == pytest.approx(0.05, rel=0.05)
+    assert model.cv_mape < 0.01 < model.ops_only_mape and model.n == len(samples)
+
+
+def test_no_network_model_where_the_ops_alone_price_networks_or_too_few_were_measured():
+    assert fit_network(_networks(lambda w, acts: 0.0)) is None
+    few = _networks(lambda w, acts: 0.02 * w, n=MIN_NETWORKS - 1)
+    assert fit_network(few) is None

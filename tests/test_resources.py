@@ -73,7 +73,7 @@ def test_a_removed_operation_costs_nothing_but_keeps_its_gradient():
     assert net.layers["l1"].psi.grad[1, :, 0].tolist() == pytest.approx([24 * DSIG] * 3, abs=1e-6)
 
 
-def _table() -> LatencyTable:
+def _table(network: dict | None = None) -> LatencyTable:
     def cond(kernel, act, a, b):
         key = ConditionKey(4, 4, kernel, 1, "normal", act)
         return ConditionModel(key, "affine", a, b, 1, 1, 5, 1.0, 0.0, 0.0, LinearFit(a, b, 5, 1.0, 0.0, 0.0)).to_dict()
@@ -82,9 +82,29 @@ def _table() -> LatencyTable:
            (("ADD", "output_elements", 0.001, 0.01), ("MEAN", "input_elements", 0.002, 0.02),
             ("FULLY_CONNECTED", "macs", 0.003, 0.04), ("MAX_POOL_2D", "input_elements", 0.004, 0.03),
             ("SPLIT_V", "copies", 0.005, 0.002), ("CONCATENATION", "copies", 0.006, 0.003))}
-    doc = {"device": {"name": "hand"}, "ops": ops,
+    doc = {"device": {"name": "hand"}, "ops": ops, "network": network,
            "conditions": [cond(1, "relu", 0.5, 0.1), cond(3, "relu", 0.2, 0.3), cond(1, "none", 1.0, 0.05)]}
     return LatencyTable(doc)
+
+
+def test_latency_adds_the_tables_in_network_cost_as_the_table_prices_it():
+    from profiler.fit import NetworkModel
+    from profiler.model_ops import ConvOp, OtherOp
+
+    network = NetworkModel(20.0, 50.0, 0.0001, 8, 0.1, 0.01, 0.02)  # per MB; 4x4 maps are a few hundred bytes
+    plain, inside = create_resource("latency", _table()), create_resource("latency", _table(network.to_dict()))
+    spec = ConvSpec(4, 4, 6, 10, 3, activation="relu")
+    cout = torch.tensor(10.0, requires_grad=True)
+    extra = inside.conv(spec, torch.tensor(6.0), cout) - plain.conv(spec, 6, 10)
+    op = ConvOp(0, ("CONV_2D",), spec)
+    assert extra.item() == pytest.approx(network.extra_ms(op.weights_mb, op.activation_mb), rel=1e-5)
+    assert extra.item() == pytest.approx(_table(network.to_dict()).network_ms([op]), rel=1e-5)
+    extra.backward()
+    # d/dcout: weights 9 * 6 values and activations 4 * 4 values per output channel, 4 bytes each
+    assert cout.grad.item() == pytest.approx(0.2 * 2 * 16 * 6 * 9 / 1e6 + (20.0 * 9 * 6 + 50.0 * 16) * 4 / 1e6,
+                                             rel=1e-4)
+    add = OtherOp(1, "ADD", ((1, 4, 4, 10), (1, 4, 4, 10)), ((1, 4, 4, 10),))
+    assert inside.add(4, 4, 10) - plain.add(4, 4, 10) == pytest.approx(network.extra_ms(0.0, add.activation_mb))
 
 
 def test_latency_regularizer_by_hand_through_the_table():

@@ -10,6 +10,7 @@ from profiler.ops import OpProbe
 from profiler.rawlog import RawLog, read_records
 from profiler.spaces import SMALL_MAX, Resolution, Space
 from profiler.spec import ConvSpec
+from profiler.model_builder import build_model
 from profiler.sweep import (SweepOptions, drift_summary, measure_stable, pending_probes, probe_from_record,
                             run_sweep)
 
@@ -24,8 +25,9 @@ def cache(tmp_path_factory):
 
 
 def _options(cache, **kw) -> SweepOptions:
-    """One pass unless a test asks for more: most tests are about the farm, the log and resuming, not passes."""
-    return SweepOptions(cache_dir=cache, progress=False, **{"passes": 1, **kw})
+    """One pass unless a test asks for more: most tests are about the farm, the log and resuming, not passes (nor
+    the gap between them)."""
+    return SweepOptions(cache_dir=cache, progress=False, **{"passes": 1, "pass_gap_s": 0.0, **kw})
 
 
 class FlakyHost(Device):
@@ -108,6 +110,32 @@ def test_every_probe_is_measured_once_per_pass_and_a_rerun_completes_the_missing
     assert (first.measured, first.skipped) == (8, 0)
     assert (more.measured, more.skipped) == (3 * len(PROBES) - 8, 8)
     assert collections.Counter(r["id"] for r in read_records(path)) == {p.config_hash(): 3 for p in PROBES}
+
+
+def test_a_pass_starts_at_least_the_pass_gap_after_the_one_before(tmp_path, cache):
+    path = tmp_path / "t.raw.jsonl"
+    for probe in PROBES[:2]:
+        build_model(probe, cache)  # so that the first pass does not spend the gap converting
+    with create_device("host") as host:
+        for gap in (0.0, 2.0):
+            with RawLog(path) as log:
+                run_sweep(PROBES[:2], [host], log, SETTINGS, _options(cache, passes=2, pass_gap_s=gap))
+            times = [r["m"]["started_at"] for r in read_records(path)]
+            path.unlink()
+            # a pass's clock starts before its first measurement (the runtime worker starts first): some slack
+            assert len(times) == 4 and (times[2] - times[0] >= 1.6 if gap else times[2] - times[0] < 1.0)
+
+
+def test_calibration_networks_get_at_least_network_passes(tmp_path):
+    import random
+
+    from profiler.networks import vgg_net
+    from profiler.sweep import NETWORK_PASSES, pending_by_pass
+
+    net = vgg_net(random.Random(0), 32)
+    by_pass = pending_by_pass([*PROBES[:3], net], tmp_path / "none.raw.jsonl", passes=2)
+    assert [len(p) for p in by_pass] == [4, 4] + [1] * (NETWORK_PASSES - 2)
+    assert all(p == [net] for p in by_pass[2:])
 
 
 def test_passes_come_one_after_another_each_in_its_own_order(tmp_path):

@@ -228,14 +228,57 @@ def test_a_table_without_the_invoke_probe_subtracts_nothing(built):
     assert built.doc["invoke_overhead_ms"] is None and built.invoke_overhead_ms == 0.0
 
 
-def test_latency_torch_follows_a_misaligned_slope_and_a_weight_term(built):
-    spec = ConvSpec(16, 16, 50, 33, 3, activation="relu")
+def test_latency_torch_follows_a_misaligned_slope_and_a_weight_knee(built):
+    spec = ConvSpec(16, 16, 50, 33, 3, activation="relu")  # 59 kB of weights: 2.5 doublings beyond a 0.01 MB knee
     doc = built.doc
-    doc["conditions"] = [{**c, "align": 8, "misaligned_a_ms_per_mflop": 0.03, "weight_slope": 0.5}
-                         if c["key"] == str(spec.condition) else c for c in doc["conditions"]]
+    doc["conditions"] = [{**c, "align": 8, "misaligned_a_ms_per_mflop": 0.03, "weight_knee_mb": 0.01,
+                          "weight_knee_slope": 0.5} if c["key"] == str(spec.condition) else c
+                         for c in doc["conditions"]]
     table = LatencyTable(doc)
     assert table.predict_ms(spec) > built.predict_ms(spec)
     for cout in (32.0, 33.0):
         varied = spec.with_channels(50, int(cout))
-        ms = table.latency_torch(varied, torch.tensor(50.0), torch.tensor(cout))
-        assert float(ms) == pytest.approx(table.predict_ms(varied), rel=1e-5)
+        soft = torch.tensor(cout, requires_grad=True)
+        ms = table.latency_torch(varied, torch.tensor(50.0), soft)
+        assert float(ms.detach()) == pytest.approx(table.predict_ms(varied), rel=1e-5)
+        ms.backward()
+        assert soft.grad > 0
+
+
+def _calibration_nets(n: int = 10):
+    """Networks of the synthetic table's 16x16 convs and ADDs, each slower than its ops' sum by 0.03 ms per MB of
+    conv weights and 0.04 ms per MB of an op's activations beyond 0.5 MB."""
+    import random
+
+    from profiler.model_ops import ConvOp, OtherOp, whole_model_ms
+
+    rng = random.Random(3)
+    nets = []
+    for i in range(n):
+        ops = [ConvOp(j, ("CONV_2D",), ConvSpec(16, 16, rng.randint(16, 700), rng.randint(16, 700), 3,
+                                                 activation="relu")) for j in range(3)]
+        elements = rng.randint(1000, 400000)
+        ops.append(OtherOp(3, "ADD", ((1, elements), (1, elements)), ((1, elements),)))
+        ops_ms = whole_model_ms([syn.true_ms(o.spec) for o in ops[:3]] + [syn.op_true_ms(elements)], 0.0)
+        extra = sum(0.03 * o.weights_mb + 0.04 * max(0.0, o.activation_mb - 0.5) for o in ops)
+        nets.append((ops, ops_ms + extra))
+    return nets
+
+
+def test_build_fits_what_ops_cost_more_inside_calibration_networks(tmp_path):
+    nets = _calibration_nets()
+    recs = syn.records() + [syn.net_record(f"net{i}", ops, ms) for i, (ops, ms) in enumerate(nets)]
+    raw = syn.write_raw_log(tmp_path / "synthetic.raw.jsonl", recs)
+    table = LatencyTable.load(LatencyTable.build(recs, syn.DEVICE, syn.SETTINGS, raw).save(tmp_path / "t.json"))
+    model = table.network
+    assert model.activation_threshold_mb == 0.5 and model.n == len(nets)
+    assert model.weights_ms_per_mb == pytest.approx(0.03, rel=1e-3)
+    assert model.activation_ms_per_mb == pytest.approx(0.04, rel=1e-3)
+    ops, ms = nets[0]
+    expected = sum(0.03 * o.weights_mb + 0.04 * max(0.0, o.activation_mb - 0.5) for o in ops)
+    assert table.network_ms(ops) == pytest.approx(expected, rel=1e-3)
+
+
+def test_a_table_without_calibration_networks_adds_nothing_inside_a_network(built):
+    ops, _ = _calibration_nets(1)[0]
+    assert built.network is None and built.doc["network"] is None and built.network_ms(ops) == 0.0

@@ -106,6 +106,23 @@ def test_a_whole_model_pays_the_invoke_overhead_once(net_path, tmp_path):
     assert prediction.total_ms == pytest.approx(without.total_ms - 9 * overhead, rel=1e-6)  # 10 ops
 
 
+def test_a_whole_model_pays_what_its_ops_cost_more_inside_a_network(net_path, tmp_path):
+    from profiler.fit import NetworkModel
+
+    without = predict_model(_table_for_net(tmp_path), net_path)
+    doc = _table_for_net(tmp_path).doc
+    doc["network"] = NetworkModel(0.5, 2.0, 0.01, 8, 0.1, 0.01, 0.02).to_dict()
+    prediction = predict_model(LatencyTable(doc), net_path)
+    ops = read_ops(net_path)
+    # by hand: the first conv (32x32x3 -> 16, 3x3) has 3*16*9 weights and 32*32*(3 + 16) activations
+    first = ops[0]
+    assert (first.weights_mb, first.activation_mb) == (3 * 16 * 9 * 4 / 1e6, 32 * 32 * 19 * 4 / 1e6)
+    expected = sum(0.5 * o.weights_mb + 2.0 * max(0.0, o.activation_mb - 0.01) for o in ops)
+    assert prediction.network_ms == pytest.approx(expected) and expected > 0
+    assert prediction.total_ms == pytest.approx(without.total_ms + expected)
+    assert prediction.to_dict()["network_ms"] == prediction.network_ms
+
+
 @pytest.mark.parametrize("op_ms, overhead, total", [([0.01, 0.002, 0.001], 0.0005, 0.012),
                                                     ([0.0003, 0.0002], 0.0005, 0.0003), ([0.004], 0.001, 0.004),
                                                     ([], 0.001, 0.0)])
