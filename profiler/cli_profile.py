@@ -74,7 +74,8 @@ def make_space(args: argparse.Namespace) -> Space:
         resolutions = tuple(r for r in space.resolutions if r.hw in args.resolutions)
     ops = None if args.ops is None else tuple(op for op in args.ops if op != "none")
     networks = None if args.networks is None else tuple((f, hw, args.networks) for f, hw, _ in space.networks)
-    return space.with_overrides(networks=networks, kernels=args.kernels, strides=args.strides, conv_types=args.conv_types,
+    return space.with_overrides(networks=networks, kernels=args.kernels, strides=args.strides,
+                                conv_types=args.conv_types,
                                 activations=args.activations, samples_per_condition=args.samples_per_condition,
                                 small_samples=args.small_samples,
                                 resolutions=resolutions, ops=ops)

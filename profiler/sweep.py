@@ -3,8 +3,8 @@
 One shared queue of probes in a seeded shuffled order (so slow drift spreads over all conditions instead of biasing
 the ones measured last), pass after pass: a probe's second measurement comes a whole pass (and at least
 `pass_gap_s`) after its first, so a burst of interference (another process, a VM's noisy neighbour) rarely hits
-both, and the table keeps the lowest of them (see profiler.table); one thread per device pulls a batch, builds its models, lets the device `prepare` them (a
-phone pushes them) and measures them one by one. A device that raises DeviceFault leaves the farm and its unmeasured
+both, and the table keeps the lowest of them (see profiler.table); one thread per device pulls a batch, builds its
+models, lets the device `prepare` them (a phone pushes them) and measures them one by one. A device that raises DeviceFault leaves the farm and its unmeasured
 probes go back to the queue; only when every device has failed does the sweep raise DeviceFault. Probes already in
 the log (as many times as there are passes) are skipped, which makes re-running the same command a resume.
 """
@@ -43,8 +43,9 @@ PASSES = 2
 # take them back to back).
 PASS_GAP_S = 60.0
 # Calibration networks are few and cheap, and the most sensitive of all probes to a slow spell (their activations
-# are megabytes; here one network's median moved 10-14% between spells): each gets at least this many passes.
-NETWORK_PASSES = 5
+# are megabytes; here a MobileNetV2-224's median ranged over +-15% in ten passes a minute apart): each gets at least
+# this many passes.
+NETWORK_PASSES = 10
 
 
 def probe_kind(probe: Probe) -> str:

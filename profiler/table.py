@@ -119,8 +119,8 @@ def _network_samples(table: LatencyTable, records: Iterable[dict]) -> tuple[list
         except FgnasError:
             unpriced += 1
             continue
-        samples.append(NetworkSample(median, whole_model_ms(op_ms, table.invoke_overhead_ms), sum(op.weights_mb for op in ops),
-                                     tuple(op.activation_mb for op in ops)))
+        samples.append(NetworkSample(median, whole_model_ms(op_ms, table.invoke_overhead_ms),
+                                     sum(op.weights_mb for op in ops), tuple(op.activation_mb for op in ops)))
     return samples, unpriced
 
 
@@ -365,8 +365,8 @@ class LatencyTable:
         return self.predict_op_ms(op.op, op_units(op.op, *shapes)[1], op_elements(op.op, *shapes) or 0), None
 
     def network_ms(self, ops: Iterable[ModelOp]) -> float:
-        """What `ops` cost together inside one network beyond their single-op prices and whole_model_ms (profiler.fit.NetworkModel;
-        0 for a table without calibration networks)."""
+        """What `ops` cost together inside one network beyond their single-op prices and whole_model_ms
+        (profiler.fit.NetworkModel; 0 for a table without calibration networks)."""
         if self.network is None:
             return 0.0
         return sum(self.network.extra_ms(op.weights_mb, op.activation_mb) for op in ops)
