@@ -113,11 +113,6 @@ def pending_by_pass(probes: list[Probe], log_path: Path, seed: int = 0, passes: 
     return todo
 
 
-def pending_probes(probes: list[Probe], log_path: Path, seed: int = 0, passes: int = 1) -> list[Probe]:
-    """pending_by_pass, the passes one after the other."""
-    return [p for this_pass in pending_by_pass(probes, log_path, seed, passes) for p in this_pass]
-
-
 def measure_stable(device: Device, model_path: Path, settings: BenchmarkSettings, max_spread: float,
                    max_attempts: int) -> tuple[Measurement, int]:
     """Measure until the spread is within bound (at most max_attempts times); keep the most stable measurement."""

@@ -11,7 +11,7 @@ from profiler.rawlog import RawLog, read_records
 from profiler.spaces import SMALL_MAX, Resolution, Space
 from profiler.spec import ConvSpec
 from profiler.model_builder import build_model
-from profiler.sweep import (SweepOptions, drift_summary, measure_stable, pending_probes, probe_from_record,
+from profiler.sweep import (SweepOptions, drift_summary, measure_stable, pending_by_pass, probe_from_record,
                             run_sweep)
 
 SETTINGS = BenchmarkSettings(runs=3, warmup=1, timeout_s=30)
@@ -130,7 +130,7 @@ def test_calibration_networks_get_at_least_network_passes(tmp_path):
     import random
 
     from profiler.networks import vgg_net
-    from profiler.sweep import NETWORK_PASSES, pending_by_pass
+    from profiler.sweep import NETWORK_PASSES
 
     net = vgg_net(random.Random(0), 32)
     by_pass = pending_by_pass([*PROBES[:3], net], tmp_path / "none.raw.jsonl", passes=2)
@@ -140,18 +140,17 @@ def test_calibration_networks_get_at_least_network_passes(tmp_path):
 
 def test_passes_come_one_after_another_each_in_its_own_order(tmp_path):
     probes = [ConvSpec(4, 4, c, c, 1) for c in range(1, 40)]
-    order = pending_probes(probes, tmp_path / "none.raw.jsonl", seed=3, passes=2)
-    first, second = order[:len(probes)], order[len(probes):]
+    first, second = pending_by_pass(probes, tmp_path / "none.raw.jsonl", seed=3, passes=2)
     assert sorted(first, key=lambda p: p.cin) == probes == sorted(second, key=lambda p: p.cin)
     assert first != second
 
 
 def test_order_is_shuffled_reproducibly_by_seed(tmp_path):
     probes = [ConvSpec(4, 4, c, c, 1) for c in range(1, 40)]
-    order = pending_probes(probes, tmp_path / "none.raw.jsonl", seed=3)
-    assert order == pending_probes(probes, tmp_path / "none.raw.jsonl", seed=3)
+    [order] = pending_by_pass(probes, tmp_path / "none.raw.jsonl", seed=3)
+    assert [order] == pending_by_pass(probes, tmp_path / "none.raw.jsonl", seed=3)
     assert order != probes and sorted(order, key=lambda p: p.cin) == probes
-    assert order != pending_probes(probes, tmp_path / "none.raw.jsonl", seed=4)
+    assert [order] != pending_by_pass(probes, tmp_path / "none.raw.jsonl", seed=4)
 
 
 def test_farm_moves_a_failing_devices_probes_to_the_others(tmp_path, cache):
