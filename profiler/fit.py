@@ -97,8 +97,9 @@ class WeightKnee:
     mb: float
     slope: float
 
-    def factor(self, weights_mb: float) -> float:
-        return 1.0 + self.slope * math.log2(weights_mb / self.mb) if weights_mb > self.mb else 1.0
+    def factor(self, weights_mb):
+        """The factor for one weight size in MB or an array of them (1 up to the knee)."""
+        return 1.0 + self.slope * np.log2(np.maximum(np.asarray(weights_mb) / self.mb, 1.0))
 
 
 NO_KNEE = WeightKnee(math.inf, 0.0)
@@ -392,19 +393,16 @@ def fit_condition(key: ConditionKey, specs: list[ConvSpec], ms: list[float],
                            affine)
     if affine.cv_mape is None:
         return plain
-    errors = tile_errors(specs, y, knee=knee)
-    own = _pick(errors)
-    if shared_tiles is not None and shared_tiles not in errors:
-        cv = _candidate_cv(_costs(specs, shared_tiles, knee), y)
-        if cv is not None:
-            errors[shared_tiles] = cv
-    if shared_tiles is None or own is None:
-        choice = own
+    if shared_tiles is not None and shared_tiles != NO_TILES:  # the family's tile: no own candidates to weigh
+        errors = {tiles: cv for tiles in (NO_TILES, shared_tiles)
+                  if (cv := _candidate_cv(_costs(specs, tiles, knee), y)) is not None}
+        choice = _pick(errors)
     else:
-        allowed = {t: errors[t] for t in (NO_TILES, shared_tiles) if t in errors}
-        choice = _pick(allowed) if allowed else None
-        if shared_tiles == NO_TILES and (choice is None or errors[own] < errors[choice] * (1 - TILE_MARGIN) ** 2):
-            choice = own
+        errors = tile_errors(specs, y, knee=knee)
+        choice = _pick(errors)
+        if (shared_tiles == NO_TILES and choice is not None and NO_TILES in errors
+                and errors[choice] >= errors[NO_TILES] * (1 - TILE_MARGIN) ** 2):
+            choice = NO_TILES
     if choice is None or errors[choice] >= affine.cv_mape:
         return plain
     cout_tile, cin_tile, cout_small, cin_small = choice
@@ -452,7 +450,7 @@ def detect_knee(models: list[ConditionModel], family: list[tuple[list[ConvSpec],
                 if weights.max() <= mb:
                     errors.append(cv)
                     continue
-                loo = loo_predictions(x * (1 + slope * np.log2(np.maximum(weights / mb, 1.0))), y, 1.0 / y**2)
+                loo = loo_predictions(x * WeightKnee(mb, slope).factor(weights), y, 1.0 / y**2)
                 errors.append(cv if loo is None else mape(loo, y))
                 touched.append((cv, errors[-1]))
             score = float(np.mean(errors))
@@ -487,11 +485,9 @@ def term_cv(model: ConditionModel, specs: list[ConvSpec], y: np.ndarray, term: T
         misaligned = sum(s.cout % term[1] != 0 for s in specs)
         if min(misaligned, len(specs) - misaligned) < MIN_PER_SIDE:
             return None
-    keep = ~np.eye(len(y), dtype=bool)
     best = None
     for tiles in dict.fromkeys((model.tiles, NO_TILES)):
-        design = _term_design(tiles, specs, term, model.knee or NO_KNEE)
-        cv = mape(np.array([design[i] @ _nonneg_relative(design[keep[i]], y[keep[i]]) for i in range(len(y))]), y)
+        cv = mape(_loo_nonneg_relative(_term_design(tiles, specs, term, model.knee or NO_KNEE), y), y)
         if best is None or cv < best[0]:
             best = (cv, tiles)
     return best
@@ -569,10 +565,7 @@ def fit_op(op: str, unit: str, units: list[float], ms: list[float], elements: li
     design = np.column_stack([np.asarray(units, dtype=float), np.asarray(elements, dtype=float), np.ones_like(y)])
     a, c, b = _nonneg_relative(design, y)
     pred = design @ np.array([a, c, b])
-    cv = None
-    if len(y) > design.shape[1]:
-        keep = ~np.eye(len(y), dtype=bool)
-        cv = mape(np.array([design[i] @ _nonneg_relative(design[keep[i]], y[keep[i]]) for i in range(len(y))]), y)
+    cv = mape(_loo_nonneg_relative(design, y), y) if len(y) > design.shape[1] else None
     return OpModel(op, unit, a, b, len(y), mape(pred, y), cv, c)
 
 
@@ -624,13 +617,6 @@ def _network_design(samples: list[NetworkSample], threshold_mb: float) -> np.nda
     return np.array([[s.weights_mb, sum(max(0.0, a - threshold_mb) for a in s.activation_mb)] for s in samples])
 
 
-def _network_coefficients(design: np.ndarray, y: np.ndarray, base: np.ndarray) -> np.ndarray:
-    """Non-negative coefficients minimising the squared relative error of base + design @ coef against y."""
-    from scipy.optimize import nnls
-
-    return nnls(design / y[:, None], (y - base) / y)[0]
-
-
 def fit_network(samples: list[NetworkSample]) -> NetworkModel | None:
     """The NetworkModel (threshold from ACTIVATION_THRESHOLDS_MB) with the lowest leave-one-out error; None with
     fewer than MIN_NETWORKS samples or when it does not beat the ops alone by TILE_MARGIN."""
@@ -638,28 +624,33 @@ def fit_network(samples: list[NetworkSample]) -> NetworkModel | None:
         return None
     y = np.array([s.measured_ms for s in samples])
     base = np.array([s.ops_ms for s in samples])
-    keep = ~np.eye(len(y), dtype=bool)
     ops_only = mape(base, y)
     best = None
     for threshold in ACTIVATION_THRESHOLDS_MB:
         design = _network_design(samples, threshold)
-        loo = np.array([base[i] + design[i] @ _network_coefficients(design[keep[i]], y[keep[i]], base[keep[i]])
-                        for i in range(len(y))])
-        cv = mape(loo, y)
+        cv = mape(_loo_nonneg_relative(design, y, base), y)
         if best is None or cv < best[0]:
             best = (cv, threshold, design)
     cv, threshold, design = best
     if cv >= ops_only * (1 - TILE_MARGIN):
         return None
-    coef = _network_coefficients(design, y, base)
+    coef = _nonneg_relative(design, y, base)
     return NetworkModel(float(coef[0]), float(coef[1]), threshold, len(y), ops_only, mape(base + design @ coef, y),
                         cv)
 
 
-def _nonneg_relative(design: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Coefficients >= 0 minimising the squared relative error of design @ coef against y (scipy's NNLS on the rows
-    divided by y: the same problem as scikit-learn's positive LinearRegression weighted by 1/y^2, ~50x faster, which
-    matters in the leave-one-out refits of every condition)."""
+def _nonneg_relative(design: np.ndarray, y: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
+    """Coefficients >= 0 minimising the squared relative error of base + design @ coef against y (base: 0 unless
+    given; scipy's NNLS on the rows divided by y: the same problem as scikit-learn's positive LinearRegression
+    weighted by 1/y^2, ~50x faster, which matters in the leave-one-out refits of every condition)."""
     from scipy.optimize import nnls
 
-    return nnls(design / y[:, None], np.ones_like(y))[0]
+    return nnls(design / y[:, None], (y - (0.0 if base is None else base)) / y)[0]
+
+
+def _loo_nonneg_relative(design: np.ndarray, y: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
+    """Leave-one-out predictions of _nonneg_relative's fit: each sample from the fit to all the others."""
+    keep = ~np.eye(len(y), dtype=bool)
+    offset = np.zeros_like(y) if base is None else base
+    return np.array([offset[i] + design[i] @ _nonneg_relative(design[keep[i]], y[keep[i]], offset[keep[i]])
+                     for i in range(len(y))])
