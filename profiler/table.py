@@ -23,7 +23,7 @@ from typing import Iterable
 from profiler.atomic import atomic_write_text
 from profiler.errors import FgnasError
 from profiler.fit import ConditionModel, NetworkModel, NetworkSample, OpModel, fit_conditions, fit_network, fit_op
-from profiler.model_ops import ConvOp, ModelOp, op_from_dict, whole_model_ms
+from profiler.model_ops import FLOAT32_BYTES, ConvOp, ModelOp, op_from_dict, whole_model_ms
 from profiler.ops import INVOKE_PROBE, OpProbe, op_elements, op_units, unit_of
 from profiler.spec import ConditionKey, ConvSpec
 
@@ -400,13 +400,14 @@ class LatencyTable:
         pixels_k2 = ho * wo * spec.kernel * spec.kernel
         cout_t = _straight_through_round_up(cout, model.cout_tile, model.cout_small_tile)
         if spec.conv_type == "depthwise":
+            cin_per_group = torch.ones(())
             macs = pixels_k2 * cout_t
         else:
-            macs = pixels_k2 * cout_t * _straight_through_round_up(cin / spec.groups, model.cin_tile,
-                                                                    model.cin_small_tile)
+            cin_per_group = cin / spec.groups
+            macs = pixels_k2 * cout_t * _straight_through_round_up(cin_per_group, model.cin_tile, model.cin_small_tile)
         slope = model.slope(int(round(float(cout.detach()))))
-        if model.knee:
-            weights_mb = spec.kernel * spec.kernel * (cin / spec.groups) * cout * 4 / 1e6
+        if model.knee:  # as profiler.model_ops.conv_weights_mb counts them
+            weights_mb = spec.kernel * spec.kernel * cin_per_group * cout * FLOAT32_BYTES / 1e6
             macs = macs * (1 + model.knee.slope * torch.clamp(torch.log2(weights_mb / model.knee.mb), min=0.0))
         return slope * (2 * macs / 1e6) + model.b_ms
 
