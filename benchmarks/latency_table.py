@@ -77,9 +77,10 @@ def _log_uniform(rng: random.Random, lo: int, hi: int) -> int:
     return int(round(math.exp(rng.uniform(math.log(lo), math.log(hi)))))
 
 
-def random_convs(table: LatencyTable, n: int, rng: random.Random, spaces: tuple[str, ...]) -> list[ConvSpec]:
-    """n random convs of the table's own conditions, none measured in its sweep."""
-    swept = {r["id"] for r in read_records(table.raw_log_file)} if table.raw_log_file else set()
+def random_convs(table: LatencyTable, n: int, rng: random.Random, spaces: tuple[str, ...], records: list[dict]
+                 ) -> list[ConvSpec]:
+    """n random convs of the table's own conditions, none measured in its sweep (`records`: its raw log)."""
+    swept = {r["id"] for r in records}
     keys = sorted((k for k in table.conditions if k.conv_type in ("normal", "depthwise")), key=str)
     specs: dict[ConvSpec, None] = {}
     while len(specs) < n:
@@ -139,13 +140,13 @@ def net_rows(table: LatencyTable, nets: list[NetProbe], paths: list[Path], measu
     return rows
 
 
-def reference_probe(table: LatencyTable) -> tuple[ConvSpec, float] | None:
-    """The sweep's reference conv and its median over the sweep (table `drift`), to tell how fast this machine runs
-    now against when it was profiled: the benchmark's errors move with that."""
+def reference_probe(table: LatencyTable, records: list[dict]) -> tuple[ConvSpec, float] | None:
+    """The sweep's reference conv and its median over the sweep (table `drift`; `records`: its raw log), to tell how
+    fast this machine runs now against when it was profiled: the benchmark's errors move with that."""
     drift = table.doc.get("drift") or {}
-    if not drift.get("reference_id") or table.raw_log_file is None or not table.raw_log_file.is_file():
+    if not drift.get("reference_id"):
         return None
-    record = next((r for r in read_records(table.raw_log_file) if r["id"] == drift["reference_id"]), None)
+    record = next((r for r in records if r["id"] == drift["reference_id"]), None)
     medians = [d["median_ms"] for d in drift.get("devices", {}).values()]
     return (ConvSpec.from_dict(record["spec"]), medians[0]) if record and medians else None
 
@@ -198,13 +199,14 @@ def run(args: argparse.Namespace) -> dict:
     if unknown:
         raise FgnasError(f"unknown space {', '.join(map(str, unknown))}: name the table's spaces with --spaces "
                          f"(from {', '.join(SPACES)})")
-    specs = random_convs(table, n_convs, rng, spaces)
+    records = read_records(table.raw_log_file) if table.raw_log_file else []
+    specs = random_convs(table, n_convs, rng, spaces, records)
     nets = random_nets(table, n_nets, rng, args.quick)
     settings = BenchmarkSettings(threads=s.get("threads", 1), runs=args.runs or s.get("runs", 30),
                                  warmup=args.warmup or s.get("warmup", 5))
     conv_paths = [build_model(spec, args.cache_dir) for spec in specs]
     net_paths = [build_model(net, args.cache_dir) for net in nets]
-    reference = reference_probe(table)
+    reference = reference_probe(table, records)
     extra = [build_model(reference[0], args.cache_dir)] if reference else []
     with create_device("host", cpu=args.cpu) as device:
         measured = lowest_of_passes(device, conv_paths + net_paths + extra, settings, args.passes, args.gap)
