@@ -94,10 +94,10 @@ def show_text(table: LatencyTable) -> str:
                      f"median {_pct(frame['affine_cv_mape'].median())}")
         tiles = frame.groupby("tiles").size().sort_values(ascending=False)
         lines.append("tiles: " + ", ".join(f"{text}: {count}" for text, count in tiles.items()))
-        knees = {m.key.conv_type: m.knee for m in table.conditions.values() if m.knee}
-        lines.append("weight knee: " + (", ".join(f"{kind} convs over {k.mb:g} MB of weights +{100 * k.slope:.0f}% "
-                                                  f"per FLOP per doubling" for kind, k in sorted(knees.items()))
-                                        or "none"))
+        knees = {(m.key.conv_type, m.key.kernel): m.knee for m in table.conditions.values() if m.knee}
+        lines.append("weight knee: " + ("; ".join(f"{kind} k{kernel} over {k.mb:.3g} MB of weights "
+                                                  f"+{100 * k.step:.0f}% +{100 * k.slope:.0f}% per doubling"
+                                                  for (kind, kernel), k in sorted(knees.items())) or "none"))
         lines.append("")
         lines.append(f"worst {min(WORST_FITS, len(frame))} fits (by cross-validated MAPE):")
         worst = frame.sort_values("cv_mape", ascending=False, na_position="first").head(WORST_FITS)

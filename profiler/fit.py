@@ -19,12 +19,16 @@ condition only where it lowers that condition's own: depthwise kernels run chann
 their SIMD width on a slower path (`align` A: a second slope for cout % A != 0; here it took depthwise convs from
 73% to 85-92% of fresh random convs within +-10%).
 
-A family may also get a weight knee (WeightKnee): each FLOP of a conv whose weights exceed a cache-sized `mb` costs
-`1 + slope * log2(weights / mb)` times more. XNNPACK's conv streams all of a layer's weights once per block of output
-pixels, so once they no longer fit a cache level they come from a slower one, for every block (here: normal convs
-with weights over ~16 MB, half the shared L3, ran 10% slower per FLOP at 24-48 MB and 20-30% at 48-150 MB than the
-rest of their condition). Within one condition weight size is proportional to FLOPs, so no per-condition term can
-show it; the knee is shared by the family (one size and one slope from all its conditions).
+A family may also get a weight knee per kernel size (WeightKnee): each FLOP of a conv whose weights exceed a
+cache-sized `mb` costs `1 + step + slope * log2(weights / mb)` times more. XNNPACK's conv streams all of a layer's
+weights once per block of output pixels, so once they no longer fit a cache level they come from a slower one, for
+every block (here: normal convs with weights over ~16 MB, half the shared L3, ran 10% slower per FLOP at 24-48 MB and
+20-30% at 48-150 MB than the rest of their condition). Its depthwise kernels for 3x3 and 5x5 hold all taps of a tile
+of channels for each output pixel, so theirs fall out of the 32 kB L1 at ~16-22 kB of weights and every channel
+beyond costs a fixed share more (7x7 maps, 3x3 kernel: 0.022 us per channel up to 430 channels, 0.032 from 544 on),
+while the larger kernels go over the taps in several passes and show no knee: hence a step as well as a slope, and
+one knee per kernel size. Within one condition weight size is proportional to FLOPs, so no per-condition term can
+show it; the knee is shared by the family's conditions of one kernel size.
 
 Slope and intercept are constrained non-negative: a latency model must never price a small conv (or a whole
 pruned network) at negative time, which an unconstrained intercept does whenever the smallest samples sit below the
@@ -33,6 +37,7 @@ form from leave-one-out sums).
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field, replace
 
@@ -52,8 +57,10 @@ ALIGN_CANDIDATES = (4, 8, 16)
 TERM_MARGIN = 0.05
 MIN_PER_SIDE = 2  # aligned and misaligned samples a condition needs before it can have a misaligned slope
 MIN_CV_SAMPLES = 3
-KNEE_MB_CANDIDATES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # cache-sized: L2 and L3 of phones and PCs
-KNEE_SLOPE_CANDIDATES = tuple(round(0.05 * i, 2) for i in range(1, 11))
+# cache-sized, half an octave apart: from half a 32 kB L1 to the L3s of phones and PCs
+KNEE_MB_CANDIDATES = tuple(2.0 ** (k / 2) for k in range(-12, 11))
+KNEE_SLOPE_CANDIDATES = tuple(round(0.05 * i, 2) for i in range(11))
+KNEE_STEP_CANDIDATES = tuple(round(0.1 * i, 1) for i in range(6))
 
 
 def round_up(channels: int, tile: int) -> int:
@@ -92,14 +99,17 @@ NO_TILES: Tiles = (1, 1, 1, 1)
 
 @dataclass(frozen=True)
 class WeightKnee:
-    """Each FLOP of a conv with more than `mb` MB of weights costs `1 + slope * log2(weights / mb)` times as much."""
+    """Each FLOP of a conv with more than `mb` MB of weights costs `1 + step + slope * log2(weights / mb)` times as
+    much."""
 
     mb: float
     slope: float
+    step: float = 0.0
 
     def factor(self, weights_mb):
         """The factor for one weight size in MB or an array of them (1 up to the knee)."""
-        return 1.0 + self.slope * np.log2(np.maximum(np.asarray(weights_mb) / self.mb, 1.0))
+        ratio = np.asarray(weights_mb) / self.mb
+        return 1.0 + (ratio > 1.0) * (self.step + self.slope * np.log2(np.maximum(ratio, 1.0)))
 
 
 NO_KNEE = WeightKnee(math.inf, 0.0)
@@ -357,7 +367,8 @@ class ConditionModel:
                 "cin_tile": self.cin_tile, "cin_small_tile": self.cin_small_tile or self.cin_tile,
                 "align": self.align, "misaligned_a_ms_per_mflop": self.misaligned_a_ms_per_mflop,
                 "weight_knee_mb": self.knee.mb if self.knee else None,
-                "weight_knee_slope": self.knee.slope if self.knee else None, "n": self.n,
+                "weight_knee_slope": self.knee.slope if self.knee else None,
+                "weight_knee_step": self.knee.step if self.knee else None, "n": self.n,
                 "r2": self.r2, "mape": self.mape, "cv_mape": self.cv_mape, "affine": affine}
 
     @classmethod
@@ -371,7 +382,8 @@ class ConditionModel:
                    d["mape"], d["cv_mape"], affine, None if cout_small == d["cout_tile"] else cout_small,
                    None if cin_small == d["cin_tile"] else cin_small, d.get("align", 1),
                    d.get("misaligned_a_ms_per_mflop"),
-                   WeightKnee(d["weight_knee_mb"], d["weight_knee_slope"]) if d.get("weight_knee_mb") else None)
+                   WeightKnee(d["weight_knee_mb"], d["weight_knee_slope"], d.get("weight_knee_step") or 0.0)
+                   if d.get("weight_knee_mb") else None)
 
 
 def fit_condition(key: ConditionKey, specs: list[ConvSpec], ms: list[float],
@@ -419,7 +431,7 @@ def _small_fields(tiles: Tiles) -> tuple[int | None, int | None]:
 
 def fit_conditions(samples: dict[ConditionKey, tuple[list[ConvSpec], list[float]]]) -> list[ConditionModel]:
     """Fit every condition, with tiles (and their small tile) detected per conv type across all its conditions
-    (detect_shared_tiles)."""
+    (detect_shared_tiles) and a weight knee per conv type and kernel size (detect_knee)."""
     families: dict[tuple[str, int], list[ConditionKey]] = {}
     for key in samples:
         families.setdefault((key.conv_type, key.groups), []).append(key)
@@ -428,35 +440,41 @@ def fit_conditions(samples: dict[ConditionKey, tuple[list[ConvSpec], list[float]
         family = [(samples[k][0], positive_latencies(samples[k][1], f"condition {k}")) for k in keys]
         shared = detect_shared_tiles(family)
         fitted = [fit_condition(k, *samples[k], shared_tiles=shared) for k in keys]
-        knee = detect_knee(fitted, family)
-        if knee != NO_KNEE:
-            fitted = [fit_condition(k, *samples[k], shared_tiles=shared, knee=knee) for k in keys]
+        for kernel in sorted({k.kernel for k in keys}):
+            same = [i for i, k in enumerate(keys) if k.kernel == kernel]
+            knee = detect_knee([fitted[i] for i in same], [family[i] for i in same])
+            if knee != NO_KNEE:
+                for i in same:
+                    fitted[i] = fit_condition(keys[i], *samples[keys[i]], shared_tiles=shared, knee=knee)
         models += with_extra_term(fitted, family)
     return sorted(models, key=lambda m: str(m.key))
 
 
 def detect_knee(models: list[ConditionModel], family: list[tuple[list[ConvSpec], np.ndarray]]) -> WeightKnee:
-    """The family's weight knee (KNEE_MB_CANDIDATES x KNEE_SLOPE_CANDIDATES) with the lowest mean leave-one-out
-    error of its conditions, each on its own tiles; NO_KNEE unless it lowers the mean error of the conditions it
-    touches (those with weights beyond the knee) by TERM_MARGIN. Measured over the whole family the gain is diluted
-    by the many conditions with small weights (here 2.9% for the family, 10% for the 56 conditions it touches)."""
+    """The weight knee (KNEE_MB_CANDIDATES x KNEE_STEP_CANDIDATES x KNEE_SLOPE_CANDIDATES) of these conditions
+    (one family, one kernel size) with the lowest mean leave-one-out error, each on its own tiles; NO_KNEE unless it
+    lowers the mean error of the conditions it touches (those with MIN_PER_SIDE samples on each side of the knee) by
+    TERM_MARGIN. Measured over all of them the gain is diluted by the many conditions with small weights."""
     scored = [(m.cv_mape, _costs(specs, m.tiles), np.array([conv_weights_mb(s) for s in specs]), y)
               for m, (specs, y) in zip(models, family) if m.cv_mape is not None]
     best, best_score, best_touched = NO_KNEE, float(np.mean([cv for cv, _, _, _ in scored] or [0.0])), (0.0, 0.0)
-    for mb in KNEE_MB_CANDIDATES:
-        for slope in KNEE_SLOPE_CANDIDATES:
-            errors, touched = [], []
-            for cv, x, weights, y in scored:
-                if weights.max() <= mb:
-                    errors.append(cv)
-                    continue
-                loo = loo_predictions(x * WeightKnee(mb, slope).factor(weights), y, 1.0 / y**2)
-                errors.append(cv if loo is None else mape(loo, y))
-                touched.append((cv, errors[-1]))
-            score = float(np.mean(errors))
-            if touched and score < best_score:
-                best, best_score = WeightKnee(mb, slope), score
-                best_touched = tuple(float(np.mean(column)) for column in zip(*touched))
+    for mb, step, slope in itertools.product(KNEE_MB_CANDIDATES, KNEE_STEP_CANDIDATES, KNEE_SLOPE_CANDIDATES):
+        if step == slope == 0.0:
+            continue
+        knee = WeightKnee(mb, slope, step)
+        errors, touched = [], []
+        for cv, x, weights, y in scored:
+            beyond = int(np.sum(weights > mb))
+            if min(beyond, len(y) - beyond) < MIN_PER_SIDE:  # all on one side: a step would only rescale the slope
+                errors.append(cv)
+                continue
+            loo = loo_predictions(x * knee.factor(weights), y, 1.0 / y**2)
+            errors.append(cv if loo is None else mape(loo, y))
+            touched.append((cv, errors[-1]))
+        score = float(np.mean(errors))
+        if touched and score < best_score:
+            best, best_score = knee, score
+            best_touched = tuple(float(np.mean(column)) for column in zip(*touched))
     without, with_knee = best_touched
     return best if with_knee < without * (1 - TERM_MARGIN) else NO_KNEE
 

@@ -27,9 +27,10 @@ from profiler.model_ops import FLOAT32_BYTES, ConvOp, ModelOp, op_from_dict, who
 from profiler.ops import INVOKE_PROBE, OpProbe, op_elements, op_units, unit_of
 from profiler.spec import ConditionKey, ConvSpec
 
-SCHEMA_VERSION = 3
-# 1 lacks the small tiles (no ladder) and invoke_overhead_ms (none subtracted); 2 the weight knee (none)
-READABLE_SCHEMA_VERSIONS = (1, 2, 3)
+SCHEMA_VERSION = 4
+# 1 lacks the small tiles (no ladder) and invoke_overhead_ms (none subtracted); 2 the weight knee (none); 3 the knee's
+# step (0)
+READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4)
 SCHEMA_PATH = Path(__file__).with_name("table_schema.json")
 CLAMP_ACTIVATIONS = ("none", "relu", "relu6")
 RESOLUTION_FALLBACK_RATIO = 4.0  # at most one stride-2 step (4x the pixels) away
@@ -408,7 +409,9 @@ class LatencyTable:
         slope = model.slope(int(round(float(cout.detach()))))
         if model.knee:  # as profiler.model_ops.conv_weights_mb counts them
             weights_mb = spec.kernel * spec.kernel * cin_per_group * cout * FLOAT32_BYTES / 1e6
-            macs = macs * (1 + model.knee.slope * torch.clamp(torch.log2(weights_mb / model.knee.mb), min=0.0))
+            ratio = weights_mb / model.knee.mb
+            beyond = model.knee.step + model.knee.slope * torch.log2(torch.clamp(ratio, min=1.0))
+            macs = macs * (1 + torch.where(ratio > 1, beyond, torch.zeros_like(beyond)))
         return slope * (2 * macs / 1e6) + model.b_ms
 
 

@@ -3,9 +3,9 @@ import pytest
 from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import LeaveOneOut
 
-from profiler.fit import (MIN_NETWORKS, ConditionModel, NetworkModel, NetworkSample, WeightKnee, detect_shared_tiles,
-                          detect_tiles, effective_channels, fit_condition, fit_conditions, fit_line, fit_network, fit_op,
-                          loo_predictions, mape, nonneg_line, round_up, tiled_macs, tiled_mflops)
+from profiler.fit import (MIN_NETWORKS, NO_KNEE, ConditionModel, NetworkModel, NetworkSample, WeightKnee,
+                          detect_shared_tiles, detect_tiles, effective_channels, fit_condition, fit_conditions, fit_line,
+                          fit_network, fit_op, loo_predictions, mape, nonneg_line, round_up, tiled_macs, tiled_mflops)
 from profiler.model_ops import conv_weights_mb
 from profiler.spec import ConvSpec, flops
 
@@ -281,15 +281,15 @@ def test_no_misaligned_slope_where_alignment_does_not_matter():
     assert {(m.align, m.misaligned_a_ms_per_mflop) for m in fit_conditions(_misaligned_family(1.0))} == {(1, None)}
 
 
-def _knee_family(slope: float) -> dict:
-    """Three 5x5 conditions whose FLOPs cost 1 + slope * log2(weights / 8 MB) times more beyond 8 MB of weights."""
+def _knee_family(knee: WeightKnee, kernel: int = 5) -> dict:
+    """Three conditions of `kernel` whose FLOPs cost `knee.factor` times more (1% noise)."""
     samples = {}
     for hw, seed in ((8, 11), (4, 12), (7, 13)):
         rng = np.random.default_rng(seed)
-        specs = [ConvSpec(hw, hw, cin, cout, 5, activation="relu")
+        specs = [ConvSpec(hw, hw, cin, cout, kernel, activation="relu")
                  for cin, cout in ((64, 64), (96, 128), (128, 96), (160, 192), (256, 128), (200, 300), (320, 256),
                                    (384, 384), (448, 320), (512, 512), (640, 576), (768, 704))]
-        ms = [(0.01 * tiled_mflops(s) * WeightKnee(8.0, slope).factor(conv_weights_mb(s)) + 0.001)
+        ms = [(0.01 * tiled_mflops(s) * knee.factor(conv_weights_mb(s)) + 0.001)
               * (1 + rng.uniform(-0.01, 0.01)) for s in specs]
         samples[specs[0].condition] = (specs, ms)
     return samples
@@ -299,11 +299,14 @@ def test_weight_knee_factor_by_hand():
     knee = WeightKnee(8.0, 0.1)
     assert knee.factor(4.0) == 1.0 and knee.factor(8.0) == 1.0
     assert knee.factor(32.0) == pytest.approx(1.2)  # two doublings beyond 8 MB
+    stepped = WeightKnee(8.0, 0.1, step=0.25)
+    assert stepped.factor(8.0) == 1.0 and stepped.factor(8.001) == pytest.approx(1.25, abs=1e-3)
+    assert list(stepped.factor(np.array([4.0, 16.0, 32.0]))) == pytest.approx([1.0, 1.35, 1.45])
     assert conv_weights_mb(ConvSpec(8, 8, 100, 200, 3)) == pytest.approx(9 * 100 * 200 * 4 / 1e6)
 
 
 def test_a_family_whose_flops_slow_down_beyond_a_weight_size_gets_a_knee():
-    models = fit_conditions(_knee_family(0.15))
+    models = fit_conditions(_knee_family(WeightKnee(8.0, 0.15)))
     assert {m.knee for m in models} == {WeightKnee(8.0, 0.15)}
     big = ConvSpec(8, 8, 800, 800, 5, activation="relu")  # 64 MB of weights: three doublings beyond the knee
     model = next(m for m in models if m.key == big.condition)
@@ -311,8 +314,19 @@ def test_a_family_whose_flops_slow_down_beyond_a_weight_size_gets_a_knee():
     assert ConditionModel.from_dict(model.to_dict()) == model
 
 
+def test_each_kernel_size_gets_its_own_knee_and_a_step_where_the_cost_jumps():
+    stepped = WeightKnee(8.0, 0.0, step=0.3)
+    models = fit_conditions({**_knee_family(stepped, kernel=5), **_knee_family(NO_KNEE, kernel=3)})
+    assert {m.knee for m in models if m.key.kernel == 5} == {stepped}
+    assert {m.knee for m in models if m.key.kernel == 3} == {None}
+    big = ConvSpec(8, 8, 512, 512, 5, activation="relu")  # 26 MB of weights: beyond the knee, 30% more per FLOP
+    model = next(m for m in models if m.key == big.condition)
+    assert model.predict_ms(big) == pytest.approx(0.01 * tiled_mflops(big) * 1.3 + 0.001, rel=0.03)
+    assert ConditionModel.from_dict(model.to_dict()) == model
+
+
 def test_no_knee_where_big_weights_cost_the_same_per_flop():
-    assert {m.knee for m in fit_conditions(_knee_family(0.0))} == {None}
+    assert {m.knee for m in fit_conditions(_knee_family(NO_KNEE))} == {None}
 
 
 def test_network_model_extra_cost_by_hand():

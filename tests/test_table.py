@@ -232,11 +232,11 @@ def test_latency_torch_follows_a_misaligned_slope_and_a_weight_knee(built):
     spec = ConvSpec(16, 16, 50, 33, 3, activation="relu")  # 59 kB of weights: 2.5 doublings beyond a 0.01 MB knee
     doc = built.doc
     doc["conditions"] = [{**c, "align": 8, "misaligned_a_ms_per_mflop": 0.03, "weight_knee_mb": 0.01,
-                          "weight_knee_slope": 0.5} if c["key"] == str(spec.condition) else c
+                          "weight_knee_slope": 0.5, "weight_knee_step": 0.2} if c["key"] == str(spec.condition) else c
                          for c in doc["conditions"]]
     table = LatencyTable(doc)
     assert table.predict_ms(spec) > built.predict_ms(spec)
-    for cout in (32.0, 33.0):
+    for cout in (4.0, 32.0, 33.0):  # 4: 7.2 kB of weights, below the knee
         varied = spec.with_channels(50, int(cout))
         soft = torch.tensor(cout, requires_grad=True)
         ms = table.latency_torch(varied, torch.tensor(50.0), soft)
