@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_timing_arguments(p)
     p.add_argument("--passes", type=int, default=PASSES,
                    help=f"measurements of every probe, each in its own pass over the sweep; the table keeps the "
-                        f"lowest median (default {PASSES}; calibration networks at least {NETWORK_PASSES})")
+                        f"lowest median (default {PASSES}; calibration networks get at least {NETWORK_PASSES}, "
+                        f"spread over the passes)")
     p.add_argument("--pass-gap", type=float, default=PASS_GAP_S,
                    help=f"least seconds from one pass's start to the next's, so a slow spell of the machine does not "
                         f"catch every pass of a probe (default {PASS_GAP_S:g})")

@@ -43,9 +43,10 @@ PASSES = 2
 # take them back to back).
 PASS_GAP_S = 60.0
 # Calibration networks are few and cheap, and the most sensitive of all probes to a slow spell (their activations
-# are megabytes; here a MobileNetV2-224's median ranged over +-15% in ten passes a minute apart): each gets at least
-# this many passes.
-NETWORK_PASSES = 10
+# are megabytes; here a MobileNetV2-224's median ranged over +-15% in ten passes a minute apart, and the lowest of
+# those ten, taken in three bursts within an hour, was still 4-10% above a quieter hour's): each gets at least this
+# many passes.
+NETWORK_PASSES = 20  # measurements, spread over the sweep's passes (pending_by_pass)
 
 
 def probe_kind(probe: Probe) -> str:
@@ -101,15 +102,18 @@ def passes_of(probe: Probe, passes: int) -> int:
 
 
 def pending_by_pass(probes: list[Probe], log_path: Path, seed: int = 0, passes: int = 1) -> list[list[Probe]]:
-    """The measurements not yet in the log, per pass, each pass in its own shuffled order; a probe the log holds k
-    times still needs passes k+1 .. passes_of(probe, passes)."""
+    """The measurements not yet in the log, per pass, each pass in its own shuffled order. A probe's
+    passes_of(probe, passes) measurements are spread evenly over the `passes` passes (a calibration network gets
+    several in each, shuffled among the other probes, so its lowest median sees as many states of the machine as
+    theirs, and a sweep takes no extra passes for it); one the log holds k times needs measurements k+1 .. passes_of."""
     done = collections.Counter(r["id"] for r in read_records(log_path) if r["kind"] != "reference")
-    unique = list(dict.fromkeys(probes))
-    todo = []
-    for k in range(max((passes_of(p, passes) for p in unique), default=0)):
-        this_pass = [p for p in unique if done[p.config_hash()] <= k < passes_of(p, passes)]
+    todo: list[list[Probe]] = [[] for _ in range(passes)]
+    for probe in dict.fromkeys(probes):
+        total = passes_of(probe, passes)
+        for i in range(done[probe.config_hash()], total):
+            todo[i * passes // total].append(probe)
+    for k, this_pass in enumerate(todo):
         random.Random(seed + k).shuffle(this_pass)
-        todo.append(this_pass)
     return todo
 
 

@@ -7,7 +7,7 @@ from profiler.devices import create_device
 from profiler.devices.base import BenchmarkSettings, Device, Measurement
 from profiler.errors import DeviceFault
 from profiler.ops import OpProbe
-from profiler.rawlog import RawLog, read_records
+from profiler.rawlog import RECORD_VERSION, RawLog, read_records
 from profiler.spaces import SMALL_MAX, Resolution, Space
 from profiler.spec import ConvSpec
 from profiler.model_builder import build_model
@@ -126,7 +126,7 @@ def test_a_pass_starts_at_least_the_pass_gap_after_the_one_before(tmp_path, cach
             assert len(times) == 4 and (times[2] - times[0] >= 1.6 if gap else times[2] - times[0] < 1.0)
 
 
-def test_calibration_networks_get_at_least_network_passes(tmp_path):
+def test_calibration_networks_get_network_passes_measurements_spread_over_the_passes(tmp_path):
     import random
 
     from profiler.networks import vgg_net
@@ -134,8 +134,16 @@ def test_calibration_networks_get_at_least_network_passes(tmp_path):
 
     net = vgg_net(random.Random(0), 32)
     by_pass = pending_by_pass([*PROBES[:3], net], tmp_path / "none.raw.jsonl", passes=2)
-    assert [len(p) for p in by_pass] == [4, 4] + [1] * (NETWORK_PASSES - 2)
-    assert all(p == [net] for p in by_pass[2:])
+    assert [len(p) for p in by_pass] == [3 + NETWORK_PASSES // 2] * 2
+    assert [p.count(net) for p in by_pass] == [NETWORK_PASSES // 2] * 2
+    assert by_pass[0][0] != net or by_pass[0][-1] != net  # shuffled among the convs, not a burst at one end
+    log = tmp_path / "some.raw.jsonl"
+    with RawLog(log) as raw:  # a resumed sweep: the net measured 3 times, the convs once
+        for probe in [*PROBES[:3], *[net] * 3]:
+            raw.append({"v": RECORD_VERSION, "kind": "net" if probe is net else "conv", "id": probe.config_hash(),
+                        "spec": probe.to_dict(), "m": {}, "device": "host"})
+    resumed = pending_by_pass([*PROBES[:3], net], log, passes=2)
+    assert [len(p) for p in resumed] == [NETWORK_PASSES // 2 - 3, 3 + NETWORK_PASSES // 2]
 
 
 def test_passes_come_one_after_another_each_in_its_own_order(tmp_path):
