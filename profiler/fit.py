@@ -61,6 +61,9 @@ MIN_CV_SAMPLES = 3
 KNEE_MB_CANDIDATES = tuple(2.0 ** (k / 2) for k in range(-12, 11))
 KNEE_SLOPE_CANDIDATES = tuple(round(0.05 * i, 2) for i in range(11))
 KNEE_STEP_CANDIDATES = tuple(round(0.1 * i, 1) for i in range(6))
+# Conditions with samples on both sides that a knee needs: with ~1,500 candidates, one or two conditions' noise finds
+# one that beats TERM_MARGIN (here one 1x1 condition alone chose a 2 MB knee).
+MIN_KNEE_CONDITIONS = 3
 
 
 def round_up(channels: int, tile: int) -> int:
@@ -472,7 +475,7 @@ def detect_knee(models: list[ConditionModel], family: list[tuple[list[ConvSpec],
             errors.append(cv if loo is None else mape(loo, y))
             touched.append((cv, errors[-1]))
         score = float(np.mean(errors))
-        if touched and score < best_score:
+        if len(touched) >= MIN_KNEE_CONDITIONS and score < best_score:
             best, best_score = knee, score
             best_touched = tuple(float(np.mean(column)) for column in zip(*touched))
     without, with_knee = best_touched

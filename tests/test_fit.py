@@ -325,6 +325,11 @@ def test_each_kernel_size_gets_its_own_knee_and_a_step_where_the_cost_jumps():
     assert ConditionModel.from_dict(model.to_dict()) == model
 
 
+def test_a_knee_needs_three_conditions_with_samples_on_both_sides():
+    two = dict(list(_knee_family(WeightKnee(8.0, 0.15)).items())[:2])
+    assert {m.knee for m in fit_conditions(two)} == {None}
+
+
 def test_no_knee_where_big_weights_cost_the_same_per_flop():
     assert {m.knee for m in fit_conditions(_knee_family(NO_KNEE))} == {None}
 
