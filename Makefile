@@ -18,8 +18,9 @@ venv: $(BIN)/fgnas-profile
 test: venv
 	$(BIN)/python -m pytest -q
 
-# The whole pipeline on this computer with embedded defaults: profile (the quick space, its calibration networks'
-# extra passes 10 s apart rather than a minute; re-running resumes, so a second demo reuses the measurements) -> search the digits CNN to 60% of its unpruned predicted latency -> export
+# The whole pipeline on this computer with embedded defaults: profile (the quick space, its second pass 10 s after the
+# first rather than a minute; re-running resumes, so a second demo reuses the measurements) -> search the digits CNN
+# to 60% of its unpruned predicted latency -> export
 # (TFLite + ONNX, parity, per-layer latency) -> fgnas-check against the search target as the budget -> summary.
 DEMO_TABLE := device_tables/demo-host.json
 DEMO_RUN := runs/demo

@@ -120,7 +120,7 @@ NO_KNEE = WeightKnee(math.inf, 0.0)
 
 def cost_mflops(spec: ConvSpec, tiles: Tiles | None = None, knee: WeightKnee = NO_KNEE) -> float:
     """The MFLOPs a condition's slope multiplies: tiled (tiles as tiled_mflops takes them), times the knee's factor."""
-    return tiled_mflops(spec, *(tiles or ())) * knee.factor(conv_weights_mb(spec))
+    return tiled_mflops(spec, *(tiles or ())) * float(knee.factor(conv_weights_mb(spec)))
 
 
 def _costs(specs: list[ConvSpec], tiles: Tiles | None = None, knee: WeightKnee = NO_KNEE) -> np.ndarray:
