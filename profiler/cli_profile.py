@@ -14,7 +14,7 @@ from profiler.errors import DeviceFault, FgnasError
 from profiler.model_builder import DEFAULT_CACHE_DIR
 from profiler.rawlog import RawLog, raw_log_path, read_records
 from profiler.spaces import SPACES, Space, get_space
-from profiler.sweep import NETWORK_PASSES, PASS_GAP_S, PASSES, SweepOptions, SweepResult, run_sweep
+from profiler.sweep import NETWORK_MEASUREMENTS, PASS_GAP_S, PASSES, SweepOptions, SweepResult, run_sweep
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_timing_arguments(p)
     p.add_argument("--passes", type=int, default=PASSES,
                    help=f"measurements of every probe, each in its own pass over the sweep; the table keeps the "
-                        f"lowest median (default {PASSES}; calibration networks get at least {NETWORK_PASSES}, "
+                        f"lowest median (default {PASSES}; calibration networks get at least {NETWORK_MEASUREMENTS}, "
                         f"spread over the passes)")
     p.add_argument("--pass-gap", type=float, default=PASS_GAP_S,
                    help=f"least seconds from one pass's start to the next's, so a slow spell of the machine does not "

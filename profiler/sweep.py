@@ -45,8 +45,8 @@ PASS_GAP_S = 60.0
 # Calibration networks are few and cheap, and the most sensitive of all probes to a slow spell (their activations
 # are megabytes; here a MobileNetV2-224's median ranged over +-15% in ten passes a minute apart, and the lowest of
 # those ten, taken in three bursts within an hour, was still 4-10% above a quieter hour's): each gets at least this
-# many passes.
-NETWORK_PASSES = 20  # measurements, spread over the sweep's passes (pending_by_pass)
+# many measurements.
+NETWORK_MEASUREMENTS = 20  # spread over the sweep's passes (pending_by_pass)
 
 
 def probe_kind(probe: Probe) -> str:
@@ -96,20 +96,20 @@ class SweepResult:
     drift: dict = field(default_factory=dict)
 
 
-def passes_of(probe: Probe, passes: int) -> int:
-    """How many passes measure `probe` in a sweep of `passes` (networks: at least NETWORK_PASSES)."""
-    return max(passes, NETWORK_PASSES) if isinstance(probe, NetProbe) else passes
+def measurements_of(probe: Probe, passes: int) -> int:
+    """How many times a sweep of `passes` measures `probe`: once a pass (networks: at least NETWORK_MEASUREMENTS)."""
+    return max(passes, NETWORK_MEASUREMENTS) if isinstance(probe, NetProbe) else passes
 
 
 def pending_by_pass(probes: list[Probe], log_path: Path, seed: int = 0, passes: int = 1) -> list[list[Probe]]:
     """The measurements not yet in the log, per pass, each pass in its own shuffled order. A probe's
-    passes_of(probe, passes) measurements are spread evenly over the `passes` passes (a calibration network gets
-    several in each, shuffled among the other probes, so its lowest median sees as many states of the machine as
-    theirs, and a sweep takes no extra passes for it); one the log holds k times needs measurements k+1 .. passes_of."""
+    measurements_of(probe, passes) are spread evenly over the `passes` passes (a calibration network gets several in
+    each, shuffled among the other probes, so its lowest median sees as many states of the machine as theirs, and a
+    sweep takes no extra passes for it); one the log holds k times needs its measurements k+1 .. measurements_of."""
     done = collections.Counter(r["id"] for r in read_records(log_path) if r["kind"] != "reference")
     todo: list[list[Probe]] = [[] for _ in range(passes)]
     for probe in dict.fromkeys(probes):
-        total = passes_of(probe, passes)
+        total = measurements_of(probe, passes)
         for i in range(done[probe.config_hash()], total):
             todo[i * passes // total].append(probe)
     for k, this_pass in enumerate(todo):
@@ -136,7 +136,7 @@ def run_sweep(probes: list[Probe], devices: list[Device], log: RawLog, settings:
     if options.passes < 1:
         raise ValueError("a sweep needs at least one pass")
     by_pass = [todo for todo in pending_by_pass(probes, log.path, options.seed, options.passes) if todo]
-    skipped = sum(passes_of(p, options.passes) for p in set(probes)) - sum(map(len, by_pass))
+    skipped = sum(measurements_of(p, options.passes) for p in set(probes)) - sum(map(len, by_pass))
     measured = remeasured = 0
     failed: list[str] = []
     started = None

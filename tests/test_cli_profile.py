@@ -15,7 +15,7 @@ from profiler.devices.base import BenchmarkSettings, Device, Measurement
 from profiler.errors import DeviceFault
 from profiler.model_builder import build_model
 from profiler.rawlog import read_records
-from profiler.sweep import PASSES, passes_of
+from profiler.sweep import PASSES, measurements_of
 from profiler.table import LatencyTable
 
 TINY = ["--device", "host", "--space", "quick", "--resolutions", "4", "--kernels", "1,3", "--strides", "1",
@@ -26,7 +26,7 @@ TINY = ["--device", "host", "--space", "quick", "--resolutions", "4", "--kernels
 def _expected_passes(argv: list[str]) -> dict[str, int]:
     """Each probe's id and how many times a finished sweep has measured it."""
     args = build_parser().parse_args(argv)
-    return {p.config_hash(): passes_of(p, PASSES) for p in make_space(args).probes(args.seed)}
+    return {p.config_hash(): measurements_of(p, PASSES) for p in make_space(args).probes(args.seed)}
 
 
 @pytest.fixture(scope="module")

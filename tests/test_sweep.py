@@ -130,12 +130,12 @@ def test_calibration_networks_get_network_passes_measurements_spread_over_the_pa
     import random
 
     from profiler.networks import vgg_net
-    from profiler.sweep import NETWORK_PASSES
+    from profiler.sweep import NETWORK_MEASUREMENTS
 
     net = vgg_net(random.Random(0), 32)
     by_pass = pending_by_pass([*PROBES[:3], net], tmp_path / "none.raw.jsonl", passes=2)
-    assert [len(p) for p in by_pass] == [3 + NETWORK_PASSES // 2] * 2
-    assert [p.count(net) for p in by_pass] == [NETWORK_PASSES // 2] * 2
+    assert [len(p) for p in by_pass] == [3 + NETWORK_MEASUREMENTS // 2] * 2
+    assert [p.count(net) for p in by_pass] == [NETWORK_MEASUREMENTS // 2] * 2
     assert by_pass[0][0] != net or by_pass[0][-1] != net  # shuffled among the convs, not a burst at one end
     log = tmp_path / "some.raw.jsonl"
     with RawLog(log) as raw:  # a resumed sweep: the net measured 3 times, the convs once
@@ -143,7 +143,7 @@ def test_calibration_networks_get_network_passes_measurements_spread_over_the_pa
             raw.append({"v": RECORD_VERSION, "kind": "net" if probe is net else "conv", "id": probe.config_hash(),
                         "spec": probe.to_dict(), "m": {}, "device": "host"})
     resumed = pending_by_pass([*PROBES[:3], net], log, passes=2)
-    assert [len(p) for p in resumed] == [NETWORK_PASSES // 2 - 3, 3 + NETWORK_PASSES // 2]
+    assert [len(p) for p in resumed] == [NETWORK_MEASUREMENTS // 2 - 3, 3 + NETWORK_MEASUREMENTS // 2]
 
 
 def test_passes_come_one_after_another_each_in_its_own_order(tmp_path):
