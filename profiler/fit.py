@@ -461,23 +461,26 @@ def detect_knee(models: list[ConditionModel], family: list[tuple[list[ConvSpec],
     scored = [(m.cv_mape, _costs(specs, m.tiles), np.array([conv_weights_mb(s) for s in specs]), y)
               for m, (specs, y) in zip(models, family) if m.cv_mape is not None]
     best, best_score, best_touched = NO_KNEE, float(np.mean([cv for cv, _, _, _ in scored] or [0.0])), (0.0, 0.0)
-    for mb, step, slope in itertools.product(KNEE_MB_CANDIDATES, KNEE_STEP_CANDIDATES, KNEE_SLOPE_CANDIDATES):
-        if step == slope == 0.0:
+    for mb in KNEE_MB_CANDIDATES:
+        # a condition with all its samples on one side of the knee cannot show it: a step would only rescale its slope
+        sides = [min(int(np.sum(weights > mb)), int(np.sum(weights <= mb))) >= MIN_PER_SIDE
+                 for _, _, weights, _ in scored]
+        straddling = [row for row, straddles in zip(scored, sides) if straddles]
+        if len(straddling) < MIN_KNEE_CONDITIONS:
             continue
-        knee = WeightKnee(mb, slope, step)
-        errors, touched = [], []
-        for cv, x, weights, y in scored:
-            beyond = int(np.sum(weights > mb))
-            if min(beyond, len(y) - beyond) < MIN_PER_SIDE:  # all on one side: a step would only rescale the slope
-                errors.append(cv)
+        untouched = [row[0] for row, straddles in zip(scored, sides) if not straddles]
+        for step, slope in itertools.product(KNEE_STEP_CANDIDATES, KNEE_SLOPE_CANDIDATES):
+            if step == slope == 0.0:
                 continue
-            loo = loo_predictions(x * knee.factor(weights), y, 1.0 / y**2)
-            errors.append(cv if loo is None else mape(loo, y))
-            touched.append((cv, errors[-1]))
-        score = float(np.mean(errors))
-        if len(touched) >= MIN_KNEE_CONDITIONS and score < best_score:
-            best, best_score = knee, score
-            best_touched = tuple(float(np.mean(column)) for column in zip(*touched))
+            knee = WeightKnee(mb, slope, step)
+            touched = []
+            for cv, x, weights, y in straddling:
+                loo = loo_predictions(x * knee.factor(weights), y, 1.0 / y**2)
+                touched.append((cv, cv if loo is None else mape(loo, y)))
+            score = float(np.mean(untouched + [error for _, error in touched]))
+            if score < best_score:
+                best, best_score = knee, score
+                best_touched = tuple(float(np.mean(column)) for column in zip(*touched))
     without, with_knee = best_touched
     return best if with_knee < without * (1 - TERM_MARGIN) else NO_KNEE
 
