@@ -1,12 +1,14 @@
-"""The sweep runner: measure every probe `passes` times on a farm of devices, appending each result to the raw log.
+"""The sweep runner: measure every probe once a pass (a calibration network several times) on a farm of devices,
+appending each result to the raw log.
 
 One shared queue of probes in a seeded shuffled order (so slow drift spreads over all conditions instead of biasing
 the ones measured last), pass after pass: a probe's second measurement comes a whole pass (and at least
 `pass_gap_s`) after its first, so a burst of interference (another process, a VM's noisy neighbour) rarely hits
 both, and the table keeps the lowest of them (see profiler.table); one thread per device pulls a batch, builds its
-models, lets the device `prepare` them (a phone pushes them) and measures them one by one. A device that raises DeviceFault leaves the farm and its unmeasured
-probes go back to the queue; only when every device has failed does the sweep raise DeviceFault. Probes already in
-the log (as many times as there are passes) are skipped, which makes re-running the same command a resume.
+models, lets the device `prepare` them (a phone pushes them) and measures them one by one. A device that raises
+DeviceFault leaves the farm and its unmeasured probes go back to the queue; only when every device has failed does
+the sweep raise DeviceFault. Measurements already in the log (measurements_of) are skipped, which makes re-running
+the same command a resume.
 """
 from __future__ import annotations
 
