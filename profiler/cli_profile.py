@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import shlex
 import sys
 import tempfile
@@ -12,9 +14,10 @@ from pathlib import Path
 from profiler.devices import add_device_arguments, add_timing_arguments, create_device, device_options, timing_settings
 from profiler.errors import DeviceFault, FgnasError
 from profiler.model_builder import DEFAULT_CACHE_DIR
-from profiler.rawlog import RawLog, raw_log_path, read_records
+from profiler.rawlog import RAW_LOG_SUFFIX, RESUME_ADVICE, RawLog, raw_log_path, read_records
 from profiler.spaces import SPACES, Space, get_space
-from profiler.sweep import NETWORK_MEASUREMENTS, PASS_GAP_S, PASSES, SweepOptions, SweepResult, run_sweep
+from profiler.sweep import (NETWORK_MEASUREMENTS, PASS_GAP_S, PASSES, SweepOptions, SweepResult,
+                            measurement_settings, run_sweep)
 
 
 @dataclass(frozen=True)
@@ -91,11 +94,54 @@ def _check_writable(directory: Path) -> None:
         raise FgnasError(f"cannot write to {directory}: {exc.strerror}; choose a writable --out") from None
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an --out that would destroy measurements or fail only after the sweep: a raw log's name (the table
+    would overwrite that log), a directory, or an existing file that is not a latency table."""
+    if out.name.endswith(RAW_LOG_SUFFIX):
+        raise FgnasError(f"--out {out} names a raw log, not a table (the table would overwrite it): pass the table's "
+                         f"path, e.g. --out {out.with_name(out.name[:-len(RAW_LOG_SUFFIX)] + '.json')}")
+    if out.is_dir():
+        raise FgnasError(f"--out {out} is a directory: pass the table's file path, e.g. --out {out / 'host.json'}")
+    if raw_log_path(out).is_dir():
+        raise FgnasError(f"the raw log {raw_log_path(out)} would be a directory: choose another --out")
+    if out.exists():
+        try:
+            doc = json.loads(out.read_bytes())
+        except (OSError, ValueError):
+            doc = None
+        if not isinstance(doc, dict) or "schema_version" not in doc:
+            raise FgnasError(f"--out {out} exists and is not a latency table: choose another --out (or move it away)")
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    if args.passes < 1:
+        raise FgnasError("--passes must be at least 1")
+    if not (math.isfinite(args.pass_gap) and args.pass_gap >= 0):
+        raise FgnasError(f"--pass-gap must be a finite number of seconds, at least 0; got {args.pass_gap:g}")
+    for flag, value, least in (("--samples-per-condition", args.samples_per_condition, 1),
+                               ("--small-samples", args.small_samples, 0), ("--networks", args.networks, 0)):
+        if value is not None and value < least:
+            raise FgnasError(f"{flag} must be at least {least}; got {value}")
+
+
+def _check_table_settings(out: Path, records: list[dict], settings: dict) -> None:
+    """A log written before records carried their settings: compare with the settings of the table beside it (the
+    last sweep that finished), the only record of how those measurements were taken."""
+    if not records or all("settings" in r for r in records):
+        return
+    try:
+        previous = json.loads(out.read_text(encoding="utf-8"))["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    differ = {k: (previous[k], v) for k, v in settings.items() if k in previous and previous[k] != v}
+    if differ:
+        text = ", ".join(f"{k}={old} (now {new})" for k, (old, new) in sorted(differ.items()))
+        raise FgnasError(f"{raw_log_path(out)} was measured with {text} (the settings of {out}): {RESUME_ADVICE}")
+
+
 def _spaces_in_log(out: Path, space: str) -> list[str]:
     """Every space swept into this table's raw log: this one and those the table at `out` already lists (the raw log
     resumes across spaces, so `imagenet` then `cifar` into one --out makes one table of both)."""
-    import json
-
     try:
         previous = json.loads(out.read_text(encoding="utf-8"))["settings"]
         spaces = previous.get("spaces") or [previous["space"]]
@@ -108,19 +154,26 @@ def profile(args: argparse.Namespace) -> ProfileOutcome:
     """Run the sweep the arguments describe and write the table; FgnasError/DeviceFault/KeyboardInterrupt pass up."""
     space = make_space(args)
     timing_settings(args)
-    if args.passes < 1:
-        raise FgnasError("--passes must be at least 1")
+    _check_numbers(args)
     out = args.out or Path("device_tables") / f"{args.device}.json"
+    _check_out(out)
     _check_writable(out.parent)
     options = device_options(args)
     with ExitStack() as stack:
-        devices = [stack.enter_context(create_device(args.device, **options, **({"serial": s} if s else {})))
-                   for s in (args.serial or [None])]
-        settings = timing_settings(args, devices[0].default_settings)
-        with RawLog(raw_log_path(out)) as log:
-            result = run_sweep(space.probes(args.seed), devices, log, settings,
-                               SweepOptions(seed=args.seed, reference=space.reference, cache_dir=args.cache_dir,
-                                            progress=True, passes=args.passes, pass_gap_s=args.pass_gap))
+        # The log's lock first: a second sweep on this --out stops before it connects to (and loads) a device.
+        log = stack.enter_context(RawLog(raw_log_path(out)))
+        try:
+            devices = [stack.enter_context(create_device(args.device, **options, **({"serial": s} if s else {})))
+                       for s in (args.serial or [None])]
+            settings = timing_settings(args, devices[0].default_settings)
+            _check_table_settings(out, read_records(log.path), measurement_settings(settings))
+        except BaseException:
+            if log.created and log.path.stat().st_size == 0:
+                log.path.unlink()  # the empty log this failed run created; nothing was measured
+            raise
+        result = run_sweep(space.probes(args.seed), devices, log, settings,
+                           SweepOptions(seed=args.seed, reference=space.reference, cache_dir=args.cache_dir,
+                                        progress=True, passes=args.passes, pass_gap_s=args.pass_gap))
         info = devices[0].info()
         if len(devices) > 1:
             info["farm"] = [d.info() for d in devices]

@@ -8,7 +8,7 @@ both, and the table keeps the lowest of them (see profiler.table); one thread pe
 models, lets the device `prepare` them (a phone pushes them) and measures them one by one. A device that raises
 DeviceFault leaves the farm and its unmeasured probes go back to the queue; only when every device has failed does
 the sweep raise DeviceFault. Measurements already in the log (measurements_of) are skipped, which makes re-running
-the same command a resume.
+the same command a resume, on the same devices with the same settings only (rawlog.check_resume).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from profiler.errors import DeviceFault
 from profiler.model_builder import DEFAULT_CACHE_DIR, build_model
 from profiler.networks import NetProbe
 from profiler.ops import OpProbe
-from profiler.rawlog import RECORD_VERSION, RawLog, read_records
+from profiler.rawlog import RECORD_VERSION, RawLog, check_resume, read_records
 from profiler.spec import ConvSpec
 
 Probe = ConvSpec | OpProbe | NetProbe
@@ -59,13 +59,30 @@ def probe_from_record(record: dict) -> Probe:
     return _FROM_DICT[record["kind"]](record["spec"])
 
 
-def make_record(kind: str, probe: Probe, m: Measurement, device: Device, attempts: int, model: Path | None = None
-                ) -> dict:
+def device_identity(device: Device) -> dict:
+    """What a raw-log record says about the device: profile name, serial, and the hardware model (a phone's
+    ro.product.model, the host's CPU), so that a log is never resumed on another phone or machine."""
+    info = device.info()
+    return {"device": device.name, "serial": getattr(device, "serial", None),
+            "hardware": info.get("model") or info.get("cpu_model") or None}
+
+
+def measurement_settings(settings: BenchmarkSettings) -> dict:
+    """The settings that change what a measurement means (not the timeout)."""
+    return {"threads": settings.threads, "runs": settings.runs, "warmup": settings.warmup,
+            "use_xnnpack": settings.use_xnnpack}
+
+
+def make_record(kind: str, probe: Probe, m: Measurement, device: Device, attempts: int, model: Path | None = None,
+                settings: BenchmarkSettings | None = None, identity: dict | None = None) -> dict:
     """The raw-log record of one measurement; a network's lists the ops read from its `model` file, so the table
-    can price them without the model (or TensorFlow) at hand."""
+    can price them without the model (or TensorFlow) at hand. `identity` (device_identity, asked once per sweep)
+    and `settings` make the record say what it was measured on and how."""
+    identity = identity or {"device": device.name, "serial": getattr(device, "serial", None), "hardware": None}
     record = {"v": RECORD_VERSION, "kind": kind, "id": probe.config_hash(), "spec": probe.to_dict(),
-              "m": m.to_dict(), "device": device.name, "serial": getattr(device, "serial", None),
-              "t": time.time(), "attempts": attempts}
+              "m": m.to_dict(), **identity, "t": time.time(), "attempts": attempts}
+    if settings is not None:
+        record["settings"] = measurement_settings(settings)
     if isinstance(probe, OpProbe):
         record["unit"], record["units"] = probe.units
     if isinstance(probe, NetProbe):
@@ -137,6 +154,8 @@ def run_sweep(probes: list[Probe], devices: list[Device], log: RawLog, settings:
     """Take every measurement not yet in `log` on the devices; raise DeviceFault only when all of them failed."""
     if options.passes < 1:
         raise ValueError("a sweep needs at least one pass")
+    identities = {id(d): device_identity(d) for d in devices}
+    check_resume(read_records(log.path), log.path, list(identities.values()), measurement_settings(settings))
     by_pass = [todo for todo in pending_by_pass(probes, log.path, options.seed, options.passes) if todo]
     skipped = sum(measurements_of(p, options.passes) for p in set(probes)) - sum(map(len, by_pass))
     measured = remeasured = 0
@@ -147,7 +166,7 @@ def run_sweep(probes: list[Probe], devices: list[Device], log: RawLog, settings:
             time.sleep(max(0.0, options.pass_gap_s - (time.monotonic() - started)))
         started = time.monotonic()
         working = [d for d in devices if _device_label(d) not in failed]
-        farm = _Farm(todo, working, log, settings, options, f"profiling pass {k + 1}/{len(by_pass)}")
+        farm = _Farm(todo, working, log, settings, options, f"profiling pass {k + 1}/{len(by_pass)}", identities)
         try:
             farm.run()
         finally:
@@ -169,8 +188,9 @@ class _Farm:
     _build_lock = threading.Lock()  # the TF converter is not safe to run from several threads at once
 
     def __init__(self, todo: list[Probe], devices: list[Device], log: RawLog, settings: BenchmarkSettings,
-                 options: SweepOptions, desc: str = "profiling") -> None:
+                 options: SweepOptions, desc: str = "profiling", identities: dict[int, dict] | None = None) -> None:
         self.queue = collections.deque(todo)
+        self.identities = identities or {}
         self.devices = devices
         self.log = log
         self.settings = settings
@@ -272,7 +292,8 @@ class _Farm:
 
     def _measure_one(self, device: Device, kind: str, probe: Probe, path: Path) -> None:
         m, attempts = measure_stable(device, path, self.settings, self.options.max_spread, self.options.max_attempts)
-        self.log.append(make_record(kind, probe, m, device, attempts, path))
+        self.log.append(make_record(kind, probe, m, device, attempts, path, self.settings,
+                                    self.identities.get(id(device))))
         if attempts > 1:
             with self.lock:
                 self.remeasured += 1

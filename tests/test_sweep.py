@@ -198,8 +198,12 @@ def test_all_devices_failing_is_a_device_fault_that_keeps_the_measurements(tmp_p
     finally:
         flaky.close()
     assert len(read_records(path)) == 3
-    with create_device("host") as host, RawLog(path) as log:
-        assert run_sweep(PROBES, [host], log, SETTINGS, _options(cache)).measured == len(PROBES) - 3
+    again = FlakyHost(good=10**6, serial="only")  # the same phone, plugged back in (another one is refused)
+    try:
+        with RawLog(path) as log:
+            assert run_sweep(PROBES, [again], log, SETTINGS, _options(cache)).measured == len(PROBES) - 3
+    finally:
+        again.close()
 
 
 def test_reference_probe_is_measured_first_and_every_n_probes(tmp_path, cache):
