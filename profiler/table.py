@@ -35,6 +35,10 @@ SCHEMA_PATH = Path(__file__).with_name("table_schema.json")
 CLAMP_ACTIVATIONS = ("none", "relu", "relu6")
 RESOLUTION_FALLBACK_RATIO = 4.0  # at most one stride-2 step (4x the pixels) away
 FITS = ("selected", "affine")
+# Coefficients every fit keeps at or above zero (profiler.fit, profiler.importers): a negative one gives negative or
+# absurd predictions, so a table that has one was edited or made elsewhere and is refused on load.
+NONNEGATIVE_CONDITION_FIELDS = ("a_ms_per_mflop", "b_ms", "misaligned_a_ms_per_mflop")
+NONNEGATIVE_OP_FIELDS = ("a_ms_per_unit", "b_ms", "c_ms_per_element")
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,39 @@ def content_hash(doc: dict) -> str:
     body = {k: v for k, v in doc.items() if k != "content_hash"}
     blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _non_finite(value, where: str = "top level") -> str | None:
+    """Where in a parsed JSON value the first NaN or infinity is (json.loads accepts NaN and Infinity), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite(item, f"{where}/{key}" if where != "top level" else str(key))
+        if found:
+            return found
+    return None
+
+
+def _negative_coefficient(doc: dict) -> str | None:
+    """Where a table holds a negative coefficient or invoke overhead, or None."""
+    if isinstance(doc.get("invoke_overhead_ms"), (int, float)) and doc["invoke_overhead_ms"] < 0:
+        return "invoke_overhead_ms"
+    for i, entry in enumerate(doc["conditions"]):
+        for owner, where in ((entry, f"conditions/{i}"), (entry["affine"], f"conditions/{i}/affine")):
+            for name in NONNEGATIVE_CONDITION_FIELDS:
+                if isinstance(owner.get(name), (int, float)) and owner[name] < 0:
+                    return f"{where}/{name}"
+    for op, entry in doc["ops"].items():
+        for name in NONNEGATIVE_OP_FIELDS:
+            if isinstance(entry.get(name), (int, float)) and entry[name] < 0:
+                return f"ops/{op}/{name}"
+    return None
 
 
 def lowest_medians(records: Iterable[dict], kind: str) -> dict[str, tuple[dict, float]]:
@@ -223,12 +260,19 @@ class LatencyTable:
             raise FgnasError(f"no latency table at {path}: create it with `fgnas-profile --device NAME --out {path}`")
         except OSError as exc:
             raise FgnasError(f"cannot read latency table {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError:
+            raise FgnasError(f"{path} is not a latency table (not UTF-8 text): pass a device_tables/*.json file") \
+                from None
         try:
             doc = json.loads(text)
         except ValueError as exc:
             raise FgnasError(f"{path} is not valid JSON ({exc}): restore it from git or re-profile the device") from exc
         if not isinstance(doc, dict) or "schema_version" not in doc:
             raise FgnasError(f"{path} is not a latency table (no schema_version): pass a device_tables/*.json file")
+        where = _non_finite(doc)
+        if where is not None:
+            raise FgnasError(f"{path} holds a non-finite number at {where} (NaN or infinity): restore it from git or "
+                             f"re-profile the device")
         version = doc["schema_version"]
         if version not in READABLE_SCHEMA_VERSIONS:
             if isinstance(version, int) and version > SCHEMA_VERSION:
@@ -243,6 +287,10 @@ class LatencyTable:
             where = "/".join(str(p) for p in error.absolute_path) or "top level"
             raise FgnasError(f"{path} is not a valid latency table ({where}: {error.message}): restore it from git "
                              f"or re-profile the device")
+        where = _negative_coefficient(doc)
+        if where is not None:
+            raise FgnasError(f"{path} holds a negative coefficient at {where} (no fit makes one; it would give "
+                             f"negative latencies): restore it from git or re-profile the device")
         if doc["content_hash"] != content_hash(doc):
             raise FgnasError(f"{path} was changed after it was written (content_hash mismatch): restore it from git "
                              f"or rebuild it from its raw log")
