@@ -150,9 +150,15 @@ def plot_table(table: LatencyTable, out_dir: Path) -> list[Path]:
     from profiler.rawlog import read_records
     from profiler.table import lowest_medians
 
+    if table.source.get("kind") == "imported":
+        raise FgnasError(f"{table.path} is an imported table: it has no measurements of single convs to plot")
     raw = table.raw_log_file
     if raw is None or not raw.is_file():
         raise FgnasError(f"raw log {raw} not found: plot needs the measurements the table was fitted to")
+    if table.path is not None and not raw.is_relative_to(Path(table.path).parent.resolve()):
+        # a table is data, not a licence to read any file: its raw log sits beside it (profiler.rawlog)
+        raise FgnasError(f"{table.path}: raw_log.path {table.doc['raw_log']['path']!r} points outside the table's "
+                         f"folder: restore the table from git or re-profile the device")
     samples: dict = {}
     for record, median in lowest_medians(read_records(raw), "conv").values():
         spec = ConvSpec.from_dict(record["spec"])

@@ -12,6 +12,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", required=True, help="proxylessnas (mobile_trim.yaml) or ofa (<R>_lookup_table.yaml)")
     p.add_argument("--device", required=True, help="name of the device the table describes, e.g. pixel1")
     p.add_argument("--out", type=Path, help="where to write the table (default device_tables/DEVICE.json)")
+    p.add_argument("--force", action="store_true", help="replace the table at --out if there is one (a measured "
+                                                        "table is otherwise never overwritten by an import)")
 
 
 def summary_text(table, out: Path) -> str:
@@ -23,11 +25,24 @@ def summary_text(table, out: Path) -> str:
             f"{100 * held['median']:.1f}%, 90th percentile {100 * held['p90']:.1f}% over {held['n']} blocks")
 
 
+def check_out(out: Path, force: bool) -> None:
+    """Refuse, before any work, an --out that is a raw log or a directory, or an existing file without --force."""
+    from profiler.errors import FgnasError
+    from profiler.rawlog import RAW_LOG_SUFFIX
+
+    if out.name.endswith(RAW_LOG_SUFFIX) or out.is_dir():
+        raise FgnasError(f"--out {out} is {'a directory' if out.is_dir() else 'a raw log name'}: pass a table path, "
+                         f"e.g. device_tables/NAME.json")
+    if out.exists() and not force:
+        raise FgnasError(f"{out} already exists: pass --force to replace it, or choose another --out")
+
+
 def run(args: argparse.Namespace) -> int:
     from profiler.importers.table_import import import_table
 
-    table = import_table(args.format, args.source, args.device)
     out = args.out or Path("device_tables") / f"{args.device}.json"
+    check_out(out, args.force)
+    table = import_table(args.format, args.source, args.device)
     table.save(out)
     print(summary_text(table, out))
     return 0

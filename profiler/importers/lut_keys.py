@@ -42,12 +42,26 @@ def parse_key(key: str) -> tuple[str, dict[str, str]]:
     return name, fields
 
 
+def _check_numbers(record: LutRecord) -> None:
+    """ValueError unless the entry's figures can be a latency: a positive finite mean (the fit weights rows by
+    1/mean), a finite non-negative spread, at least one run. YAML reads `.nan` and `.inf` as floats."""
+    if not (math.isfinite(record.mean_ms) and record.mean_ms > 0):
+        raise ValueError(f"mean {record.mean_ms} is not a positive finite latency")
+    if not (math.isfinite(record.std_ms) and record.std_ms >= 0):
+        raise ValueError(f"var/std {record.std_ms} is not a finite non-negative spread")
+    if record.count < 1:
+        raise ValueError(f"count {record.count} is below 1")
+
+
 def read_lut(path: Path) -> list[LutRecord]:
     """All records of one lookup-table YAML file, in file order."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise FgnasError(f"cannot read lookup table {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise FgnasError(f"{path} is not a lookup table (not UTF-8 text); pass a published lookup-table file") \
+            from None
     except yaml.YAMLError as exc:
         raise FgnasError(f"{path} is not valid YAML ({exc.__class__.__name__}); pass a published lookup-table file") from exc
     if not isinstance(data, dict) or not data:
@@ -57,7 +71,9 @@ def read_lut(path: Path) -> list[LutRecord]:
         try:
             name, fields = parse_key(str(key))
             std = math.sqrt(float(value["var"])) if "var" in value else float(value["std"])
-            records.append(LutRecord(str(key), name, fields, float(value["mean"]), std, int(value["count"])))
+            record = LutRecord(str(key), name, fields, float(value["mean"]), std, int(value["count"]))
+            _check_numbers(record)
+            records.append(record)
         except (ValueError, KeyError, TypeError) as exc:
             raise FgnasError(f"{path}: entry {key!r} is not a lookup-table entry ({exc}); "
                              "expected `NAME-input:HxWxC-output:...: {count, mean, var|std}`") from exc
