@@ -7,6 +7,7 @@ median of `settings.runs` invocations; the pairs' log ratios give the ratio and 
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +46,12 @@ class CheckOptions:
             raise FgnasError("nothing to check: give --budget (e.g. 53ms), --baseline FILE, or both")
         if self.update_baseline and self.baseline is None:
             raise FgnasError("--update-baseline needs --baseline FILE to write")
-        if self.budget_ms is not None and self.budget_ms <= 0:
-            raise FgnasError("--budget must be positive, e.g. 53ms")
+        if self.budget_ms is not None and not (0 < self.budget_ms < math.inf):
+            raise FgnasError(f"--budget must be positive and finite, e.g. 53ms; got {self.budget_ms:g} ms")
         if not 0 <= self.tolerance < 1:  # "--tolerance 5" almost surely means 5%, not 500%
             raise FgnasError(f"--tolerance must be between 0% and 100%, e.g. 5% or 0.05; got {self.tolerance:g}")
+        if not math.isfinite(self.tolerance):
+            raise FgnasError("--tolerance must be a finite percentage, e.g. 5%")
         if self.pairs < 2:
             raise FgnasError("--pairs must be at least 2: an interval needs repeated measurements")
         if not 0 < self.confidence < 1:
@@ -102,6 +105,19 @@ class CheckResult:
             "baseline_written": str(self.baseline_written) if self.baseline_written else None,
             "notes": list(self.notes),
         }
+
+
+def require_tflite(model: Path) -> None:
+    """FgnasError unless `model` carries the TFLite flatbuffer identifier: the runtime's own error on another file
+    (an ONNX model, garbage) reads like a broken cached model, and this file is the user's, not a cache entry."""
+    try:
+        with open(model, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise FgnasError(f"cannot read model {model}: {exc.strerror}") from None
+    if len(head) < 8 or head[4:8] != b"TFL3":
+        raise FgnasError(f"{model} is not a TFLite model (no TFL3 identifier): pass the .tflite file that fgnas-export "
+                         f"or the TFLite converter wrote")
 
 
 def measure_pairs(device: Device, model: Path, reference: Path | None, settings: BenchmarkSettings,
@@ -177,6 +193,7 @@ def run_check(device: Device, model: Path, options: CheckOptions) -> CheckResult
     model = Path(model)
     if not model.is_file():
         raise FgnasError(f"model {model} does not exist: export it first (or check the path)")
+    require_tflite(model)
     info = device.info()
     current_fingerprint = fingerprint(info, options.settings.to_dict())
     baseline = None

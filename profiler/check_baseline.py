@@ -9,6 +9,7 @@ identical one.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,7 +115,8 @@ def load_baseline(path: Path) -> Baseline:
     except (KeyError, TypeError, ValueError) as exc:
         raise FgnasError(f"baseline {path} is malformed ({type(exc).__name__}: {exc}); record it again with "
                          f"--update-baseline") from None
-    if len(baseline.model_ms) < 2 or min(baseline.model_ms + baseline.reference_ms) <= 0:
+    values = baseline.model_ms + baseline.reference_ms
+    if len(baseline.model_ms) < 2 or not all(math.isfinite(v) and v > 0 for v in values):
         raise FgnasError(f"baseline {path} needs at least 2 pairs of positive latencies; record it again with "
                          f"--update-baseline")
     return baseline

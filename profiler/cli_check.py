@@ -81,10 +81,33 @@ def options_from(args: argparse.Namespace, settings: BenchmarkSettings) -> Check
                         reference=args.reference, cache_dir=args.cache_dir)
 
 
+def _check_report_paths(args: argparse.Namespace) -> None:
+    """Before measuring: a report path that is a directory would fail only after the whole check."""
+    for flag, path in (("--junit", args.junit), ("--json", args.json)):
+        if path is not None and path.is_dir():
+            raise FgnasError(f"{flag} {path} is a directory: pass a file path, e.g. {path / 'report.xml'}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        _check_report_paths(args)
+    except FgnasError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    try:
+        return _check(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; nothing was decided", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a CI gate's exit 1 means "regression": any other failure must not read as one
+        print(f"{PROG}: unexpected {type(exc).__name__}: {exc} (a bug: please report it)", file=sys.stderr)
+        return 2
+
+
+def _check(args: argparse.Namespace) -> int:
     from profiler import check_report
 
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         options = options_from(args, timing_settings(args))
         options.validate()
