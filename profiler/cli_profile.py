@@ -118,10 +118,6 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise FgnasError("--passes must be at least 1")
     if not (math.isfinite(args.pass_gap) and args.pass_gap >= 0):
         raise FgnasError(f"--pass-gap must be a finite number of seconds, at least 0; got {args.pass_gap:g}")
-    for flag, value, least in (("--samples-per-condition", args.samples_per_condition, 1),
-                               ("--small-samples", args.small_samples, 0), ("--networks", args.networks, 0)):
-        if value is not None and value < least:
-            raise FgnasError(f"{flag} must be at least {least}; got {value}")
 
 
 def _check_table_settings(out: Path, records: list[dict], settings: dict) -> None:

@@ -77,3 +77,32 @@ def test_unwritable_log_location_is_an_fgnas_error(tmp_path):
 def test_a_full_disk_is_an_fgnas_error_saying_how_to_resume():
     with RawLog(Path("/dev/full")) as log, pytest.raises(FgnasError, match="cannot append.*resume"):
         log.append(_record(0))
+
+
+def test_a_whole_last_record_without_its_newline_is_kept_and_completed_on_reopen(tmp_path):
+    path = tmp_path / "t.raw.jsonl"
+    path.write_text(json.dumps(_record(0)) + "\n" + json.dumps(_record(1)))  # killed between record and newline
+    assert [r["id"] for r in read_records(path)] == ["id0", "id1"]
+    with RawLog(path) as log:
+        log.append(_record(2))
+    assert [r["id"] for r in read_records(path)] == ["id0", "id1", "id2"]
+    assert path.read_bytes().count(b"\n") == 3
+
+
+def test_a_last_line_that_parses_but_is_no_record_is_still_cut_as_torn(tmp_path):
+    path = tmp_path / "t.raw.jsonl"
+    path.write_text(json.dumps(_record(0)) + "\n" + "12")
+    with RawLog(path) as log:
+        log.append(_record(1))
+    assert [r["id"] for r in read_records(path)] == ["id0", "id1"]
+
+
+def test_a_second_writer_on_the_same_log_is_refused_and_the_lock_goes_with_the_first(tmp_path):
+    path = tmp_path / "t.raw.jsonl"
+    with RawLog(path) as first:
+        first.append(_record(0))
+        with pytest.raises(FgnasError, match="another sweep is writing"):
+            RawLog(path)
+    with RawLog(path) as again:
+        again.append(_record(1))
+    assert [r["id"] for r in read_records(path)] == ["id0", "id1"]
