@@ -12,6 +12,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import pickle
+import re
+import warnings
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -21,6 +24,33 @@ from profiler.atomic import atomic_write_bytes as _atomic_write_bytes
 from profiler.errors import FgnasError
 from search.arch import write_arch
 from search.targets import Target
+
+
+_REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+)")
+
+
+def load_torch_file(path: str | Path, what: str) -> object:
+    """torch.load with weights_only=True: tensors, containers and plain numbers and strings only, which is all a
+    checkpoint or state_dict of ours holds (configs and states are saved as dicts, never as objects). A full unpickle
+    would run whatever a crafted file names (os.system, ...), so anything else is refused with one line. `what` names
+    the file for the user, e.g. "--pretrained m.pt"."""
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr, which must stay one line
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FgnasError(f"{what}: no such file") from None
+    except IsADirectoryError:
+        raise FgnasError(f"{what} is a directory, not a torch checkpoint") from None
+    except pickle.UnpicklingError as exc:
+        if "weights_only" not in str(exc):
+            raise FgnasError(f"{what} is not a torch checkpoint (damaged pickle: {str(exc).splitlines()[0]})") from None
+        named = _REFUSED_GLOBAL.search(str(exc))
+        holds = f"it names {named.group(1).rstrip('.')}" if named else "it holds more than tensors and plain data"
+        raise FgnasError(f"{what} was not loaded: {holds}, and unpickling that could run code; only checkpoints "
+                         f"and state_dicts of tensors and plain data are read") from None
+    except Exception as exc:  # a truncated or foreign file: torch raises several unrelated types
+        raise FgnasError(f"{what} is not a torch checkpoint ({type(exc).__name__})") from None
 
 
 def operation_types(layer: dict) -> int:
@@ -91,10 +121,10 @@ class RunDir:
         path = self.file(self.CHECKPOINT)
         if not path.exists():
             return None
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # a truncated or foreign file: torch raises several unrelated types
-            raise FgnasError(f"{path} cannot be read ({type(exc).__name__}); start a new run") from None
+        blob = load_torch_file(path, f"checkpoint {path}")
+        if not isinstance(blob, dict) or not {"model", "state", "optimizers"} <= blob.keys():
+            raise FgnasError(f"checkpoint {path} is not a fgnas-search checkpoint; start a new run")
+        return blob
 
     def save_weights(self, state_dict: dict) -> Path:
         buffer = io.BytesIO()

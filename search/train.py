@@ -505,13 +505,11 @@ def _prepare(config: SearchConfig, run_dir: str | Path, resume: bool, log: Calla
 
 
 def _read_pretrained(path: str) -> dict:
-    """A state_dict, or a checkpoint/run file holding one under "model"."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise FgnasError(f"--pretrained {path}: no such file") from None
-    except Exception as exc:  # torch raises unrelated types for files that are not checkpoints
-        raise FgnasError(f"--pretrained {path} is not a torch checkpoint ({type(exc).__name__})") from None
+    """A state_dict, or a checkpoint/run file holding one under "model"; read with weights_only (a crafted file must
+    not run code)."""
+    from search.rundir import load_torch_file
+
+    blob = load_torch_file(path, f"--pretrained {path}")
     weights = blob.get("model", blob) if isinstance(blob, dict) else None
     if not isinstance(weights, dict):
         raise FgnasError(f"--pretrained {path} holds no state_dict")
