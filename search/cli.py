@@ -7,11 +7,13 @@ import time
 from dataclasses import fields
 
 from profiler.errors import FgnasError
+from search.baselines import BASELINES
+from search.precision import PRECISIONS
 from search.summary import format_summary
 from search.train import SearchConfig, run_search
 
 # CLI flag -> SearchConfig field, for the flags whose names differ.
-FIELD_OF = {"lambda": "lam", "no_amp": "amp"}
+FIELD_OF = {"lambda": "lam"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,14 +37,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs-finetune", type=int, help=f"default {d.epochs_finetune}")
     p.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
     p.add_argument("--lr", type=float, help=f"weights' learning rate (default {d.lr})")
-    p.add_argument("--gate-lr", type=float, help=f"gate parameters' learning rate (default {d.gate_lr})")
-    p.add_argument("--lambda", type=float, help="regularizer weight per param / FLOP / ms (default: the paper's, "
-                                                "rescaled to the backbone; see search/train.py)")
-    p.add_argument("--lambda-schedule", choices=("auto", "fixed"), help="auto: adapt lambda to reach the target "
-                                                                         "in time (default); fixed: as the paper")
+    p.add_argument("--gate-lr", type=float, help=f"how far a gate's margin moves a step, relative to the network's "
+                                                 f"rms push (default {d.gate_lr})")
+    p.add_argument("--lambda", type=float, help="starting regularizer weight, loss per param / FLOP / ms (default: "
+                                                "from the data, see search/dynamics.py)")
+    p.add_argument("--lambda-schedule", choices=("auto", "fixed"), help="auto: adapt lambda to follow a planned "
+                                                                         "descent to the target (default); fixed")
+    p.add_argument("--plan-share", type=float, help=f"the planned descent reaches the target after this share of "
+                                                    f"--epochs-search (default {d.plan_share})")
+    p.add_argument("--min-channels", help=f"per-layer floor: a share of each layer's channels (below 1) or a count "
+                                          f"(default {d.min_channels})")
+    p.add_argument("--max-off-share", type=float, help=f"the most of a layer's channels that may switch off in one "
+                                                       f"step (default {d.max_off_share})")
+    p.add_argument("--baseline", choices=BASELINES, help="instead of searching, meet the target the simple way: "
+                                                         "uniform (the widest width multiplier, trained from scratch "
+                                                         "for every epoch) or l1 (prune the pretrained backbone "
+                                                         "uniformly by filter L1 norm, fine-tune)")
     p.add_argument("--seed", type=int, help=f"default {d.seed}")
     p.add_argument("--device", help="cpu or cuda (default cpu)")
-    p.add_argument("--no-amp", action="store_const", const=False, help="no mixed precision on CUDA")
+    p.add_argument("--precision", choices=PRECISIONS, help="auto (default): bf16 + channels_last on a CPU with native "
+                                                           "bfloat16, fp16 on CUDA, else fp32")
     p.add_argument("--train-subset", type=int, help="train on a seeded random subset of N images")
     p.add_argument("--val-subset", type=int, help="validate on a seeded random subset of N images")
     p.add_argument("--pretrained", help="checkpoint to start from instead of pretraining")

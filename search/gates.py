@@ -64,3 +64,26 @@ def init_psi(*shape: int) -> Tensor:
     psi[..., 0] = GATE_INIT_MARGIN / 2
     psi[..., 1] = -GATE_INIT_MARGIN / 2
     return psi
+
+
+class _RecordedGate(torch.autograd.Function):
+    """y * g per channel, whose backward also hands each sample's gradient of the loss with respect to g to `sink`."""
+
+    @staticmethod
+    def forward(ctx, y: Tensor, g: Tensor, sink) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(y, g)
+        ctx.sink = sink
+        return y * g.view(1, -1, 1, 1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        y, g = ctx.saved_tensors
+        per_sample = (grad.float() * y.float()).sum(dim=(2, 3))  # [N, C]
+        ctx.sink(per_sample)
+        return grad * g.view(1, -1, 1, 1).to(grad.dtype), per_sample.sum(0).to(g.dtype), None
+
+
+def recorded_gate(y: Tensor, g: Tensor, sink) -> Tensor:
+    """Multiply y [N, C, H, W] by the gates g [C]; in the backward pass, sink([N, C]) receives d(loss)/d(g) of each
+    sample's share of the batch loss, from which the layer estimates what removing a channel would cost the task."""
+    return _RecordedGate.apply(y, g, sink)

@@ -10,7 +10,7 @@ from functools import cached_property
 import torch
 from torch import Tensor, nn
 
-from search.gates import init_psi
+from search.gates import init_psi, recorded_gate
 from profiler.spec import ConvSpec
 from search.operations import ACTIVATION_LAYERS, Operation, OpSpec
 
@@ -72,6 +72,10 @@ class SearchableLayer(nn.Module):
         self.register_buffer("depthwise", torch.tensor([[float(op.conv_type == "depthwise")] for op in node.ops]),
                              persistent=False)
         self.has_depthwise = any(op.conv_type == "depthwise" for op in node.ops)
+        # Per gate, the mean over this step's samples of (d loss_n / d g)^2 (the gate's Fisher information), filled
+        # by the backward pass while `recording` (search mode) and read by the search (search/dynamics.py).
+        self.recording = False
+        self.register_buffer("fisher", torch.zeros(len(node.ops), node.cout), persistent=False)
 
     def effective_gates(self, gates: Tensor, in_mask: Tensor) -> Tensor:
         """A depthwise channel whose input channel is pruned would output a constant; it is pruned with its input
@@ -79,6 +83,13 @@ class SearchableLayer(nn.Module):
         if not self.has_depthwise:
             return gates
         return gates * (self.depthwise * in_mask + (1.0 - self.depthwise))
+
+    def _sink(self, op: int):
+        def record(per_sample: Tensor) -> None:
+            # per_sample is d(batch-mean loss)/dg of each sample: N times it is d loss_n / dg
+            n = per_sample.shape[0]
+            self.fisher[op] += (n * per_sample.detach()).pow(2).mean(0).to(self.fisher.dtype)
+        return record
 
     def forward(self, x: Tensor, gates: Tensor | None = None, skip: Tensor | None = None) -> Tensor:
         """gates: [M, cout] effective gates, or None for the ungated network (pretraining: every gate on)."""
@@ -88,11 +99,12 @@ class SearchableLayer(nn.Module):
             for op in self.ops[1:]:
                 y = y + op(x)
         else:
-            y = self.ops[0](x)
-            gates = gates.to(y.dtype)  # keep autocast's half precision
-            y = y * gates[0].view(1, -1, 1, 1)
-            for op, g in zip(self.ops[1:], gates[1:]):
-                y = y + op(x) * g.view(1, -1, 1, 1)
+            y = None
+            for i, (op, g) in enumerate(zip(self.ops, gates)):
+                out = op(x)
+                g = g.to(out.dtype)  # keep autocast's half precision
+                gated = recorded_gate(out, g, self._sink(i)) if self.recording else out * g.view(1, -1, 1, 1)
+                y = gated if y is None else y + gated
         if m > 1:
             y = y / m
         if skip is not None:

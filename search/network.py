@@ -81,8 +81,9 @@ class SearchNetwork(nn.Module):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
-        for p in self.gate_parameters():
-            p.requires_grad_(mode == "search")
+        for layer in self.layers.values():
+            layer.psi.requires_grad_(mode == "search")
+            layer.recording = mode == "search"
 
     def gate_parameters(self) -> Iterator[nn.Parameter]:
         return (layer.psi for layer in self.layers.values())
@@ -135,6 +136,44 @@ class SearchNetwork(nn.Module):
             skip = outputs[node.skip] if node.skip else None
             outputs[node.name] = self.layers[node.name](outputs[node.input], gates, skip)
         return self.head(outputs[self.head_spec.input])
+
+    # ---- what the search reads and writes (search/dynamics.py) ----------------------------------------------------
+
+    def margins(self) -> dict[str, Tensor]:
+        """psi_on - psi_off of every gate, per layer [M, C]: on where positive."""
+        return {name: (layer.psi[..., 0] - layer.psi[..., 1]).detach().clone() for name, layer in self.layers.items()}
+
+    def set_margins(self, margins: dict[str, Tensor]) -> None:
+        with torch.no_grad():
+            for name, m in margins.items():
+                psi = self.layers[name].psi
+                psi[..., 0] = m / 2
+                psi[..., 1] = -m / 2
+
+    def take_fisher(self) -> dict[str, Tensor]:
+        """Each gate's Fisher information recorded since the last call (search mode), per layer [M, C]; resets it."""
+        out = {}
+        for name, layer in self.layers.items():
+            out[name] = layer.fisher.clone()
+            layer.fisher.zero_()
+        return out
+
+    def cost_gradients(self, resource: Resource) -> dict[str, Tensor]:
+        """dR/dG at the current hard gates, per layer [M, C]: what each channel costs, its share of the next layer's
+        input included (Eq. 8-10 through h's identity backward)."""
+        gates = {name: hard_gate(layer.psi.detach()).requires_grad_(True) for name, layer in self.layers.items()}
+        total = torch.as_tensor(self._resource(resource, gates))
+        if not total.requires_grad:
+            return {name: torch.zeros_like(g) for name, g in gates.items()}
+        grads = torch.autograd.grad(total, list(gates.values()), allow_unused=True)
+        return {name: torch.zeros_like(g) if d is None else d.detach()
+                for (name, g), d in zip(gates.items(), grads)}
+
+    def produced_channels(self) -> dict[str, int]:
+        """Channels each layer's own operations produce in the hard-gated network (its skip input not counted)."""
+        with torch.no_grad():
+            effective, _ = self._propagate(self._gates(soft=False))
+        return {name: int((g.sum(dim=0) > 0).sum()) for name, g in effective.items()}
 
     # ---- resources ---------------------------------------------------------------------------------------------
 
@@ -195,19 +234,21 @@ class SearchNetwork(nn.Module):
         with torch.no_grad():
             return float(self._resource(resource, {n: torch.ones_like(g) for n, g in self._gates(False).items()}))
 
-    def min_resource(self, resource: Resource) -> float:
-        """The smallest reachable network: one channel per layer (the same index everywhere, so depthwise layers and
-        skips keep it alive) produced by the layer's cheapest operation."""
+    def min_resource(self, resource: Resource, floors: dict[str, int] | None = None) -> float:
+        """The smallest reachable network: `floors[layer]` channels per layer (default one), the same first indices
+        everywhere so that depthwise layers and skips keep them alive, produced by the layer's cheapest operation."""
+        floors = floors or {}
         cin = {"input": self.in_channels}
         gates = {}
         with torch.no_grad():
             for node in self.nodes:
-                costs = [float(resource.conv(spec, torch.tensor(float(cin[node.input])), torch.tensor(1.0)))
+                keep = floors.get(node.name, 1)
+                costs = [float(resource.conv(spec, torch.tensor(float(cin[node.input])), torch.tensor(float(keep))))
                          for spec in node.op_specs]
                 g = torch.zeros_like(self.layers[node.name].psi[..., 0])
-                g[costs.index(min(costs)), 0] = 1.0
+                g[costs.index(min(costs)), :keep] = 1.0
                 gates[node.name] = g
-                cin[node.name] = 1
+                cin[node.name] = keep
             return float(self._resource(resource, gates))
 
     # ---- descriptions ------------------------------------------------------------------------------------------
@@ -233,6 +274,7 @@ class SearchNetwork(nn.Module):
             effective, masks = self._propagate(self._gates(soft=False))
         return [{"name": node.name, "cout": node.cout, "active_in": int(masks[node.input].sum()),
                  "active_out": int(masks[node.name].sum()),
+                 "produced": int((effective[node.name].sum(dim=0) > 0).sum()),
                  "ops": {op.name: int(g.sum()) for op, g in zip(node.ops, effective[node.name])}}
                 for node in self.nodes]
 

@@ -2,13 +2,10 @@
 L + lambda * R(psi) until the exact resource of the hard-gated network reaches the target, fine-tune with the gates
 fixed. `run_search` drives them with checkpoints after every epoch (and on Ctrl-C) so a run can be resumed.
 
-Lambda. The paper's values are per parameter (1e-7), per FLOP (1e-9) and per millisecond (0.0012): the same units
-fgnas uses, so the unit factor is 1. What differs is the network: lambda * R(backbone) was 0.4 for params
-(EfficientNet-B0, 4.0M), 0.09 for latency (MobileNetV2-224 on a Pixel 1, 75 ms) and 6.3 for FLOPs (EDSR baseline x2,
-6.3 GFLOPs on a 48x48 patch). The default lambda keeps that product: lambda_0 = lambda_paper * R_paper / R(backbone).
-The automatic schedule then multiplies lambda by a constant factor every step the hard resource lags a linear plan
-(start -> target by half the search epochs) and divides by it when well ahead, so lambda can grow 1000-fold within
-the planned steps: the target is reached in a bounded number of epochs whatever the starting value.
+How the gates move is search/dynamics.py (each channel's Fisher value against its cost, lambda on a planned descent,
+a cap on what a layer may lose in one step, a per-layer floor). The weights follow one cosine learning-rate schedule
+over the run's whole epoch budget (pretrain + search + fine-tune), the schedule a uniformly shrunk network trained
+from scratch for as long would get; search epochs the search does not need go to the fine-tune.
 """
 from __future__ import annotations
 
@@ -24,9 +21,12 @@ from torch import nn
 
 from profiler.errors import FgnasError
 from profiler.spec import ConditionKey
+from search.baselines import BASELINES, l1_prune, uniform_width
 from search.batchnorm import recalibrate_batchnorm
 from search.data import BatchLoader, DataSplits, load_data, make_loaders
-from search.gate_optimizer import NormalizedSGD
+from search.dynamics import (FISHER_WARMUP_STEPS, GateMover, MinChannels, lambda_growth, next_lambda,
+                             parse_min_channels, planned_resource)
+from search.precision import Precision, resolve_precision
 from search.resources import Resource, create_resource
 from search.summary import layer_rows
 from search.targets import Target, format_resource, parse_target
@@ -34,68 +34,6 @@ from search.transforms import eval_transform
 
 PHASES = ("pretrain", "search", "finetune", "done")
 REPORTED_RESOURCES = ("params", "flops", "latency")
-
-
-@dataclass(frozen=True)
-class LambdaReference:
-    lam: float  # the paper's lambda, per unit of the resource
-    resource_of_backbone: float  # R of the paper's backbone, in the same unit
-    source: str
-
-
-PAPER_LAMBDA: dict[str, LambdaReference] = {
-    "params": LambdaReference(1e-7, 4.0e6, "EfficientNet-B0 on CIFAR-10, 4.0M params (Table 3)"),
-    "latency": LambdaReference(0.0012, 75.0, "MobileNetV2-224 on a Pixel 1 CPU, 75 ms (Table 4)"),
-    "flops": LambdaReference(1e-9, 6.3e9, "EDSR baseline x2 on a 48x48 LR patch, 6.3 GFLOPs (section 4.2)"),
-}
-
-
-def default_lambda(resource: str, backbone_resource: float) -> float:
-    """lambda_paper * R_paper / R(backbone): the paper's weight of the regularizer against the loss."""
-    ref = PAPER_LAMBDA[resource]
-    return ref.lam * ref.resource_of_backbone / backbone_resource
-
-
-@dataclass(frozen=True)
-class LambdaSchedule:
-    """Adapts lambda so the hard resource follows a straight line from `start_resource` to `target`, reached by
-    `plan_steps`. Behind the line: lambda *= growth; ahead by more than `slack` of the way: lambda /= growth (never
-    below lambda_0 / 1000); otherwise unchanged. `fixed` keeps lambda constant, as in the paper."""
-
-    lam0: float
-    start_resource: float
-    target: float
-    plan_steps: int
-    growth: float
-    fixed: bool = False
-    slack: float = 0.1
-
-    @classmethod
-    def plan(cls, lam0: float, start_resource: float, target: float, plan_steps: int, fixed: bool = False,
-             max_growth: float = 1e3) -> LambdaSchedule:
-        plan_steps = max(1, plan_steps)
-        return cls(lam0, start_resource, target, plan_steps, max_growth ** (1.0 / plan_steps), fixed)
-
-    def progress(self, resource: float) -> float:
-        """How far the resource has come from start to target, 0..1."""
-        span = self.start_resource - self.target
-        if span <= 0:
-            return 1.0
-        return min(1.0, max(0.0, (self.start_resource - resource) / span))
-
-    def expected(self, step: int) -> float:
-        return min(1.0, step / self.plan_steps)
-
-    def next(self, lam: float, step: int, resource: float) -> float:
-        """lambda for the step after `step` (0-based search steps done so far + 1), given the hard resource now."""
-        if self.fixed:
-            return lam
-        gap = self.progress(resource) - self.expected(step)
-        if gap < 0:
-            return lam * self.growth
-        if gap > self.slack:
-            return max(self.lam0 / 1000, lam / self.growth)
-        return lam
 
 
 def cosine_lr(base: float, step: int, total: int, floor: float = 0.0) -> float:
@@ -119,22 +57,48 @@ class SearchConfig:
     epochs_finetune: int = 5
     batch_size: int = 128
     lr: float = 0.05
-    gate_lr: float = 0.05
-    search_lr_scale: float = 0.1  # weights train at lr * this while the gates move
+    gate_lr: float = 0.05  # how far a gate's margin moves in a step, as a share of the network-wide rms push
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    lam: float | None = None  # per unit of the resource; None: default_lambda
+    lam: float | None = None  # loss per unit of the resource; None: started from the data (dynamics.balanced_lambda)
     lambda_schedule: str = "auto"  # auto | fixed
+    plan_share: float = 0.5  # the planned descent reaches the target after this share of the search epochs
+    min_channels: str = "0.25"  # per-layer floor: a share of its channels (< 1) or a count
+    max_off_share: float = 0.1  # the most of a layer's on gates that may switch off in one step
     seed: int = 0
     device: str = "cpu"
-    amp: bool = True  # mixed precision, used on CUDA only
+    precision: str = "auto"  # search/precision.py
     train_subset: int | None = None
     val_subset: int | None = None
     pretrained: str | None = None
     bn_calibration_images: int = 512  # training images that re-estimate BN statistics before each evaluation
+    baseline: str | None = None  # uniform | l1 (search/baselines.py) instead of the search
 
     # What must match for --resume to continue a run (the rest, e.g. epochs or device, may change).
-    IDENTITY = ("target", "backbone", "search_space", "data", "width", "seed", "train_subset", "lr", "batch_size")
+    IDENTITY = ("target", "backbone", "search_space", "data", "width", "seed", "train_subset", "lr", "batch_size",
+                "min_channels", "baseline")
+
+    def __post_init__(self) -> None:
+        positive = {"lr": self.lr, "gate_lr": self.gate_lr, "width": self.width, "batch_size": self.batch_size,
+                    "max_off_share": self.max_off_share, "plan_share": self.plan_share}
+        at_least_zero = {"epochs_pretrain": self.epochs_pretrain, "epochs_search": self.epochs_search,
+                         "epochs_finetune": self.epochs_finetune, "momentum": self.momentum,
+                         "weight_decay": self.weight_decay, "bn_calibration_images": self.bn_calibration_images}
+        if self.lam is not None:
+            positive["lambda"] = self.lam
+        for name, value in {**positive, **at_least_zero}.items():
+            flag = "--" + name.replace("_", "-")
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise FgnasError(f"{flag} {value!r}: give a finite number")
+            if value < 0 or (name in positive and value == 0):
+                raise FgnasError(f"{flag} {value!r}: must be {'> 0' if name in positive else '>= 0'}")
+        if self.max_off_share > 1 or self.plan_share > 1:
+            raise FgnasError("--max-off-share and --plan-share are shares: give a value in (0, 1]")
+        if self.lambda_schedule not in ("auto", "fixed"):
+            raise FgnasError(f"--lambda-schedule {self.lambda_schedule!r}: use auto or fixed")
+        parse_min_channels(self.min_channels)
+        if self.baseline is not None and self.baseline not in BASELINES:
+            raise FgnasError(f"--baseline {self.baseline!r}: use one of {', '.join(BASELINES)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -163,6 +127,7 @@ class EpochMetrics:
     lam: float | None
     lr: float
     seconds: float
+    widths: str = ""  # per layer, the channels its operations produce: "name=count[ op:count ...];..."
 
 
 @dataclass
@@ -173,10 +138,11 @@ class SearchState:
     epoch: int = 0  # epochs finished in `phase`
     step: int = 0
     lam: float | None = None
-    lam0: float | None = None  # lambda when the search started (the schedule's reference)
     search_step: int = 0
     start_resource: float | None = None
     search_pruned: bool = False  # the search's epochs ran out and prune_to_target met the target
+    baseline_share: float | None = None  # --baseline: the width multiplier (uniform) or share of channels kept (l1)
+    finetune_bonus: int = 0  # search epochs the search did not need, given to the fine-tune
     metrics: list[EpochMetrics] = field(default_factory=list)
 
 
@@ -228,20 +194,42 @@ def measure(net, resources: dict[str, Resource]) -> dict[str, float]:
     return {name: net.hard_resource(r) for name, r in resources.items()}
 
 
-def check_target(net, target: Target, resource: Resource) -> None:
-    """Refuse at once a target no architecture in the search space can reach."""
-    smallest = net.min_resource(resource)
+def widths_text(net) -> str:
+    """metrics.csv's per-layer record: channels each layer's operations produce, and per operation when several."""
+    parts = []
+    for row in net.layer_summary():
+        ops = {op: n for op, n in row["ops"].items() if n}
+        produced = row["produced"]
+        parts.append(f"{row['name']}={produced}" + ("" if len(row["ops"]) == 1 else
+                                                     " " + " ".join(f"{op}:{n}" for op, n in ops.items())))
+    return ";".join(parts)
+
+
+def layer_floors(net, min_channels: MinChannels) -> dict[str, int]:
+    """Each searchable layer's floor: the fewest channels its operations may produce."""
+    return {node.name: min_channels.of(node.cout) for node in net.nodes}
+
+
+def check_target(net, target: Target, resource: Resource, floors: dict[str, int], min_channels: MinChannels) -> None:
+    """Refuse at once a target no architecture in the search space can reach above the floors."""
+    smallest = net.min_resource(resource, floors)
     if target.value < smallest:
         raise FgnasError(f"target {target} is below the smallest network this backbone and search space can reach "
-                         f"({format_resource(target.resource, smallest)}: one channel per layer); raise --target")
+                         f"with --min-channels {min_channels} ({format_resource(target.resource, smallest)}); raise "
+                         f"--target or lower --min-channels")
 
 
-def evaluate(net: nn.Module, loader: BatchLoader, device: torch.device, amp: bool) -> tuple[float, float]:
+def _batches(loader: BatchLoader, precision: Precision):
+    for x, y in loader:
+        yield (x.contiguous(memory_format=torch.channels_last) if precision.channels_last else x), y
+
+
+def evaluate(net: nn.Module, loader: BatchLoader, device: torch.device, precision: Precision) -> tuple[float, float]:
     """Mean cross-entropy and top-1 accuracy on `loader`."""
     net.eval()
     total_loss, correct, count = 0.0, 0, 0
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-        for x, y in loader:
+    with torch.no_grad(), torch.autocast(device.type, dtype=precision.dtype, enabled=precision.dtype is not None):
+        for x, y in _batches(loader, precision):
             logits = net(x)
             total_loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()
@@ -253,25 +241,6 @@ def make_weight_optimizer(params: Iterable[nn.Parameter], config: SearchConfig) 
     """SGD with Nesterov momentum 0.9 and weight decay 1e-4, as the paper trains (section 4.2)."""
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
                            nesterov=True)
-
-
-def make_gate_optimizer(params: Iterable[nn.Parameter], config: SearchConfig) -> torch.optim.Optimizer:
-    """SGD on the network-wide normalised gate gradient (search/gate_optimizer.py): steps of ~gate_lr whatever the
-    resource's scale, and lambda sets only the balance between the task loss and the resource, which is what the
-    schedule adapts."""
-    return NormalizedSGD(params, lr=config.gate_lr)
-
-
-def keep_one_channel(net: nn.Module) -> None:
-    """A layer whose every gate is off would cut the network in two (and has no physical equivalent): switch its most
-    nearly-on gate back on. This is the smallest network `min_resource` counts: one channel per layer."""
-    with torch.no_grad():
-        for psi in net.gate_parameters():
-            margin = psi[..., 0] - psi[..., 1]
-            if (margin <= 0).all():
-                flat = int(margin.argmax())
-                op, channel = divmod(flat, margin.shape[-1])
-                psi[op, channel, 0] = psi[op, channel, 1] + 1e-3
 
 
 def _gate_switch(net: nn.Module, on: bool) -> tuple[Callable[[int], float], int]:
@@ -336,26 +305,26 @@ def prune_to_target(net: nn.Module, resource: Resource, target: float) -> float:
 StepHook = Callable[[int], bool]  # called after each optimizer step with the run's step; True stops the epoch
 
 
-def train_epoch(net: nn.Module, loader: BatchLoader, optimizers: list[torch.optim.Optimizer],
+def train_epoch(net: nn.Module, loader: BatchLoader, optimizer: torch.optim.Optimizer,
                 lr_at: Callable[[int], float], state: SearchState, scaler: torch.amp.GradScaler,
-                device: torch.device, amp: bool, regularizer: Callable[[], torch.Tensor] | None = None,
-                after_step: StepHook | None = None, progress=None) -> tuple[float, float]:
-    """One pass over `loader`. lr_at(step) sets the first optimizer's lr (the weights'); `regularizer` adds
-    lambda * R(psi) to the loss. Returns mean training loss (task loss only) and accuracy."""
+                device: torch.device, precision: Precision, where: str, after_step: StepHook | None = None,
+                progress=None) -> tuple[float, float]:
+    """One pass over `loader` training the weights; lr_at(step) sets their lr, after_step moves the gates (search).
+    Returns mean training loss and accuracy. A loss that is no longer finite stops the run with one line."""
     net.train()
     total_loss, correct, count = 0.0, 0, 0
-    for x, y in loader:
-        for group in optimizers[0].param_groups:
+    for x, y in _batches(loader, precision):
+        for group in optimizer.param_groups:
             group["lr"] = lr_at(state.step)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.dtype is not None):
             logits = net(x)
-            loss = F.cross_entropy(logits.float(), y)
-        objective = loss if regularizer is None else loss + regularizer()
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        scaler.scale(objective).backward()
-        for opt in optimizers:
-            scaler.step(opt)
+        loss = F.cross_entropy(logits.float(), y)
+        if not torch.isfinite(loss):
+            raise FgnasError(f"the training loss became {float(loss)} in {where} (step {state.step}); lower --lr "
+                             f"(now {optimizer.param_groups[0]['lr']:.3g} at this step) and start a new run")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
         scaler.update()
         state.step += 1
         total_loss += loss.item() * len(y)
@@ -406,7 +375,8 @@ class _Run:
     data: DataSplits
     net: nn.Module
     device: torch.device
-    amp: bool
+    precision: Precision
+    floors: dict[str, int]
     train_loader: BatchLoader
     val_loader: BatchLoader
     calibration_loader: BatchLoader
@@ -433,17 +403,28 @@ class _Run:
         # Eval mode must see the statistics of the current weights and architecture, not a lagging average (a short
         # run, and every search step that prunes, leaves them stale); the checkpoint keeps the recalibrated ones.
         recalibrate_batchnorm(self.net, self.calibration_loader, self.config.bn_calibration_images)
-        val_loss, val_acc = evaluate(self.net, self.val_loader, self.device, self.amp)
+        val_loss, val_acc = evaluate(self.net, self.val_loader, self.device, self.precision)
         res = measure(self.net, self.resources)
         row = EpochMetrics(phase, self.state.epoch + 1, self.state.step, loss, acc, val_loss, val_acc,
                            res["params"], res["flops"], res.get("latency"),
-                           self.state.lam if phase == "search" else None, lr, seconds)
+                           self.state.lam if phase == "search" else None, lr, seconds, widths_text(self.net))
         self.state.metrics.append(row)
         self.state.epoch += 1
         now = res.get(self.target.resource)
         self.log(f"{phase} {row.epoch}: loss {loss:.3f} train acc {acc:.3f} val acc {val_acc:.3f} "
                  f"{format_resource(self.target.resource, now)} (target {self.target}) {seconds:.1f}s")
         return row
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of the run's whole budget: one cosine spans them (a run started from --pretrained has no
+        pretraining in it)."""
+        cfg = self.config
+        pretrain = 0 if cfg.pretrained else cfg.epochs_pretrain
+        return (pretrain + cfg.epochs_search + cfg.epochs_finetune) * len(self.train_loader)
+
+    def lr_at(self, step: int) -> float:
+        return cosine_lr(self.config.lr, step, self.total_steps)
 
     def bar(self, phase: str, epoch: int, total: int):
         from tqdm import tqdm
@@ -470,25 +451,36 @@ def _prepare(config: SearchConfig, run_dir: str | Path, resume: bool, log: Calla
     if stored is not None:
         rundir.check_same_run({"latency_table_hash": table_hash}, stored)
     data = load_data(config.data, train_subset=config.train_subset, val_subset=config.val_subset, seed=config.seed)
-    net = create_backbone(config.backbone, search_space=config.search_space, num_classes=data.num_classes,
-                          input_size=data.input_size, in_channels=data.in_channels, width=config.width)
+    def build(width: float):
+        space = "channels" if config.baseline else config.search_space
+        return create_backbone(config.backbone, search_space=space, num_classes=data.num_classes,
+                               input_size=data.input_size, in_channels=data.in_channels, width=width)
+
+    net = build(config.width)
     if table is not None:
         missing = table.missing_conditions(net.conv_specs())
         if missing:
             raise FgnasError(missing_conditions_message(missing, config.latency_table,
                                                         table.device.get("name", "NAME")))
     target = target.resolve(net.full_resource(resource))
-    check_target(net, target, resource)
+    uniform = None
+    if config.baseline == "uniform":
+        uniform = uniform_width(lambda w: build(config.width * w), resource, target)
+        net = build(config.width * uniform)
+    min_channels = parse_min_channels(config.min_channels)
+    floors = layer_floors(net, min_channels)
+    check_target(net, target, resource, floors, min_channels)
     device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
     if not resume:
         rundir.start({**config.to_dict(), "latency_table_hash": table_hash})
     torch.manual_seed(config.seed)
-    net.to(device)
+    net.to(device, memory_format=torch.channels_last if precision.channels_last else torch.preserve_format)
     train_loader, val_loader = make_loaders(data, config.batch_size, seed=config.seed, device=device)
     calibration_loader = BatchLoader(data.train.subset(config.bn_calibration_images, config.seed), config.batch_size,
                                      eval_transform(data.input_size, data.mean, data.std), shuffle=False,
                                      device=device)
-    state, optimizer_states = SearchState(), None
+    state, optimizer_states = SearchState(baseline_share=uniform), None
     ckpt = rundir.load_checkpoint() if resume else None
     if ckpt is not None:
         net.load_state_dict(ckpt["model"])
@@ -499,9 +491,8 @@ def _prepare(config: SearchConfig, run_dir: str | Path, resume: bool, log: Calla
         net.load_state_dict(_read_pretrained(config.pretrained), strict=False)
         state.phase = "search"
         log(f"weights from {config.pretrained}: skipping pretraining")
-    return _Run(config, rundir, target, resource, resources, table, data, net, device,
-                config.amp and device.type == "cuda", train_loader, val_loader, calibration_loader, state,
-                optimizer_states, log, progress)
+    return _Run(config, rundir, target, resource, resources, table, data, net, device, precision, floors,
+                train_loader, val_loader, calibration_loader, state, optimizer_states, log, progress)
 
 
 def _read_pretrained(path: str) -> dict:
@@ -523,22 +514,20 @@ def _next_phase(run: _Run, phase: str) -> None:
 
 
 def _train_weights(run: _Run, scaler: torch.amp.GradScaler, phase: str, epochs: int, next_phase: str) -> None:
-    """Pretraining (gates ignored) and fine-tuning (gates fixed): weights only, cosine lr over the phase."""
+    """Pretraining (gates ignored) and fine-tuning (gates fixed): weights only, on the run's cosine."""
     state, net = run.state, run.net
     net.set_search_mode(phase)
     opt = make_weight_optimizer(net.weight_parameters(), run.config)
     run.restore([opt])
     phase_start = state.step - state.epoch * len(run.train_loader)
-    total = epochs * len(run.train_loader)
-    lr_at = lambda s: cosine_lr(run.config.lr, s - phase_start, total)  # noqa: E731
     try:
         while state.epoch < epochs:
             run.train_loader.set_epoch(len(state.metrics))
             t0 = time.perf_counter()
             with run.bar(phase, state.epoch + 1, epochs) as bar:
-                loss, acc = train_epoch(net, run.train_loader, [opt], lr_at, state, scaler, run.device, run.amp,
-                                        progress=bar)
-            run.end_epoch(phase, loss, acc, lr_at(state.step), time.perf_counter() - t0)
+                loss, acc = train_epoch(net, run.train_loader, opt, run.lr_at, state, scaler, run.device,
+                                        run.precision, f"{phase} epoch {state.epoch + 1}", progress=bar)
+            run.end_epoch(phase, loss, acc, run.lr_at(state.step), time.perf_counter() - t0)
             run.checkpoint([opt], scaler)
     except KeyboardInterrupt:
         state.step = phase_start + state.epoch * len(run.train_loader)
@@ -549,77 +538,103 @@ def _train_weights(run: _Run, scaler: torch.amp.GradScaler, phase: str, epochs: 
 
 
 def _pretrain(run: _Run, scaler: torch.amp.GradScaler) -> None:
-    _train_weights(run, scaler, "pretrain", run.config.epochs_pretrain, "search")
+    if run.config.baseline == "uniform":  # already within the target: the whole budget trains it from scratch
+        _train_weights(run, scaler, "pretrain", run.total_steps // len(run.train_loader), "done")
+    else:
+        _train_weights(run, scaler, "pretrain", run.config.epochs_pretrain, "search")
+
+
+def _prune_l1(run: _Run, scaler: torch.amp.GradScaler) -> None:
+    """--baseline l1 in place of the search: prune the pretrained backbone by filter L1 norm, uniformly, to the
+    target; the fine-tune gets the search's epochs."""
+    state, net, target = run.state, run.net, run.target
+    net.set_search_mode("finetune")
+    state.baseline_share = l1_prune(net, run.resource, target)
+    state.finetune_bonus = run.config.epochs_search
+    run.log(f"L1-norm pruning kept {state.baseline_share:.1%} of every layer's channels: "
+            f"{format_resource(target.resource, net.hard_resource(run.resource))} <= {target}")
+    _next_phase(run, "finetune")
+    run.checkpoint([], scaler)
 
 
 def _search(run: _Run, scaler: torch.amp.GradScaler) -> None:
+    if run.config.baseline == "l1":
+        _prune_l1(run, scaler)
+        return
     cfg, state, net, target = run.config, run.state, run.net, run.target
     net.set_search_mode("search")
     weights = make_weight_optimizer(net.weight_parameters(), cfg)
-    gates = make_gate_optimizer(net.gate_parameters(), cfg)
-    run.restore([weights, gates])
+    run.restore([weights])
+    steps_per_epoch = len(run.train_loader)
     if state.start_resource is None:
         state.start_resource = net.hard_resource(run.resource)
-        state.lam = cfg.lam if cfg.lam is not None else default_lambda(target.resource,
-                                                                       net.full_resource(run.resource))
-        state.lam0 = state.lam
-        run.log(f"search: from {format_resource(target.resource, state.start_resource)} to {target}, "
-                f"lambda {state.lam:.3g} ({cfg.lambda_schedule})")
-    schedule = LambdaSchedule.plan(state.lam0, state.start_resource, target.value,
-                                   math.ceil(0.5 * cfg.epochs_search * len(run.train_loader)),
-                                   fixed=cfg.lambda_schedule == "fixed")
+        run.log(f"search: from {format_resource(target.resource, state.start_resource)} to {target} "
+                f"(floor {cfg.min_channels}, lambda {cfg.lambda_schedule})")
+    plan_steps = max(1, math.ceil(cfg.plan_share * cfg.epochs_search * steps_per_epoch))
+    mover = GateMover(net, run.floors, cfg.gate_lr, cfg.max_off_share)
+    growth = lambda_growth(plan_steps)
     reached = net.hard_resource(run.resource) <= target.value
 
     def after_step(_: int) -> bool:
         nonlocal reached
-        keep_one_channel(net)
+        mover.observe()
         state.search_step += 1
+        if not mover.ready:
+            return False
+        costs = net.cost_gradients(run.resource)
+        if state.lam is None:
+            first = state.start_resource - planned_resource(state.start_resource, target.value, mover.horizon,
+                                                            plan_steps)
+            state.lam = cfg.lam if cfg.lam is not None else mover.starting_rate(costs, first)
+            run.log(f"  lambda starts at {state.lam:.3g} per {run.resource.unit}")
+        mover.move(state.lam, costs)
         now = net.hard_resource(run.resource)
         if now <= target.value:
             reached = True
             filled = fill_to_target(net, run.resource, target.value)
-            run.log(f"search overshot to {format_resource(target.resource, now)}; gates refilled to "
+            run.log(f"search reached {format_resource(target.resource, now)}; gates refilled to "
                     f"{format_resource(target.resource, filled)}")
             return True
-        state.lam = schedule.next(state.lam, state.search_step, now)
-        if state.search_step % 10 == 0:
+        if cfg.lambda_schedule == "auto":
+            planned = planned_resource(state.start_resource, target.value, state.search_step - FISHER_WARMUP_STEPS,
+                                       plan_steps)
+            state.lam = next_lambda(state.lam, growth, now, planned, state.start_resource, target.value)
+        if state.search_step % 50 == 0:
             run.log(f"  step {state.search_step}: {format_resource(target.resource, now)} lambda {state.lam:.3g}")
         return False
 
-    def regularizer() -> torch.Tensor:
-        return state.lam * net.soft_resource(run.resource)
-
-    lr = cfg.lr * cfg.search_lr_scale
     try:
         while not reached and state.epoch < cfg.epochs_search:
             run.train_loader.set_epoch(len(state.metrics))
             t0 = time.perf_counter()
             with run.bar("search", state.epoch + 1, cfg.epochs_search) as bar:
-                loss, acc = train_epoch(net, run.train_loader, [weights, gates], lambda s: lr, state, scaler,
-                                        run.device, run.amp, regularizer=regularizer, after_step=after_step,
+                loss, acc = train_epoch(net, run.train_loader, weights, run.lr_at, state, scaler, run.device,
+                                        run.precision, f"search epoch {state.epoch + 1}", after_step=after_step,
                                         progress=bar)
-            run.end_epoch("search", loss, acc, lr, time.perf_counter() - t0)
-            run.checkpoint([weights, gates], scaler)
+            run.end_epoch("search", loss, acc, run.lr_at(state.step), time.perf_counter() - t0)
+            run.checkpoint([weights], scaler)
     except KeyboardInterrupt:
-        run.checkpoint([weights, gates], scaler)
+        run.checkpoint([weights], scaler)
         raise
     if not reached:
         now = net.hard_resource(run.resource)
         pruned = prune_to_target(net, run.resource, target.value)
-        run.log(f"search epochs spent at {format_resource(target.resource, now)}; switched off the gates it was "
-                f"least sure about to reach {format_resource(target.resource, pruned)}")
+        run.log(f"FALLBACK: the search's {cfg.epochs_search} epochs ended at {format_resource(target.resource, now)}; "
+                f"switched off the gates it was least sure about to reach {format_resource(target.resource, pruned)}")
         if pruned > target.value:
             raise FgnasError(f"the search did not reach {target} within {cfg.epochs_search} epochs (now "
-                             f"{format_resource(target.resource, pruned)}); raise --target")
+                             f"{format_resource(target.resource, pruned)}); raise --target or --epochs-search")
         state.search_pruned = True
+    state.finetune_bonus = cfg.epochs_search - state.epoch
     run.log(f"search reached {format_resource(target.resource, net.hard_resource(run.resource))} "
-            f"<= {target} after {state.search_step / len(run.train_loader):.2f} epochs")
+            f"<= {target} after {state.search_step / steps_per_epoch:.2f} epochs; the fine-tune gets the "
+            f"{state.finetune_bonus} search epoch(s) left")
     _next_phase(run, "finetune")
-    run.checkpoint([weights, gates], scaler)
+    run.checkpoint([weights], scaler)
 
 
 def _finetune(run: _Run, scaler: torch.amp.GradScaler) -> None:
-    _train_weights(run, scaler, "finetune", run.config.epochs_finetune, "done")
+    _train_weights(run, scaler, "finetune", run.config.epochs_finetune + run.state.finetune_bonus, "done")
 
 
 PHASE_RUNNERS = {"pretrain": _pretrain, "search": _search, "finetune": _finetune}
@@ -635,13 +650,15 @@ def _finish(run: _Run) -> SearchResult:
         table_info = {"path": run.config.latency_table, "device": run.table.device.get("name"),
                       "table_version": run.table.table_version, "content_hash": run.table.content_hash}
     recalibrate_batchnorm(net, run.calibration_loader, run.config.bn_calibration_images)
-    val_loss, val_acc = evaluate(net, run.val_loader, run.device, run.amp)
+    val_loss, val_acc = evaluate(net, run.val_loader, run.device, run.precision)
     arch = net.to_arch({
         "latency_table": table_info,
         "target": {"resource": target.resource, "value": target.value, "text": run.config.target},
         "predicted": {"latency_ms": latency},
         "search": {"data": run.config.data, "val_accuracy": val_acc, "seed": run.config.seed,
-                   "search_space": run.config.search_space, "pruned_to_target": run.state.search_pruned},
+                   "search_space": "channels" if run.config.baseline else run.config.search_space,
+                   "pruned_to_target": run.state.search_pruned, "baseline": run.config.baseline,
+                   "baseline_share": run.state.baseline_share},
     })
     run.rundir.write_arch(arch)
     run.rundir.save_weights(net.state_dict())
@@ -657,7 +674,7 @@ def run_search(config: SearchConfig, run_dir: str | Path, resume: bool = False,
                log: Callable[[str], None] = lambda _: None, progress: bool = False) -> SearchResult:
     """Pretrain, search, fine-tune (skipping what a resumed run has done); write the run directory."""
     run = _prepare(config, run_dir, resume, log, progress)
-    scaler = torch.amp.GradScaler(run.device.type, enabled=run.amp)
+    scaler = torch.amp.GradScaler(run.device.type, enabled=run.precision.scaled)
     try:
         while run.state.phase != "done":
             PHASE_RUNNERS[run.state.phase](run, scaler)
