@@ -11,6 +11,7 @@ import io
 import os
 import pickle
 import tarfile
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -127,9 +128,30 @@ def _decode_image(data: bytes, size: int | None) -> np.ndarray:
 
 
 def _cache_key(source: Path, size: int | None) -> str:
+    """An archive is keyed by its size and mtime. A folder's own mtime changes only when its direct entries do, not
+    when images are added to, replaced in or removed from a class folder, so a folder is keyed by what the listing
+    reads: every SPLIT/CLASS/FILE under it (name, size, mtime), one stat per file, small beside decoding them."""
     st = source.stat()
-    blob = f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}|{size}".encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    if not source.is_dir():
+        blob = f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}|{size}".encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+    digest = hashlib.sha256(f"{source.resolve()}|folder|{size}".encode())
+    for split in _sorted_dirs(source):
+        for cls in _sorted_dirs(split.path):
+            digest.update(f"\0{split.name}/{cls.name}".encode(errors="surrogateescape"))
+            with os.scandir(cls.path) as entries:
+                for entry in sorted(entries, key=lambda e: e.name):
+                    try:
+                        fst = entry.stat()  # follows links, as reading the image does
+                    except OSError:  # vanished, or a dangling link: nothing the listing could read either
+                        continue
+                    digest.update(f"\0{entry.name}|{fst.st_size}|{fst.st_mtime_ns}".encode(errors="surrogateescape"))
+    return digest.hexdigest()[:16]
+
+
+def _sorted_dirs(path: str | Path) -> list[os.DirEntry]:
+    with os.scandir(path) as entries:
+        return sorted((e for e in entries if e.is_dir()), key=lambda e: e.name)
 
 
 def _atomic_npy(path: Path, array: np.ndarray) -> None:
@@ -150,17 +172,25 @@ def _decode_split(listing: _Listing, size: int | None, out: Path) -> ImageSet:
     """Decode every image of a split into `out`.images.npy / .labels.npy (memory-mapped, so ImageNet-sized sets
     never need to fit in memory) and return the mapped arrays."""
     first = _decode_image(listing.read(listing.items[0][0]), size)
-    tmp = out.with_name(out.name + ".images.npy.tmp")
-    images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(listing.items), *first.shape))
-    for i, (key, _) in enumerate(listing.items):
-        img = first if i == 0 else _decode_image(listing.read(key), size)
-        if img.shape != first.shape:
-            raise FgnasError(f"{key}: image is {img.shape[1]}x{img.shape[0]}, others are {first.shape[1]}x"
-                             f"{first.shape[0]}; give imagefolder a size (imagefolder:PATH with --input-size)")
-        images[i] = img
-    images.flush()
-    del images
-    os.replace(tmp, out.with_name(out.name + ".images.npy"))
+    # A unique temp name: two runs decoding the same source at once must not write into one file, and a failed or
+    # interrupted decode must not leave a half-written array behind.
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".images.npy.tmp")
+    os.close(fd)
+    try:
+        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                           shape=(len(listing.items), *first.shape))
+        for i, (key, _) in enumerate(listing.items):
+            img = first if i == 0 else _decode_image(listing.read(key), size)
+            if img.shape != first.shape:
+                raise FgnasError(f"{key}: image is {img.shape[1]}x{img.shape[0]}, others are {first.shape[1]}x"
+                                 f"{first.shape[0]}; give imagefolder a size (imagefolder:PATH with --input-size)")
+            images[i] = img
+        images.flush()
+        del images
+        os.replace(tmp, out.with_name(out.name + ".images.npy"))
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     _atomic_npy(out.with_name(out.name + ".labels.npy"), np.array([c for _, c in listing.items], dtype=np.int64))
     return _load_cached(out)
 
@@ -170,10 +200,11 @@ def _load_cached(out: Path) -> ImageSet:
                     np.load(out.with_name(out.name + ".labels.npy")))
 
 
-def _cached_or_decode(source: Path, split: str, size: int | None, listing: Callable[[], _Listing]) -> ImageSet:
+def _cached_or_decode(source: Path, split: str, size: int | None, listing: Callable[[], _Listing],
+                      key: str | None = None) -> ImageSet:
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
-    out = root / f"{source.name}-{_cache_key(source, size)}-{split}"
+    out = root / f"{source.name}-{key or _cache_key(source, size)}-{split}"
     if out.with_name(out.name + ".labels.npy").exists() and out.with_name(out.name + ".images.npy").exists():
         return _load_cached(out)
     return _decode_split(listing(), size, out)
@@ -201,8 +232,9 @@ def _image_folder(root: Path, size: int | None) -> tuple[ImageSet, ImageSet, tup
     classes = tuple(sorted(d.name for d in train_dir.iterdir() if d.is_dir()))
     if not classes:
         raise FgnasError(f"{train_dir} has no class folders")
-    train = _cached_or_decode(root, "train", size, lambda: _folder_listing(train_dir, classes))
-    val = _cached_or_decode(root, "val", size, lambda: _folder_listing(val_dir, classes))
+    key = _cache_key(root, size)  # one walk of the folder for both splits
+    train = _cached_or_decode(root, "train", size, lambda: _folder_listing(train_dir, classes), key)
+    val = _cached_or_decode(root, "val", size, lambda: _folder_listing(val_dir, classes), key)
     return train, val, classes
 
 
@@ -247,16 +279,55 @@ def _tar_image_folder(archive: Path, size: int | None) -> tuple[ImageSet, ImageS
 
 # ------------------------------------------------------------------------------------------ CIFAR python batches
 
-def _unpickle_batch(data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    batch = pickle.loads(data, encoding="bytes")
-    images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images), np.asarray(batch[b"labels"], dtype=np.int64)
+# A batch is a dict of bytes keys, lists, bytes and one uint8 array. Unpickling resolves every class or function a
+# file names through find_class, and a crafted batch can name os.system: only numpy's array and scalar rebuilding
+# are admitted. The original batches (Python 2) name _reconstruct, ndarray and dtype; a batch rewritten by Python 3
+# may also name scalar (numpy labels), _codecs.encode (bytes under protocol 2) or _frombuffer (arrays, protocol 5).
+_CIFAR_GLOBALS = frozenset({
+    *((module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+      for name in ("_reconstruct", "scalar")),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+})
+
+
+class _BatchRefused(pickle.UnpicklingError):
+    """A batch names a global outside _CIFAR_GLOBALS."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise _BatchRefused(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
+def _unpickle_batch(data: bytes, name: str = "batch") -> tuple[np.ndarray, np.ndarray]:
+    try:
+        batch = _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except _BatchRefused as exc:
+        raise FgnasError(f"CIFAR-10 {name} was not loaded: it names {exc}, which a CIFAR-10 python batch never "
+                         f"does (unpickling it could run code)") from None
+    except Exception as exc:  # truncated or foreign data: pickle raises several unrelated types
+        raise FgnasError(f"CIFAR-10 {name} is not a python batch ({type(exc).__name__}); use the original "
+                         f"cifar-10-python.tar.gz or an image folder") from None
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise FgnasError(f"CIFAR-10 {name} is not a python batch (no data and labels)")
+    try:
+        images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64).reshape(-1)
+    except (ValueError, TypeError) as exc:
+        raise FgnasError(f"CIFAR-10 {name} is not a python batch (data is not rows of 3072 bytes: {exc})") from None
+    if len(labels) != len(images):
+        raise FgnasError(f"CIFAR-10 {name} has {len(images)} images but {len(labels)} labels")
+    return np.ascontiguousarray(images), labels
 
 
 def _python_batches(read: Callable[[str], bytes]) -> tuple[ImageSet, ImageSet]:
-    parts = [_unpickle_batch(read(f"data_batch_{i}")) for i in range(1, 6)]
+    names = [f"data_batch_{i}" for i in range(1, 6)]
+    parts = [_unpickle_batch(read(n), n) for n in names]
     train = ImageSet(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-    return train, ImageSet(*_unpickle_batch(read("test_batch")))
+    return train, ImageSet(*_unpickle_batch(read("test_batch"), "test_batch"))
 
 
 def _batches_dir(root: Path) -> Path | None:
