@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         args.write_benchmark_binary.chmod(0o755)
         print(args.write_benchmark_binary)
         return 0
+    # SIGTERM (how tests and service managers stop it) ends the wait like Ctrl-C, so `finally` removes the phone's
+    # temp folder instead of leaving a /tmp/fgnas-sim-* behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     phone = SimPhone(args.profile, args.output_variant, args.hot_reads)
     server = AdbServer(phone, args.port, Faults(args.drop_every, args.max_drops, args.die_after, args.reject_keys)).start()
     print(server.address, flush=True)

@@ -1,23 +1,22 @@
 """The simulated phone behind the ADB server: properties, /sys and /proc files from a phone description
 (profiler/adb_sim/phones/*.json), pushed files in a temp dir, and the few shell commands fgnas and a user would run
-(getprop, cat, grep -H, uname, mkdir, chmod, rm, ls, echo, taskset, and executing a pushed benchmark_model)."""
+(getprop, cat, grep -H, uname, mkdir, touch, chmod, rm, ls, echo, taskset, and executing a pushed benchmark_model),
+parsed by a POSIX shell (profiler/adb_sim/shell.py) so that what the host sends means what it would on a phone."""
 from __future__ import annotations
 
 import fnmatch
 import json
-import re
-import shlex
+import posixpath
 import shutil
 import tempfile
 import threading
 from pathlib import Path
 
 from profiler.adb_sim.benchmark_tool import VARIANTS, run_benchmark_model
+from profiler.adb_sim.shell import Shell
 
 PHONE_DIR = Path(__file__).parent / "phones"
 _ELF_MACHINES = {"arm64-v8a": 183, "x86_64": 62}
-_REDIRECT = re.compile(r"\s+\d?>&?\s*[^\s;&|]+")
-_SEPARATOR = re.compile(r"\s*(?:;|&&)\s*")
 S_IFREG = 0o100000
 
 
@@ -67,8 +66,15 @@ class SimPhone:
             files[f"/sys/class/thermal/thermal_zone{i}/temp"] = str(int(zone["temp_c"] * 1000))
         return files
 
+    @property
+    def sandbox(self) -> Path:
+        """The local folder holding the phone's writable files (what pushes and shell commands create)."""
+        return Path(self._storage.name)
+
     def _local(self, path: str) -> Path:
-        return Path(self._storage.name) / path.lstrip("/")
+        """Inside the sandbox whatever the path: an injected command really runs here, and `..` must not climb out
+        (relative paths are from /, adb shell's working directory)."""
+        return Path(self._storage.name) / posixpath.normpath("/" + path).lstrip("/")
 
     def write_file(self, path: str, content: bytes, mode: int = 0o100644) -> None:
         local = self._local(path)
@@ -95,10 +101,14 @@ class SimPhone:
         pushed = ["/" + str(p.relative_to(root)) for p in root.rglob("*")]
         return sorted(set(self._system_files()) | set(pushed))
 
-    def _expand(self, arg: str) -> list[str]:
-        if not any(c in arg for c in "*?["):
-            return [arg]
-        return [p for p in self._all_paths() if fnmatch.fnmatchcase(p, arg)] or [arg]  # mksh keeps unmatched globs
+    def _glob(self, pattern: str) -> list[str]:
+        return [p for p in self._all_paths() if fnmatch.fnmatchcase(p, pattern)]
+
+    def _redirect(self, path: str, data: bytes, append: bool) -> None:
+        local = self._local(path)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with open(local, "ab" if append else "wb") as f:
+            f.write(data)
 
     # ---- shell ------------------------------------------------------------------------------------------------------
 
@@ -108,14 +118,9 @@ class SimPhone:
                 f"ro.product.device={p['ro.product.device']};features=cmd")
 
     def shell(self, command: str) -> bytes:
-        status = 0
-        out: list[str] = []
-        for part in _SEPARATOR.split(_REDIRECT.sub("", command).strip()):
-            if not part:
-                continue
-            text, status = self._run(shlex.split(part.replace("$?", str(status))))
-            out.append(text)
-        return "".join(out).encode()
+        """A fresh shell per command, as `adb shell` starts one: its cwd is / (the top of the sandbox)."""
+        text, _ = Shell(self._run, self._glob, self._redirect).execute(command)
+        return text.encode()
 
     def _run(self, argv: list[str]) -> tuple[str, int]:
         program, args = argv[0], argv[1:]
@@ -140,7 +145,7 @@ class SimPhone:
 
     def _cmd_cat(self, args: list[str]) -> tuple[str, int]:
         out, status = [], 0
-        for path in (p for a in args for p in self._expand(a)):
+        for path in args:
             content = self.read_file(path)
             if content is None:
                 out.append(f"cat: {path}: No such file or directory\n")
@@ -154,7 +159,7 @@ class SimPhone:
         if args[:2] != ["-H", "."]:
             return "grep: this simulated phone only supports 'grep -H . FILE...'\n", 2
         out, status, hot = [], 1, False
-        for path in (p for a in args[2:] for p in self._expand(a)):
+        for path in args[2:]:
             content = self.read_file(path)
             if content is None:
                 out.append(f"grep: {path}: No such file or directory\n")
@@ -171,6 +176,13 @@ class SimPhone:
     def _cmd_mkdir(self, args: list[str]) -> tuple[str, int]:
         for path in (a for a in args if not a.startswith("-")):
             self._local(path).mkdir(parents=True, exist_ok=True)
+        return "", 0
+
+    def _cmd_touch(self, args: list[str]) -> tuple[str, int]:
+        for path in (a for a in args if not a.startswith("-")):
+            local = self._local(path)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.touch()
         return "", 0
 
     def _cmd_chmod(self, args: list[str]) -> tuple[str, int]:
