@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from profiler.benchmark_output import BenchmarkOutput, BenchmarkOutputError, parse_benchmark_output
@@ -29,6 +31,8 @@ REMOTE_BINARY = f"{REMOTE_DIR}/benchmark_model"
 PREBUILT_URL = ("https://storage.googleapis.com/tensorflow-nightly-public/prod/tensorflow/release/lite/tools/nightly/"
                 "latest/android_aarch64_benchmark_model")
 _STATUS = re.compile(r"__fgnas_rc=(\d+)\s*$")
+_STATUS_SUFFIX = " 2>&1; echo __fgnas_rc=$?"
+_GLOB_SAFE = re.compile(r"[A-Za-z0-9_/.*?\[\]-]+")
 _FLAG = re.compile(r"--(\w+)=")
 _FINGERPRINT_PROPS = {
     "model": "ro.product.model", "manufacturer": "ro.product.manufacturer", "device": "ro.product.device",
@@ -51,10 +55,35 @@ def resolve_benchmark_binary(path: str | Path | None) -> Path:
     return binary
 
 
+@dataclass(frozen=True)
+class Glob:
+    """A path pattern for the phone's shell to expand (the /sys files of every CPU or thermal zone). Only path
+    characters and * ? [ ] are allowed, so it can go unquoted without any of it being shell syntax."""
+
+    pattern: str
+
+    def __post_init__(self) -> None:
+        if not _GLOB_SAFE.fullmatch(self.pattern):
+            raise ValueError(f"glob {self.pattern!r} has characters the phone's shell would interpret")
+
+
+def shell_command(*argv: str | int | Glob, status: bool = False) -> str:
+    """The one way a command line for the phone is built: every argument shlex.quote'd, so a file name, flag value or
+    serial is one word and never shell syntax (`;`, `$(...)`, quotes, spaces); a Glob stays a pattern. With `status`,
+    stderr is merged and the exit status echoed, because the legacy shell service does not return it."""
+    words = [a.pattern if isinstance(a, Glob) else shlex.quote(str(a)) for a in argv]
+    return " ".join(words) + (_STATUS_SUFFIX if status else "")
+
+
 def split_status(text: str) -> tuple[str, int | None]:
     """Our commands end with `; echo __fgnas_rc=$?` because the legacy shell service does not return exit codes."""
     m = _STATUS.search(text)
     return (text[:m.start()], int(m.group(1))) if m else (text, None)
+
+
+def remote_model_path(content: bytes) -> str:
+    """Where a model goes on the phone: its sha256 (first 16 hex digits) under REMOTE_DIR/models."""
+    return f"{REMOTE_DIR}/models/{hashlib.sha256(content).hexdigest()[:16]}.tflite"
 
 
 def measurement_from_output(out: BenchmarkOutput, started: float, finished: float, extra: dict) -> Measurement:
@@ -115,10 +144,10 @@ class AdbDevice(Device):
     # ---- connect-time checks ----------------------------------------------------------------------------------------
 
     def _grep(self, globs: tuple[str, ...]) -> dict[str, str]:
-        return parse_grep_files(self.link.shell("grep -H . " + " ".join(globs)))
+        return parse_grep_files(self.link.shell(shell_command("grep", "-H", ".", *map(Glob, globs))))
 
     def _inspect(self) -> dict:
-        props = parse_getprop(self.link.shell("getprop"))
+        props = parse_getprop(self.link.shell(shell_command("getprop")))
         problem = self.profile.mismatch(props)
         if problem and not self.forced:
             raise FgnasError(f"phone {self.serial} reports {problem}: use the profile that matches it (--device "
@@ -132,7 +161,7 @@ class AdbDevice(Device):
         info.update({
             "soc": soc.name if soc and soc.name else props.get("ro.board.platform", ""),
             "emulator": props.get("ro.kernel.qemu") == "1",
-            "kernel": self.link.shell("uname -r").strip(),
+            "kernel": self.link.shell(shell_command("uname", "-r")).strip(),
             "max_freq_khz": {str(cpu): f for cpu, f in freqs.items()},
             "governors": {str(cpu): g for cpu, g in cpu_values(cpu_files, "scaling_governor").items()},
             "big_core_mask": f"{mask or self.profile.big_core_mask_fallback:x}",
@@ -144,10 +173,10 @@ class AdbDevice(Device):
         return info
 
     def _install_binary(self) -> None:
-        self.link.shell(f"mkdir -p {REMOTE_DIR}/models")
+        self.link.shell(shell_command("mkdir", "-p", f"{REMOTE_DIR}/models"))
         self.link.push(self.binary, REMOTE_BINARY)
-        self.link.shell(f"chmod 755 {REMOTE_BINARY}")
-        text, status = split_status(self.link.shell(f"{REMOTE_BINARY} --help 2>&1; echo __fgnas_rc=$?"))
+        self.link.shell(shell_command("chmod", "755", REMOTE_BINARY))
+        text, status = split_status(self.link.shell(shell_command(REMOTE_BINARY, "--help", status=True)))
         if "--graph" not in text:
             first = text.strip().splitlines()[0] if text.strip() else f"exit status {status}"
             raise FgnasError(f"{self.binary} does not run on phone {self.serial} ({self._fingerprint['abi']}): "
@@ -187,11 +216,17 @@ class AdbDevice(Device):
             self._ensure_pushed(Path(path))
 
     def _ensure_pushed(self, model_path: Path) -> str:
-        remote = f"{REMOTE_DIR}/models/{model_path.name}"
+        """The model on the phone, named by its content: the user's file name never reaches the phone (or its shell),
+        and two different models with one name (two runs' model.tflite) are both pushed and timed."""
+        try:
+            content = model_path.read_bytes()
+        except FileNotFoundError:
+            raise FgnasError(f"model {model_path} does not exist") from None
+        except IsADirectoryError:
+            raise FgnasError(f"model {model_path} is a directory, not a .tflite file") from None
+        remote = remote_model_path(content)
         if remote not in self._pushed:
-            if not model_path.is_file():
-                raise FgnasError(f"model {model_path} does not exist")
-            self.link.push(model_path, remote, mode=0o100644)
+            self.link.push_bytes(content, remote, model_path.name)
             self._pushed.add(remote)
         return remote
 
@@ -201,8 +236,8 @@ class AdbDevice(Device):
         flags = {"graph": remote_model, "num_threads": settings.threads, "num_runs": settings.runs,
                  "warmup_runs": settings.warmup, "min_secs": 0, "warmup_min_secs": 0,
                  "use_xnnpack": str(settings.use_xnnpack).lower()}
-        args = " ".join(f"--{k}={v}" for k, v in flags.items() if k in self._tool_flags)
-        return f"taskset {self.mask} {REMOTE_BINARY} {args} 2>&1; echo __fgnas_rc=$?"
+        args = [f"--{k}={v}" for k, v in flags.items() if k in self._tool_flags]
+        return shell_command("taskset", self.mask, REMOTE_BINARY, *args, status=True)
 
     def benchmark(self, model_path: Path, settings: BenchmarkSettings) -> Measurement:
         model_path = Path(model_path)

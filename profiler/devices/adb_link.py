@@ -5,6 +5,7 @@ the `usb` extra, libusb1). Keys: ~/.android/adbkey (what the `adb` tool uses), c
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 import socket
@@ -166,6 +167,11 @@ class AdbLink:
     def push(self, local: Path, remote: str, mode: int = 0o100755) -> None:
         self.call(f"push {local.name}", lambda d: d.push(str(local), remote, st_mode=mode,
                                                        read_timeout_s=TRANSPORT_TIMEOUT_S))
+
+    def push_bytes(self, content: bytes, remote: str, label: str, mode: int = 0o100644) -> None:
+        """Push `content` itself rather than a file that could change between being hashed and being pushed."""
+        self.call(f"push {label}", lambda d: d.push(io.BytesIO(content), remote, st_mode=mode,
+                                                    read_timeout_s=TRANSPORT_TIMEOUT_S))
 
     def close(self) -> None:
         self._drop()
