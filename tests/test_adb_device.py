@@ -6,6 +6,7 @@ from adb_sim_helpers import adb_env, adb_key_dir, sims, small_models  # noqa: F4
 
 from profiler.adb_sim import Faults
 from profiler.devices import BenchmarkSettings, create_device
+from profiler.devices.adb import remote_model_path
 from profiler.devices.device_profile import Cooldown
 from profiler.errors import DeviceFault, FgnasError
 
@@ -209,5 +210,5 @@ def test_pushed_model_is_byte_identical_on_the_phone(sims, adb_env, small_models
         phone.prepare(small_models[:1])
         phone.benchmark(small_models[0], FAST)
         phone.benchmark(small_models[0], FAST)
-    pushed = server.phone.read_file(f"/data/local/tmp/fgnas/models/{Path(small_models[0]).name}")
+    pushed = server.phone.read_file(remote_model_path(Path(small_models[0]).read_bytes()))
     assert pushed == Path(small_models[0]).read_bytes()

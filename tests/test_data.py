@@ -1,3 +1,4 @@
+import os
 import pickle
 from pathlib import Path
 
@@ -89,8 +90,10 @@ def test_cifar_image_folder_is_decoded_once_into_the_cache(tmp_path):
     assert d.val.images[0, 0, 0, 0] == 100
     assert isinstance(d.train.images, np.memmap)
     cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
-    for p in (tmp_path / "imgs" / "train" / "dog").iterdir():
-        p.write_bytes(b"not an image any more")
+    for p in (tmp_path / "imgs" / "train" / "dog").iterdir():  # broken, with the same size and mtime as before
+        st = p.stat()
+        p.write_bytes(b"x" * st.st_size)
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
     again = load_data(f"cifar10:{tmp_path / 'imgs'}")  # read from the cache: the broken files are not touched
     assert np.array_equal(again.train.images, d.train.images)
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == cached
