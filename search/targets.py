@@ -62,8 +62,8 @@ def parse_target(text: str) -> Target:
     fraction = _FRACTION.match(text)
     if fraction:
         value = float(fraction.group(1)) / 100
-        if not 0 < value < 1:
-            raise FgnasError(f"relative target {text!r} must be between 0% and 100% of the unpruned network")
+        if not 0 < value <= 1:  # 100%: the unpruned network (the benchmarks pretrain that way)
+            raise FgnasError(f"relative target {text!r} must be above 0% and at most 100% of the unpruned network")
         return Target(fraction.group(2), value, relative=True)
     match = _NUMBER.match(text)
     unit = UNITS.get(match.group(2)) if match else None

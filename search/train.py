@@ -243,14 +243,33 @@ def make_weight_optimizer(params: Iterable[nn.Parameter], config: SearchConfig) 
                            nesterov=True)
 
 
-def _gate_switch(net: nn.Module, on: bool) -> tuple[Callable[[int], float], int]:
+def _floor_gates(net: nn.Module, floors: dict[str, int]) -> torch.Tensor:
+    """Flat indices (over every layer's [M, C] gates in order) of the gates that keep each layer at its floor: the
+    surest operation of each of its `floor` surest channels."""
+    kept, offset = [], 0
+    for node in net.nodes:
+        margins = net.layers[node.name].psi.detach()
+        margins = margins[..., 0] - margins[..., 1]
+        best, op = margins.max(dim=0)
+        channels = torch.argsort(best, descending=True)[:floors.get(node.name, 1)]
+        kept.append(offset + op[channels] * margins.shape[1] + channels)
+        offset += margins.numel()
+    return torch.cat(kept)
+
+
+def _gate_switch(net: nn.Module, on: bool, floors: dict[str, int] | None = None
+                 ) -> tuple[Callable[[int], float], int]:
     """Gates ordered by how unsure the search is about them (psi_on - psi_off nearest zero first) among those now
-    off (`on`: to switch on) or on (to switch off). Returns set(k) -> the hard resource with the first k switched
-    (from the current gates; ensure_alive keeps every layer producing), and how many there are."""
+    off (`on`: to switch on) or on (to switch off; never the gates that keep a layer at its floor). Returns
+    set(k) -> the hard resource with the first k switched (from the current gates; ensure_alive keeps every layer
+    producing), and how many there are."""
     params = list(net.gate_parameters())
     with torch.no_grad():
         margins = torch.cat([(p[..., 0] - p[..., 1]).flatten() for p in params])
-        candidates = torch.nonzero(margins <= 0 if on else margins > 0).flatten()
+        eligible = margins <= 0 if on else margins > 0
+        if not on and floors:
+            eligible[_floor_gates(net, floors)] = False
+        candidates = torch.nonzero(eligible).flatten()
         order = candidates[torch.argsort(margins[candidates], descending=on)].tolist()
     saved = [p.detach().clone() for p in params]
     offsets = [0]
@@ -287,11 +306,12 @@ def fill_to_target(net: nn.Module, resource: Resource, target: float) -> float:
     return switch(lo, resource)
 
 
-def prune_to_target(net: nn.Module, resource: Resource, target: float) -> float:
+def prune_to_target(net: nn.Module, resource: Resource, target: float, floors: dict[str, int] | None = None) -> float:
     """When the search's epochs are spent short of the target: switch off the on gates the search was least sure
     about (smallest psi_on - psi_off first), as few as bring the hard resource within the target (bisection).
-    This is what bounds the search's length whatever lambda did. Returns the resource after pruning."""
-    switch, n = _gate_switch(net, on=False)
+    This is what bounds the search's length whatever lambda did; no layer goes below its floor. Returns the resource
+    after pruning."""
+    switch, n = _gate_switch(net, on=False, floors=floors)
     lo, hi = 0, n
     while lo < hi:
         mid = (lo + hi) // 2
@@ -618,7 +638,7 @@ def _search(run: _Run, scaler: torch.amp.GradScaler) -> None:
         raise
     if not reached:
         now = net.hard_resource(run.resource)
-        pruned = prune_to_target(net, run.resource, target.value)
+        pruned = prune_to_target(net, run.resource, target.value, run.floors)
         run.log(f"FALLBACK: the search's {cfg.epochs_search} epochs ended at {format_resource(target.resource, now)}; "
                 f"switched off the gates it was least sure about to reach {format_resource(target.resource, pruned)}")
         if pruned > target.value:

@@ -47,7 +47,7 @@ def test_relative_target_is_a_share_of_the_unpruned_network():
     assert resolved == Target("latency", 1.5) and not resolved.relative
 
 
-@pytest.mark.parametrize("text", ["0%latency", "100%flops", "60%speed"])
+@pytest.mark.parametrize("text", ["0%latency", "101%flops", "60%speed"])
 def test_relative_target_outside_0_100_or_of_unknown_resource_is_refused(text):
     with pytest.raises(FgnasError):
         parse_target(text)
