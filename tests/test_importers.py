@@ -203,5 +203,16 @@ def test_committed_tables_load_and_match_a_fresh_import(name):
         pytest.skip(f"{src} is absent")
     fresh = import_table(fmt, src, name)
     assert committed.source["sha256"] == fresh.source["sha256"]
-    assert json.dumps(committed.doc["conditions"]) == json.dumps(fresh.doc["conditions"])
-    assert committed.doc["ops"] == fresh.doc["ops"]
+    # the fit's float arithmetic may differ in the last bits between CPUs (BLAS kernels): equal to 1e-9
+    assert _same(committed.doc["conditions"], fresh.doc["conditions"])
+    assert _same(committed.doc["ops"], fresh.doc["ops"])
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, rel=1e-9, abs=1e-12)
+    return a == b
