@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from profiler.errors import FgnasError
+from search.summary import method_line
 from search.targets import format_resource
 
 
@@ -26,6 +27,7 @@ class PipelineSummary:
     measured_ms: float | None
     budget_ms: float | None
     check_status: str | None
+    method: str  # how the search reached its architecture (a fallback is said plainly)
 
     def lines(self) -> list[str]:
         def pct(value: float | None) -> str:
@@ -41,6 +43,7 @@ class PipelineSummary:
             f"FLOPs             {format_resource('flops', self.flops)}",
             f"latency           predicted {self.predicted_ms:.3f} ms (table)   measured {measured} (device)",
             f"budget check      {budget}: {self.check_status or 'not run'}",
+            f"architecture      {self.method}",
         ]
 
 
@@ -69,6 +72,7 @@ def summarize(run_dir: Path, check_json: Path | None = None) -> PipelineSummary:
         measured_ms=budget["latency_ms"]["estimate"] if budget else None,
         budget_ms=budget["budget_ms"] if budget else None,
         check_status=check["status"] if check else None,
+        method=method_line(arch.get("search", {})),
     )
 
 

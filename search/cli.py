@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fgnas-search: interrupted before training started; nothing to resume", file=sys.stderr)
         return 130
-    print(format_summary(result.summary, result.predicted, result.target, result.val_accuracy))
+    print(format_summary(result.summary, result.predicted, result.target, result.val_accuracy, result.method))
     print(f"run directory: {result.run_dir} (arch.json, model.pt, metrics.csv, plots/)")
     return 0
 

@@ -31,8 +31,21 @@ def layer_rows(arch: dict, table=None) -> list[dict]:
     return rows
 
 
-def format_summary(rows: list[dict], totals: dict, target: Target, val_accuracy: float) -> str:
-    """A fixed-width table, then the network totals against the target."""
+def method_line(search: dict) -> str:
+    """How the architecture was reached, from arch.json's "search" block: said plainly when the fallback pruned."""
+    baseline, share = search.get("baseline"), search.get("baseline_share")
+    if baseline == "uniform":
+        return f"baseline: uniform width multiplier x{share}, trained from scratch (no search)"
+    if baseline == "l1":
+        return f"baseline: filter-L1 pruning keeping {share:.1%} of every layer's channels, fine-tuned (no search)"
+    if search.get("pruned_to_target"):
+        return ("FALLBACK: the search's epochs ended above the target; the gates it was least sure about were switched "
+                "off to meet it (raise --epochs-search or --gate-lr)")
+    return f"searched: the gates reached the target after {search.get('search_epochs', 0.0):.2f} search epochs"
+
+
+def format_summary(rows: list[dict], totals: dict, target: Target, val_accuracy: float, method: str) -> str:
+    """A fixed-width table, then the network totals against the target and how the network was reached."""
     has_latency = any(r["latency_ms"] is not None for r in rows)
     head = f"{'layer':<12} {'channels':>9} {'params':>9} {'FLOPs':>10}" + (f" {'ms':>8}" if has_latency else "")
     lines = [head + "  operations (channels each)"]
@@ -47,4 +60,5 @@ def format_summary(rows: list[dict], totals: dict, target: Target, val_accuracy:
     key = {"latency": "latency_ms"}.get(target.resource, target.resource)
     met = "meets" if totals[key] <= target.value else "MISSES"
     lines.append(f"network: {', '.join(total)} (head included); {met} target {target}; val accuracy {val_accuracy:.4f}")
+    lines.append(method)
     return "\n".join(lines)

@@ -28,7 +28,7 @@ from search.dynamics import (FISHER_WARMUP_STEPS, GateMover, MinChannels, lambda
                              parse_min_channels, planned_resource)
 from search.precision import Precision, resolve_precision
 from search.resources import Resource, create_resource
-from search.summary import layer_rows
+from search.summary import layer_rows, method_line
 from search.targets import Target, format_resource, parse_target
 from search.transforms import eval_transform
 
@@ -155,6 +155,7 @@ class SearchResult:
     val_accuracy: float
     search_epochs: float  # epochs the search took to reach the target
     summary: list[dict]
+    method: str  # how the architecture was reached (search.summary.method_line): a fallback is said plainly
 
 
 # ---------------------------------------------------------------------------------------------- building blocks
@@ -671,6 +672,7 @@ def _finish(run: _Run) -> SearchResult:
                       "table_version": run.table.table_version, "content_hash": run.table.content_hash}
     recalibrate_batchnorm(net, run.calibration_loader, run.config.bn_calibration_images)
     val_loss, val_acc = evaluate(net, run.val_loader, run.device, run.precision)
+    search_epochs = run.state.search_step / max(1, len(run.train_loader))
     arch = net.to_arch({
         "latency_table": table_info,
         "target": {"resource": target.resource, "value": target.value, "text": run.config.target},
@@ -678,7 +680,7 @@ def _finish(run: _Run) -> SearchResult:
         "search": {"data": run.config.data, "val_accuracy": val_acc, "seed": run.config.seed,
                    "search_space": "channels" if run.config.baseline else run.config.search_space,
                    "pruned_to_target": run.state.search_pruned, "baseline": run.config.baseline,
-                   "baseline_share": run.state.baseline_share},
+                   "baseline_share": run.state.baseline_share, "search_epochs": search_epochs},
     })
     run.rundir.write_arch(arch)
     run.rundir.save_weights(net.state_dict())
@@ -686,8 +688,7 @@ def _finish(run: _Run) -> SearchResult:
     run.rundir.write_plots(run.state.metrics, target, arch)
     return SearchResult(run.rundir.path, target, predicted[target.resource],
                         {"params": predicted["params"], "flops": predicted["flops"], "latency_ms": latency},
-                        val_acc, run.state.search_step / max(1, len(run.train_loader)),
-                        layer_rows(arch, run.table))
+                        val_acc, search_epochs, layer_rows(arch, run.table), method_line(arch["search"]))
 
 
 def run_search(config: SearchConfig, run_dir: str | Path, resume: bool = False,

@@ -153,3 +153,13 @@ def test_ctrl_c_leaves_a_checkpoint_that_resumes_to_the_end(tmp_path):
     phases = [json.loads(json.dumps(m))["phase"] for m in torch.load(run / "checkpoint.pt", weights_only=False)
               ["state"]["metrics"]]
     assert phases.count("pretrain") == 1 and phases[-1] == "finetune"
+
+
+def test_the_summary_says_plainly_when_the_fallback_pruned_or_a_baseline_was_trained():
+    from search.summary import method_line
+
+    assert method_line({"pruned_to_target": True}).startswith("FALLBACK")
+    assert method_line({"pruned_to_target": False, "search_epochs": 1.5}) == \
+        "searched: the gates reached the target after 1.50 search epochs"
+    assert "uniform width multiplier x0.71" in method_line({"baseline": "uniform", "baseline_share": 0.71})
+    assert "keeping 68.5%" in method_line({"baseline": "l1", "baseline_share": 0.685})
