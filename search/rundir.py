@@ -150,7 +150,8 @@ class RunDir:
         return write_arch(self.file(self.ARCH), arch)
 
     def write_plots(self, rows: list, target: Target, arch: dict) -> list[Path]:
-        """resource.png, channels.png, operations.png under plots/ (matplotlib, Agg backend: no display needed)."""
+        """resource.png, channels.png, operations.png and widths.png (per layer, per epoch) under plots/ (matplotlib,
+        Agg backend: no display needed)."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -205,6 +206,19 @@ class RunDir:
         ax2.legend(fontsize=7, ncol=min(4, len(op_names)))
         fig.tight_layout()
         written.append(self._save(fig, plots / "operations.png"))
+
+        # How each layer's width moved, epoch by epoch (metrics.csv's widths column): where the search cut, and when.
+        per_epoch = [_widths(r.widths) for r in rows]
+        if all(per_epoch):
+            grid = [[epoch.get(name, 0) / layer["cout"] for epoch in per_epoch] for name, layer in zip(names, layers)]
+            fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(rows) + 2), max(3, 0.25 * len(layers) + 1)))
+            image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_yticks(list(pos), names, fontsize=7)
+            ax.set_xticks(range(len(rows)), [f"{r.phase[0]}{r.epoch}" for r in rows], rotation=90, fontsize=7)
+            ax.set_xlabel("epoch (p: pretrain, s: search, f: fine-tune)")
+            fig.colorbar(image, ax=ax, label="share of the layer's channels produced")
+            fig.tight_layout()
+            written.append(self._save(fig, plots / "widths.png"))
         return written
 
     @staticmethod
@@ -221,3 +235,12 @@ class RunDir:
 def _op_label(op: dict) -> str:
     dw = "dw" if op["conv_type"] == "depthwise" else "conv"
     return f"{dw}{op['kernel']}x{op['kernel']} {op['activation']}"
+
+
+def _widths(text: str) -> dict[str, int]:
+    """metrics.csv's widths column ("name=count[ op:count ...];...") as {layer: channels produced}."""
+    out = {}
+    for part in filter(None, (text or "").split(";")):
+        name, _, rest = part.partition("=")
+        out[name] = int(rest.split()[0])
+    return out

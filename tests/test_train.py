@@ -97,7 +97,7 @@ def test_search_meets_a_flops_target_and_writes_the_run_directory(tmp_path):
     phases = [r.split(",")[0] for r in rows[1:]]
     assert phases[0] == "pretrain" and phases[-1] == "finetune" and "search" in phases
     assert float(rows[-1].split(",")[8]) == pytest.approx(result.predicted["flops"])
-    for name in ("resource.png", "channels.png", "operations.png"):
+    for name in ("resource.png", "channels.png", "operations.png", "widths.png"):
         assert (run / "plots" / name).stat().st_size > 1000
     weights = torch.load(run / "model.pt")
     net = create_backbone("digits", num_classes=10, input_size=32, in_channels=1)
