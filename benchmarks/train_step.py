@@ -75,6 +75,20 @@ def loader_rate(loader, batches: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def accuracy(source: str, precision: str, seed: int, epochs: int, subset: int, val_subset: int, out: Path) -> float:
+    """Top-1 of the plain backbone trained for `epochs` epochs from scratch at `precision` (same seed, same data)."""
+    import shutil
+
+    from search.train import run_search
+
+    run_dir = out / f"{precision}-s{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    config = SearchConfig(target="100%flops", backbone="resnet20", data=source, epochs_pretrain=epochs,
+                          epochs_search=0, epochs_finetune=0, lr=0.1, seed=seed, precision=precision,
+                          train_subset=subset, val_subset=val_subset)
+    return run_search(config, run_dir).val_accuracy
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"))
@@ -84,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--out", default="benchmarks/results/train_step_host.json")
+    p.add_argument("--accuracy-epochs", type=int, default=0,
+                   help="also train the plain backbone this many epochs in fp32 and in bf16 (same seeds) and compare")
+    p.add_argument("--accuracy-seeds", default="0,1")
+    p.add_argument("--accuracy-subset", type=int, default=10000, help="training images for the accuracy check")
+    p.add_argument("--accuracy-val", type=int, default=5000, help="test images for the accuracy check")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     source = f"cifar10:{args.data}" if Path(args.data).exists() else "digits"
@@ -113,6 +132,15 @@ def main(argv: list[str] | None = None) -> int:
         if f"{mode}/bf16" in best:
             print(f"  {mode}: bf16 + channels_last is {best[f'{mode}/fp32'] / best[f'{mode}/bf16']:.2f}x fp32 NCHW")
     print(f"  loader: {rate:.0f} images/s")
+    if args.accuracy_epochs and "bf16" in configs:
+        runs = Path(args.out).with_suffix("")
+        report["accuracy"] = {name: {seed: accuracy(source, name, int(seed), args.accuracy_epochs,
+                                                    args.accuracy_subset, args.accuracy_val, runs)
+                                     for seed in args.accuracy_seeds.split(",")} for name in configs}
+        report["accuracy_setup"] = (f"{args.backbone} from scratch, {args.accuracy_epochs} epochs, "
+                                    f"{args.accuracy_subset} training / {args.accuracy_val} test images, lr 0.1")
+        for name, by_seed in report["accuracy"].items():
+            print(f"  top-1 {name}: " + ", ".join(f"seed {s} {a:.4f}" for s, a in by_seed.items()))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     return 0

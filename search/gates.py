@@ -78,7 +78,7 @@ class _RecordedGate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         y, g = ctx.saved_tensors
-        per_sample = (grad.float() * y.float()).sum(dim=(2, 3))  # [N, C]
+        per_sample = (grad * y.to(grad.dtype)).sum(dim=(2, 3), dtype=torch.float32)  # [N, C], summed in fp32
         ctx.sink(per_sample)
         return grad * g.view(1, -1, 1, 1).to(grad.dtype), per_sample.sum(0).to(g.dtype), None
 

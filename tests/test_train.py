@@ -163,3 +163,29 @@ def test_the_summary_says_plainly_when_the_fallback_pruned_or_a_baseline_was_tra
         "searched: the gates reached the target after 1.50 search epochs"
     assert "uniform width multiplier x0.71" in method_line({"baseline": "uniform", "baseline_share": 0.71})
     assert "keeping 68.5%" in method_line({"baseline": "l1", "baseline_share": 0.685})
+
+
+@pytest.mark.slow
+def test_no_layer_loses_more_than_the_step_cap_in_a_step_or_ends_below_its_floor(tmp_path, monkeypatch):
+    import search.dynamics as dynamics
+
+    worst: dict[str, float] = {}
+    move = dynamics.GateMover.move
+
+    def checked_move(self, lam, costs):
+        before = {n: int((m > 0).sum()) for n, m in self.net.margins().items()}
+        move(self, lam, costs)
+        for name, m in self.net.margins().items():
+            lost = before[name] - int((m > 0).sum())
+            allowed = max(1, math.floor(self.max_off_share * before[name]))
+            worst[name] = max(worst.get(name, 0.0), lost / allowed)
+
+    monkeypatch.setattr(dynamics.GateMover, "move", checked_move)
+    result = run_search(_tiny("6MFLOPs", max_off_share=0.05, min_channels="0.3"), tmp_path / "run")
+    assert worst and max(worst.values()) <= 1.0
+    assert max(worst.values()) == 1.0  # the cap was reached, so it was what held the layer back
+    arch = read_arch(tmp_path / "run" / "arch.json")
+    assert arch["search"]["pruned_to_target"] is False and result.predicted["flops"] <= 6e6
+    for layer in arch["layers"]:
+        produced = {c for op in layer["ops"] for c in op["keep"]}
+        assert len(produced) >= math.ceil(0.3 * layer["cout"])
