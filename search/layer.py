@@ -101,6 +101,8 @@ class SearchableLayer(nn.Module):
         else:
             y = None
             for i, (op, g) in enumerate(zip(self.ops, gates)):
+                if not self.recording and not bool(g.any()) and (y is not None or bool(gates[i + 1:].any())):
+                    continue  # fixed gates all off: the operation adds nothing (fine-tune, evaluation)
                 out = op(x)
                 g = g.to(out.dtype)  # keep autocast's half precision
                 gated = recorded_gate(out, g, self._sink(i)) if self.recording else out * g.view(1, -1, 1, 1)

@@ -26,6 +26,24 @@ def test_layer_output_is_the_mean_of_gated_operations_plus_skip():
     assert torch.equal(y[:, 1], skip[:, 1])
 
 
+def test_an_operation_whose_fixed_gates_are_all_off_is_not_computed():
+    layer = _layer([OpSpec("normal", 1, "relu"), OpSpec("normal", 3, "relu"), OpSpec("normal", 5, "relu")])
+    x = torch.randn(2, 4, 6, 6)
+    calls = []
+    for i, op in enumerate(layer.ops):
+        op.register_forward_hook(lambda *_, i=i: calls.append(i))
+    gates = torch.tensor([[0.0] * 4, [1.0, 0.0, 1.0, 0.0], [0.0] * 4])
+    y = layer(x, gates)
+    assert calls == [1]
+    assert torch.allclose(y, gates[1].view(1, -1, 1, 1) * layer.ops[1](x) / 3, atol=1e-6)
+    calls.clear()
+    assert torch.equal(layer(x, torch.zeros(3, 4)), torch.zeros(2, 4, 6, 6)) and calls == [0]  # one, for the shape
+    layer.recording = True  # the search records every operation's value, kept or not
+    calls.clear()
+    layer(x, gates)
+    assert calls == [0, 1, 2]
+
+
 def test_channel_with_all_gates_off_is_zero_through_post_activation():
     layer = _layer([OpSpec("normal", 3, "none"), OpSpec("normal", 5, "none")], post="relu")
     y = layer(torch.randn(1, 4, 6, 6), torch.tensor([[1.0, 0.0, 1.0, 1.0], [1.0, 0.0, 0.0, 1.0]]))
