@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from dataclasses import fields
@@ -82,8 +83,33 @@ def config_from_args(args: argparse.Namespace, base: dict | None) -> SearchConfi
     return SearchConfig.from_dict(merged)
 
 
+_DASHED_VALUE = re.compile(r"^-[0-9.]")
+
+
+def attach_dashed_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """`--target -5ms` -> `--target=-5ms`. argparse takes a word that starts with '-' and is not a plain number
+    (`-5ms`, `-.5ms`) for an option and stops with "expected one argument"; attached, the value reaches our own
+    validation, which names the problem in one line."""
+    takes_value = {flag for action in parser._actions if action.option_strings and action.nargs is None
+                   for flag in action.option_strings}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":  # everything after it is positional, as argparse reads it
+            return out + argv[i:]
+        if word in takes_value and i + 1 < len(argv) and _DASHED_VALUE.match(argv[i + 1]):
+            out.append(f"{word}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(word)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(attach_dashed_values(parser, list(sys.argv[1:] if argv is None else argv)))
     quiet = getattr(args, "quiet", False)
     try:
         resume = getattr(args, "resume", None)

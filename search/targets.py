@@ -5,6 +5,7 @@ table's unit), FLOPs as a count (2 x MACs, `profiler.spec.flops`), parameters as
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ UNITS: dict[str, Unit] = {
     **_with_prefixes("params", "params"),
 }
 
-_NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]+)\s*$")
+_NUMBER = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]+)\s*$")
 
 
 _FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*(" + "|".join(RESOURCES) + r")\s*$")
@@ -73,8 +74,8 @@ def parse_target(text: str) -> Target:
                          f"or a share of the unpruned network, e.g. 60%latency "
                          f"(units: {known})")
     value = float(match.group(1)) * unit.scale
-    if value <= 0:
-        raise FgnasError(f"target {text!r} must be positive")
+    if not math.isfinite(value) or value <= 0:  # 1e309ms overflows to inf, which arch.json would store as Infinity
+        raise FgnasError(f"target {text!r} must be positive and finite")
     return Target(unit.resource, value)
 
 
