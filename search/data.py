@@ -6,12 +6,14 @@ decoded once into `FGNAS_CACHE` (default ~/.cache/fgnas), never into the reposit
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import pickle
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -166,12 +168,26 @@ class _Listing:
 
     items: list[tuple[str, int]]
     read: Callable[[str], bytes]
+    where: str = ""  # what a key is inside, for messages: "ARCHIVE:" for a tar member, "" for a file path
+
+
+def _decode_item(listing: _Listing, key: str, size: int | None) -> np.ndarray:
+    try:
+        return _decode_image(listing.read(key), size)
+    except FgnasError:
+        raise
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, EOFError, DecompressionBombError, ...
+        from PIL import UnidentifiedImageError
+
+        detail = ("no image format recognised" if isinstance(exc, UnidentifiedImageError)  # its text names a BytesIO
+                  else f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+        raise FgnasError(f"{listing.where}{key} is not a readable image ({detail}); remove or replace it") from None
 
 
 def _decode_split(listing: _Listing, size: int | None, out: Path) -> ImageSet:
     """Decode every image of a split into `out`.images.npy / .labels.npy (memory-mapped, so ImageNet-sized sets
     never need to fit in memory) and return the mapped arrays."""
-    first = _decode_image(listing.read(listing.items[0][0]), size)
+    first = _decode_item(listing, listing.items[0][0], size)
     # A unique temp name: two runs decoding the same source at once must not write into one file, and a failed or
     # interrupted decode must not leave a half-written array behind.
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".images.npy.tmp")
@@ -180,7 +196,7 @@ def _decode_split(listing: _Listing, size: int | None, out: Path) -> ImageSet:
         images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                            shape=(len(listing.items), *first.shape))
         for i, (key, _) in enumerate(listing.items):
-            img = first if i == 0 else _decode_image(listing.read(key), size)
+            img = first if i == 0 else _decode_item(listing, key, size)
             if img.shape != first.shape:
                 raise FgnasError(f"{key}: image is {img.shape[1]}x{img.shape[0]}, others are {first.shape[1]}x"
                                  f"{first.shape[0]}; give imagefolder a size (imagefolder:PATH with --input-size)")
@@ -238,6 +254,20 @@ def _image_folder(root: Path, size: int | None) -> tuple[ImageSet, ImageSet, tup
     return train, val, classes
 
 
+@contextlib.contextmanager
+def _open_tar(archive: Path) -> Iterator[tarfile.TarFile]:
+    """tarfile.open, reading in the with-block: a damaged archive fails while it is read (a truncated gzip only at its
+    end), as tarfile.ReadError, EOFError, zlib.error or OSError (gzip.BadGzipFile), into one line naming it."""
+    try:
+        with tarfile.open(archive) as tar:
+            yield tar
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        text = " ".join(str(exc).split())
+        detail = ("no tar, tar.gz, tar.bz2 or tar.xz header" if text.startswith("file could not be opened")  # one
+                  else f"{type(exc).__name__}: {text}")  # reason per compression tried, too long for one line
+        raise FgnasError(f"{archive} is not a readable tar archive ({detail}); download or pack it again") from None
+
+
 def _tar_image_folder(archive: Path, size: int | None) -> tuple[ImageSet, ImageSet, tuple[str, ...]]:
     """An image-folder layout inside a tar(.gz): train/<class>/x.jpg and test|val/<class>/x.jpg. The archive is
     read at most once (only when a split is not cached yet); members are decoded from memory."""
@@ -248,7 +278,7 @@ def _tar_image_folder(archive: Path, size: int | None) -> tuple[ImageSet, ImageS
         if not read:
             files: dict[str, bytes] = {}
             entries: list[tuple[str, str, str]] = []  # (member name, split, class)
-            with tarfile.open(archive) as tar:
+            with _open_tar(archive) as tar:
                 for m in tar:
                     parts = PurePosixPath(m.name).parts
                     if m.isfile() and len(parts) >= 3 and PurePosixPath(m.name).suffix.lower() in IMAGE_SUFFIXES:
@@ -267,7 +297,7 @@ def _tar_image_folder(archive: Path, size: int | None) -> tuple[ImageSet, ImageS
             items = sorted((n, classes.index(c)) for n, s, c in entries if s in split_names and c in classes)
             if not items:
                 raise FgnasError(f"{archive} holds no {'/'.join(split_names)}/<class>/ images")
-            return _Listing(items, files.__getitem__)
+            return _Listing(items, files.__getitem__, f"{archive}:")
         return build
 
     train = _cached_or_decode(archive, "train", size, listing(("train",)))
@@ -338,7 +368,7 @@ def _batches_dir(root: Path) -> Path | None:
 
 
 def _tar_has_batches(archive: Path) -> bool:
-    with tarfile.open(archive) as tar:
+    with _open_tar(archive) as tar:
         for m in tar:
             if PurePosixPath(m.name).name == "data_batch_1":
                 return True
@@ -348,7 +378,7 @@ def _tar_has_batches(archive: Path) -> bool:
 
 
 def _tar_python_batches(archive: Path) -> tuple[ImageSet, ImageSet]:
-    with tarfile.open(archive) as tar:
+    with _open_tar(archive) as tar:
         blobs = {PurePosixPath(m.name).name: tar.extractfile(m).read() for m in tar
                  if m.isfile() and PurePosixPath(m.name).name.startswith(("data_batch_", "test_batch"))}
     missing = [n for n in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"] if n not in blobs]
