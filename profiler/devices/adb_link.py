@@ -92,6 +92,18 @@ def open_adb_device(serial: str):
     return _usb_device(serial)
 
 
+def _env_retries() -> int:
+    """FGNAS_ADB_RETRIES (default 5): reconnects before a failing call is a device fault; 0 gives up at once."""
+    text = os.environ.get("FGNAS_ADB_RETRIES", "5")
+    try:
+        retries = int(text)
+    except ValueError:
+        retries = -1
+    if retries < 0:
+        raise FgnasError(f"FGNAS_ADB_RETRIES={text!r}: give a whole number of reconnects, 0 or more (default 5)")
+    return retries
+
+
 class AdbLink:
     """Shell and push over one phone connection. A failing call reconnects with exponential backoff and is repeated
     (every call we make is idempotent); after `retries` failed reconnects it raises DeviceFault."""
@@ -99,7 +111,7 @@ class AdbLink:
     def __init__(self, serial: str, retries: int | None = None, backoff_s: float | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         self.serial = serial
-        self.retries = retries if retries is not None else int(os.environ.get("FGNAS_ADB_RETRIES", "5"))
+        self.retries = retries if retries is not None else _env_retries()
         self.backoff_s = backoff_s if backoff_s is not None else float(os.environ.get("FGNAS_ADB_BACKOFF_S", "1.0"))
         self.reconnects = 0
         self._sleep = sleep
