@@ -10,6 +10,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import select
 import signal
 import subprocess
@@ -125,7 +126,7 @@ class HostDevice(Device):
                     result = json.loads(answer)
                     if "error" in result:
                         raise FgnasError(f"LiteRT cannot run {model_path}: {result['error']}; "
-                                         f"delete the file so that it is rebuilt")
+                                         f"{_advice(model_path)}")
                     return Measurement.from_samples(result["ok"], settings.warmup, started, time.time(),
                                                     {"cpu": self.cpu, "threads": settings.threads})
                 self._stop_worker()
@@ -168,6 +169,18 @@ class HostDevice(Device):
             self._process.stdin.close()
             self._process.stdout.close()
             self._process = None
+
+
+# The name profiler.model_builder.model_path gives the models this tool converts into its cache:
+# <16 hex config hash>.b<builder version>-tf<TF version>.tflite. Only such a file may be deleted to be rebuilt; any
+# other file is the user's model (fgnas-check's argument, an export), which deleting would lose.
+_BUILT_MODEL = re.compile(r"[0-9a-f]{16}\.b\d+-tf[\w.+-]*\.tflite")
+
+
+def _advice(model_path: Path) -> str:
+    if _BUILT_MODEL.fullmatch(Path(model_path).name):
+        return "delete the file so that it is rebuilt"
+    return "it is not a TFLite model this runtime can load: give a .tflite converted by TensorFlow Lite"
 
 
 def _cpu_model() -> str:
