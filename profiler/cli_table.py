@@ -303,7 +303,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         return 0
     for p in prediction.ops:
         note = f"  [{p.fallback}]" if p.fallback else ""
-        print(f"{p.index:4d}  {p.op:<22} {p.detail:<34} {p.ms:9.4f} ms{note}")
+        print(f"{p.index:4d}  {p.op:<22} {p.detail:<34} {p.ms:9.4f} ms  {p.provenance}{note}")
     print(f"total {prediction.total_ms:.3f} ms ({prediction.conv_ms:.3f} ms in convs, {len(prediction.ops)} ops, the "
           f"{prediction.invoke_overhead_ms * 1000:.2f} us invoke overhead in each op's figure counted once, "
           f"{prediction.network_ms:.3f} ms more inside one network)")

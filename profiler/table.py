@@ -5,8 +5,16 @@ Absent conditions fall back, in this order, and the Prediction says which fallba
    another one of the same condition;
 2. resolution: the nearest input size (by pixel count, within RESOLUTION_FALLBACK_RATIO) of the same kernel, stride,
    conv type and activation, its a and b applied to this conv's own (tiled) FLOPs;
-otherwise FgnasError saying what to profile. Never a silent zero. A table's `source.fallbacks` (a list) may allow
-fewer: imported tables (profiler/importers) allow only "activation", so no price is extrapolated from other sizes.
+otherwise FgnasError saying what to profile. Never a silent zero. A table's `source.fallbacks` (a list) says which
+it allows; imported phone tables (profiler/importers) allow, instead of "resolution":
+3. fully-connected: a 1x1 conv on a 1x1 map (a classifier or squeeze-excite written as a conv) is a matrix-vector
+   product, priced by the table's FULLY_CONNECTED model on its multiply-accumulates;
+4. resolution-model: a and b interpolated linearly in log(pixels) between the two nearest sizes of the same kernel,
+   stride, conv type and (fused-clamp) activation, clamped to the nearest size outside the table's range (validated
+   by holding out OFA Note10 resolutions: benchmarks/import_tables.py).
+An imported table may also carry `source.in_network` (per feature-map size, what an op costs inside a whole network
+relative to the isolated blocks the table was fitted to; see network_ms) and `source.op_provenance` (ops transferred
+from another table rather than fitted; see provenance).
 """
 from __future__ import annotations
 
@@ -22,7 +30,8 @@ from typing import Iterable
 
 from profiler.atomic import atomic_write_text
 from profiler.errors import FgnasError
-from profiler.fit import ConditionModel, NetworkModel, NetworkSample, OpModel, fit_conditions, fit_network, fit_op
+from profiler.fit import (ConditionModel, LinearFit, NetworkModel, NetworkSample, OpModel, fit_conditions,
+                          fit_network, fit_op)
 from profiler.model_ops import FLOAT32_BYTES, ConvOp, ModelOp, op_from_dict, whole_model_ms
 from profiler.ops import INVOKE_PROBE, OpProbe, op_elements, op_units, unit_of
 from profiler.spec import ConditionKey, ConvSpec
@@ -354,6 +363,12 @@ class LatencyTable:
                 if other in self.conditions:
                     return self.conditions[other], (f"activation {key.activation} priced from {act} "
                                                     f"(fused clamps cost the same)")
+        if "fully-connected" in allowed and (key.h, key.w, key.kernel, key.conv_type) == (1, 1, 1, "normal"):
+            found = self._as_fully_connected(key)
+            if found is not None:
+                return found
+        if "resolution-model" in allowed:
+            return self._interpolated(key)
         if "resolution" not in allowed:
             return None
         acts = CLAMP_ACTIVATIONS if key.activation in CLAMP_ACTIVATIONS else (key.activation,)
@@ -371,6 +386,46 @@ class LatencyTable:
             return None
         model = best[2]
         return model, (f"no {key.h}x{key.w} condition: used the fit of {model.key} on this conv's own FLOPs")
+
+    def _as_fully_connected(self, key: ConditionKey) -> tuple[ConditionModel, str] | None:
+        """A 1x1 conv on a 1x1 map priced by the FULLY_CONNECTED model: a ms per MAC is a * 1e6 / 2 ms per MFLOP."""
+        fc = self.ops.get("FULLY_CONNECTED")
+        if fc is None or fc.unit != "macs":
+            return None
+        a = fc.a_ms_per_unit * 1e6 / 2
+        fit = LinearFit(a, fc.b_ms, fc.n, None, fc.mape, fc.cv_mape)
+        model = ConditionModel(key, "affine", a, fc.b_ms, 1, 1, fc.n, None, fc.mape, fc.cv_mape, fit)
+        return model, "fully-connected: a 1x1 conv on a 1x1 map priced by the FULLY_CONNECTED model on its MACs"
+
+    def _interpolated(self, key: ConditionKey) -> tuple[ConditionModel, str] | None:
+        """The resolution model: a and b interpolated in log(pixels) between the nearest sizes of this kernel, stride,
+        conv type and activation (any fused clamp when this one has none), clamped outside the sizes the table has."""
+        same = [(c, m) for c, m in self.conditions.items()
+                if (c.kernel, c.stride, c.conv_type, c.groups) == (key.kernel, key.stride, key.conv_type, key.groups)
+                and c.h * c.w > 1]
+        acts = [key.activation] if any(c.activation == key.activation for c, _ in same) else (
+            list(CLAMP_ACTIVATIONS) if key.activation in CLAMP_ACTIVATIONS else [])
+        by_size: dict[tuple[int, int], ConditionModel] = {}
+        for c, m in sorted(same, key=lambda cm: (acts.index(cm[0].activation) if cm[0].activation in acts else 9,
+                                                 str(cm[0]))):
+            if c.activation in acts:
+                by_size.setdefault((c.h, c.w), m)
+        if not by_size or key.h * key.w <= 1:
+            return None
+        points = sorted((math.log(h * w), m) for (h, w), m in by_size.items())
+        a, b, lo, hi = interpolate_log_size([(x, m.a_ms_per_mflop, m.b_ms) for x, m in points],
+                                            math.log(key.h * key.w))
+        aa, ab, _, _ = interpolate_log_size([(x, m.affine.a, m.affine.b) for x, m in points], math.log(key.h * key.w))
+        base = points[lo][1]
+        model = replace(base, key=key, a_ms_per_mflop=a, b_ms=b, misaligned_a_ms_per_mflop=None, align=1,
+                        affine=replace(base.affine, a=aa, b=ab))
+        if lo == hi:
+            note = f"resolution model: no {key.h}x{key.w} condition, clamped to {base.key.h}x{base.key.w} (nearest size)"
+        else:
+            other = points[hi][1].key
+            note = (f"resolution model: a, b interpolated in log pixels between {base.key.h}x{base.key.w} and "
+                    f"{other.h}x{other.w}")
+        return model, note
 
     def resolve(self, key: ConditionKey) -> tuple[ConditionModel, str | None]:
         """The condition model that prices `key`, and the fallback used (None for an exact match)."""
@@ -416,9 +471,45 @@ class LatencyTable:
     def network_ms(self, ops: Iterable[ModelOp]) -> float:
         """What `ops` cost together inside one network beyond their single-op prices and whole_model_ms
         (profiler.fit.NetworkModel; 0 for a table without calibration networks)."""
+        ops = list(ops)
+        extra = self._in_network_ms(ops)
         if self.network is None:
+            return extra
+        return extra + sum(self.network.extra_ms(op.weights_mb, op.activation_mb) for op in ops)
+
+    def in_network_factor(self, op: ModelOp) -> float:
+        """What `op` costs inside a whole network relative to its price (source.in_network of an imported table:
+        a factor per working set, the op's weights + activations in MB, interpolated in log size and clamped at the
+        ends); 1 for an op on a vector or a 1x1 map (no in-network data) and for a table without it."""
+        model = self._doc["source"].get("in_network")
+        size = op.spec.h if isinstance(op, ConvOp) else (
+            op.input_shapes[0][1] if op.input_shapes and len(op.input_shapes[0]) == 4 else 1)
+        if not model or size <= 1:
+            return 1.0
+        points = sorted((math.log(p["working_set_mb"]), p["factor"], 0.0) for p in model["factors"])
+        return interpolate_log_size(points, math.log(max(op.weights_mb + op.activation_mb, 1e-9)))[0]
+
+    def _in_network_ms(self, ops: list[ModelOp]) -> float:
+        if not self._doc["source"].get("in_network"):
             return 0.0
-        return sum(self.network.extra_ms(op.weights_mb, op.activation_mb) for op in ops)
+        total = 0.0
+        for op in ops:
+            factor = self.in_network_factor(op)
+            if factor != 1.0:
+                total += (factor - 1.0) * self.price_op(op)[0]
+        return total
+
+    def provenance(self, op: ModelOp) -> str:
+        """Where an op's price comes from: "measured" (a measured table), "fitted" (an imported table's joint fit,
+        with the fallback that priced it, if any) or "transferred from ..." (source.op_provenance)."""
+        if self._doc["source"].get("kind") != "imported":
+            base = "measured"
+        elif isinstance(op, ConvOp):
+            base = "fitted"
+        else:
+            entry = self._doc["source"].get("op_provenance", {}).get(op.op)
+            base = entry["text"] if entry else "fitted"
+        return base
 
     def missing_conditions(self, specs: Iterable[ConvSpec], allow_fallback: bool = False) -> list[ConditionKey]:
         """Conditions of `specs` the table lacks (in first-seen order). With allow_fallback, only those that cannot
@@ -461,6 +552,25 @@ class LatencyTable:
             beyond = model.knee.step + model.knee.slope * torch.log2(torch.clamp(ratio, min=1.0))
             macs = macs * (1 + torch.where(ratio > 1, beyond, torch.zeros_like(beyond)))
         return slope * (2 * macs / 1e6) + model.b_ms
+
+
+def interpolate_log_size(points: list[tuple[float, float, float]], x: float) -> tuple[float, float, int, int]:
+    """(a, b) at x, linear between the two sorted `points` (x_i, a_i, b_i) around it, the nearest point's values
+    outside them; and the indices of the two points used (equal when clamped or exact)."""
+    if x <= points[0][0]:
+        return points[0][1], points[0][2], 0, 0
+    if x >= points[-1][0]:
+        return points[-1][1], points[-1][2], len(points) - 1, len(points) - 1
+    for i in range(len(points) - 1):
+        (x0, a0, b0), (x1, a1, b1) = points[i], points[i + 1]
+        if x0 <= x <= x1:
+            if x == x0:
+                return a0, b0, i, i
+            if x == x1:
+                return a1, b1, i + 1, i + 1
+            t = (x - x0) / (x1 - x0)
+            return a0 + t * (a1 - a0), b0 + t * (b1 - b0), i, i + 1
+    raise AssertionError("unreachable: points are sorted")
 
 
 def _straight_through_round_up(channels, tile: int, small_tile: int | None = None):

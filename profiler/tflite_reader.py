@@ -29,9 +29,11 @@ class OpPrediction:
     detail: str
     ms: float
     fallback: str | None
+    provenance: str = "measured"  # "measured", "fitted" or "transferred from ..." (LatencyTable.provenance)
 
     def to_dict(self) -> dict:
-        return {"index": self.index, "op": self.op, "detail": self.detail, "ms": self.ms, "fallback": self.fallback}
+        return {"index": self.index, "op": self.op, "detail": self.detail, "ms": self.ms, "fallback": self.fallback,
+                "provenance": self.provenance}
 
 
 @dataclass(frozen=True)
@@ -160,10 +162,11 @@ def op_label(entry: ConvOp | OtherOp) -> str:
 def predict_op(table: LatencyTable, entry: ModelOp, fit: str = "selected") -> OpPrediction:
     """One read op's predicted latency (as a one-op model); FgnasError when the table cannot price it."""
     ms, fallback = table.price_op(entry, fit)
+    provenance = table.provenance(entry)
     if isinstance(entry, ConvOp):
-        return OpPrediction(entry.index, op_label(entry), conv_text(entry.spec), ms, fallback)
+        return OpPrediction(entry.index, op_label(entry), conv_text(entry.spec), ms, fallback, provenance)
     unit, units = op_units(entry.op, list(entry.input_shapes), list(entry.output_shapes))
-    return OpPrediction(entry.index, entry.op, f"{units} {unit}", ms, fallback)
+    return OpPrediction(entry.index, entry.op, f"{units} {unit}", ms, fallback, provenance)
 
 
 def predict_model(table: LatencyTable, path: Path, fit: str = "selected") -> ModelPrediction:

@@ -155,7 +155,8 @@ def test_pixel1_import_covers_mobilenetv2_and_records_provenance(tmp_path):
     held = source["validation"]["held_out"]
     assert held["n"] == 69 and held["median"] < 0.03 and held["p90"] < 0.08
     assert len(source["validation"]["per_block"]) == 69
-    assert set(loaded.ops) == {"ADD", "MEAN", "FULLY_CONNECTED"}
+    transferred = {op for op, d in source["op_provenance"].items() if d["kind"] == "transferred"}
+    assert set(loaded.ops) - transferred == {"ADD", "MEAN", "FULLY_CONNECTED"}
     stem = loaded.conditions[ConditionKey(224, 224, 3, 2, "normal", "relu6")]
     assert stem.predict_ms(ConvSpec(224, 224, 3, 32, 3, 2, 1, "relu6")) == pytest.approx(4.397, abs=0.002)
     assert all(m.a_ms_per_mflop > 0 and m.b_ms >= 0 for m in loaded.conditions.values())
@@ -163,12 +164,15 @@ def test_pixel1_import_covers_mobilenetv2_and_records_provenance(tmp_path):
 
 @pytest.mark.shared_data
 @needs_proxyless
-def test_imported_table_refuses_to_extrapolate_to_sizes_it_lacks():
+def test_imported_table_prices_other_sizes_by_its_resolution_model_and_refuses_unknown_families():
     table = import_table("proxylessnas", PROXYLESS, "pixel1")
-    cifar_conv = ConvSpec(32, 32, 24, 144, 1, 1, 1, "relu6")
-    assert table.missing_conditions([cifar_conv], allow_fallback=True) == [cifar_conv.condition]
-    with pytest.raises(FgnasError, match="no condition 32x32"):
-        table.predict(cifar_conv)
+    level2_of_128 = ConvSpec(32, 32, 24, 144, 1, 1, 1, "relu6")  # issue 16: sizes 96..224 and their levels priced
+    priced = table.predict(level2_of_128)
+    assert priced.fallback.startswith("resolution model: a, b interpolated in log pixels between 28x28 and 56x56")
+    k5_conv = ConvSpec(32, 32, 24, 144, 5, 1, 1, "relu6")  # no k5 normal conv at any size
+    assert table.missing_conditions([k5_conv], allow_fallback=True) == [k5_conv.condition]
+    with pytest.raises(FgnasError, match="no condition 32x32:k5"):
+        table.predict(k5_conv)
     relu = table.predict(ConvSpec(56, 56, 24, 144, 1, 1, 1, "relu"))
     assert relu.fallback is not None and "fused clamps" in relu.fallback
 

@@ -12,6 +12,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", required=True, help="proxylessnas (mobile_trim.yaml) or ofa (<R>_lookup_table.yaml)")
     p.add_argument("--device", required=True, help="name of the device the table describes, e.g. pixel1")
     p.add_argument("--out", type=Path, help="where to write the table (default device_tables/DEVICE.json)")
+    p.add_argument("--transfer-ops", type=Path, metavar="TABLE",
+                   help="a measured table (e.g. device_tables/host.json) whose ops the published table lacks "
+                        "(SOFTMAX, MUL, HARD_SWISH, ...) are transferred, scaled by the two tables' ADD ratio")
+    p.add_argument("--in-network", type=Path, metavar="FILE",
+                   help="Single-Path NAS pixel1_runtime_model.json: derive what blocks cost inside a whole network "
+                        "relative to alone (--format proxylessnas)")
     p.add_argument("--force", action="store_true", help="replace the table at --out if there is one (a measured "
                                                         "table is otherwise never overwritten by an import)")
 
@@ -42,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = args.out or Path("device_tables") / f"{args.device}.json"
     check_out(out, args.force)
-    table = import_table(args.format, args.source, args.device)
+    table = import_table(args.format, args.source, args.device, args.transfer_ops, args.in_network)
     table.save(out)
     print(summary_text(table, out))
     return 0

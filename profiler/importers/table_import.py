@@ -40,17 +40,28 @@ class ImportFormat:
     ties: Mapping[str, str]
     sharing: Sharing
     validation: str  # the held-out unit: "block" (leave one block out) or "resolution" (leave one resolution out)
+    transfer_from: Path | None = None  # default measured table to transfer missing ops from (profiler.importers.transfer)
+    in_network: str | None = None  # default in-network file name, beside the lookup table (profiler.importers.in_network)
 
+
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 FORMATS: dict[str, ImportFormat] = {
     fmt.name: fmt
     for fmt in (
         ImportFormat("proxylessnas", proxylessnas.read_entries, proxylessnas.LICENSE, proxylessnas.CITATION,
-                     proxylessnas.DEVICE, proxylessnas.OP_TIES, SHARINGS["dw-per-stride"], "block"),
+                     proxylessnas.DEVICE, proxylessnas.OP_TIES, SHARINGS["dw-per-stride"], "block",
+                     REPOSITORY / "device_tables" / "host.json", "singlepath_nas_pixel1_runtime_model.json"),
         ImportFormat("ofa", ofa.read_entries, ofa.LICENSE, ofa.CITATION, ofa.DEVICE, ofa.OP_TIES,
                      SHARINGS["dw-per-stride"], "resolution"),
     )
 }
+
+RESOLUTION_MODEL = ("a conv size the table lacks takes a and b interpolated linearly in log(pixels) between the two "
+                    "nearest sizes of its kernel, stride, conv type and activation, clamped to the nearest size "
+                    "outside them (profiler.table); validated by fitting OFA Note10 at 224 px only and predicting "
+                    "its 16 other resolutions, and by leaving each interior level out of ProxylessNAS "
+                    "(benchmarks/import_tables.py)")
 
 _GROUPS: dict[str, Callable[[LutEntry], object]] = {"block": lambda e: e.key, "resolution": lambda e: e.resolution}
 
@@ -153,14 +164,33 @@ def _files_digest(files: Sequence[Path]) -> tuple[list[dict], str]:
     return listed, combined
 
 
-def import_table(format_name: str, path: Path, device: str) -> LatencyTable:
+def _companions(fmt: ImportFormat, path: Path, transfer_from: Path | None,
+                in_network: Path | None) -> tuple[Path | None, Path | None]:
+    """The files the import uses besides the published table: those given, else the format's defaults where they
+    exist (the in-network file beside the lookup table, the measured table in the repository's device_tables/), so
+    that a plain `fgnas-table import` reproduces the committed table."""
+    if transfer_from is None and fmt.transfer_from is not None and fmt.transfer_from.is_file():
+        transfer_from = fmt.transfer_from
+    if in_network is None and fmt.in_network is not None:
+        beside = (path if path.is_dir() else path.parent) / fmt.in_network
+        in_network = beside if beside.is_file() else None
+    return transfer_from, in_network
+
+
+def import_table(format_name: str, path: Path, device: str, transfer_from: Path | None = None,
+                 in_network: Path | None = None) -> LatencyTable:
     """Read a published lookup table (a file, or for OFA a directory of per-resolution files), fit and validate it,
-    and return the LatencyTable (not yet saved: call `.save(out)`)."""
+    and return the LatencyTable (not yet saved: call `.save(out)`).
+
+    `transfer_from`: a measured table whose ops the published one lacks are transferred (profiler.importers.transfer);
+    `in_network`: Single-Path NAS's Pixel 1 runtime model, from which the in-network factor is derived
+    (profiler.importers.in_network; ProxylessNAS only, whose blocks it matches)."""
     fmt = get_format(format_name)
     path = Path(path)
     if not path.exists():
         raise FgnasError(f"no lookup table at {path}: pass the published file (or, for --format ofa, its directory)")
     entries, files = fmt.read(path)
+    transfer_from, in_network = _companions(fmt, path, transfer_from, in_network)
     fitted = fit(entries, fmt.sharing, fmt.ties)
     held_out = held_out_predictions(entries, fmt.sharing, _GROUPS[fmt.validation], fmt.ties)
     listed, digest = _files_digest(files)
@@ -184,10 +214,23 @@ def import_table(format_name: str, path: Path, device: str) -> LatencyTable:
             "parameters": {name: round(value, 6) for name, value in sorted(fitted.params.items())},
         },
         "validation": validation_report(fmt, entries, fitted, held_out),
-        # Only the fused-clamp activation fallback (none/relu/relu6 cost the same in the conv kernel): prices for
-        # sizes the published entries never had are reported missing, not extrapolated (profiler/table.py).
-        "fallbacks": ["activation"],
+        # profiler/table.py: fused clamps cost the same; a 1x1 conv on a 1x1 map is a FULLY_CONNECTED; other sizes
+        # by the resolution model (interpolated in log pixels, clamped at the ends)
+        "fallbacks": ["activation", "fully-connected", "resolution-model"],
+        "resolution_model": RESOLUTION_MODEL,
     }
+    ops = _op_entries(fitted, entries, held_out)
+    provenance = {op: {"kind": "fitted", "text": f"fitted (slope tied to {to})"} for op, to in fmt.ties.items()}
+    if transfer_from is not None:
+        from profiler.importers.transfer import transfer_ops
+
+        ops, transferred, source["op_transfer"] = transfer_ops(ops, Path(transfer_from))
+        provenance.update(transferred)
+    source["op_provenance"] = dict(sorted(provenance.items()))
+    if in_network is not None:
+        from profiler.importers.in_network import in_network_model
+
+        source["in_network"] = in_network_model(Path(in_network), entries)
     doc = {
         "schema_version": SCHEMA_VERSION,
         "table_version": 1,
@@ -200,7 +243,7 @@ def import_table(format_name: str, path: Path, device: str) -> LatencyTable:
         "raw_log": {"path": str(path), "sha256": digest, "records": len(entries)},
         "drift": None,
         "conditions": _condition_entries(fitted, entries, held_out),
-        "ops": _op_entries(fitted, entries, held_out),
+        "ops": ops,
     }
     doc["content_hash"] = content_hash(doc)
     return LatencyTable(doc, None, path.resolve())
