@@ -41,7 +41,7 @@ TINY = ["--backbone", "digits", "--data", "digits", "--epochs-pretrain", "0", "-
 EXPORT = ["run", "--device", "none", "--out", "exported", "--parity-samples", "2", "--eval-samples", "10"]
 
 
-# ---- files the cases start from ---------------------------------------------------------------------------------------
+# ---- files the cases start from ----------------------------------------------------------------------------------
 
 def _jpeg(shade: int) -> bytes:
     out = io.BytesIO()
@@ -167,7 +167,8 @@ CASES = [
            "--baseline uniform: no width multiplier meets 1KFLOPs"),
     search("min-channels-floor-above-target", ["--target", "30%flops", "--min-channels", "0.9"],
            "below the smallest network this backbone and search space can reach with --min-channels 0.9"),
-    search("resume-not-a-run", ["--target", "30%flops", "--resume", "elsewhere"], "is not a fgnas-search run directory"),
+    search("resume-not-a-run", ["--target", "30%flops", "--resume", "elsewhere"],
+           "is not a fgnas-search run directory"),
     # fgnas-search: damaged data, named by the file
     search("cifar10-folder-corrupt-jpeg", ["--target", "30%flops", "--data", "cifar10:data"],
            "data/train/b/1.jpg is not a readable image (no image format recognised)", _folder(b"not a jpeg")),
