@@ -1,31 +1,39 @@
-"""Accuracy of the imported phone tables, and what pixel1.json predicts for MobileNetV2 1.0-224.
+"""Accuracy of the imported phone tables, and what device_tables/pixel1.json predicts for standard mobile models.
 
 1. ProxylessNAS (Pixel 1): leave-one-block-out error of the joint fit, for each parameter sharing.
 2. once-for-all (Note10): fit on 16 resolutions, error on every block of the held-out one, for each of the 17.
-3. MobileNetV2 1.0-224 (keras.applications, weights=None, classifier_activation=None, converted with
-   from_concrete_functions through profiler.model_builder.convert_function), priced by `fgnas-table predict` with
-   device_tables/pixel1.json, against the published Pixel 1 figure of 75 ms (MnasNet; FGNAS Table 4).
+3. The resolution model (profiler.table: a, b interpolated in log pixels, clamped): OFA fitted at 224 px only, every
+   block of the 16 other resolutions predicted; ProxylessNAS with each interior level (56, 28, 14) left out, its
+   blocks predicted by interpolating between the remaining levels.
+4. The 7 reference models (keras.applications, weights=None, classifier_activation=None, converted through
+   profiler.model_builder.convert_function) priced with device_tables/pixel1.json against their published Pixel 1
+   latencies (profiler.importers.reference_models; never fitted to them).
+5. --coverage full|representative: every model of the grid priced without error (count of ops per provenance).
 
 Usage: taskset -c 1 nice -n 5 .venv/bin/python benchmarks/import_tables.py [--shared-data DIR] [--cache DIR]
+       [--coverage full]
 """
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
+import math
 import os
-import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from profiler.importers import ofa, proxylessnas
-from profiler.importers.joint_fit import SHARINGS, held_out_predictions, relative_errors
+from profiler.importers.joint_fit import SHARINGS, fit, held_out_predictions, relative_errors
+from profiler.importers.reference_models import PIXEL1_PUBLISHED, convert, full_grid, representative_grid
+from profiler.spec import flops
+from profiler.table import LatencyTable, interpolate_log_size
+from profiler.tflite_reader import predict_model
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLISHED_MOBILENETV2_PIXEL1_MS = 75.0
 
 
 def _pct(values: list[float]) -> str:
@@ -66,36 +74,99 @@ def ofa_report(directory: Path) -> list[str]:
     return lines
 
 
-def mobilenetv2_tflite(cache: Path) -> Path:
-    path = cache / "mobilenetv2_1.0_224_no_softmax.tflite"
-    if not path.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        script = ("import sys, tensorflow as tf\n"
-                  "from profiler.model_builder import convert_function\n"
-                  "m = tf.keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), alpha=1.0, "
-                  "classifier_activation=None)\n"
-                  "open(sys.argv[1], 'wb').write(convert_function(lambda x: m(x, training=False), [(1, 224, 224, 3)]))\n")
-        subprocess.run([sys.executable, "-c", script, str(path)], check=True, cwd=ROOT)
-    return path
+def _interpolated_predict(fitted, entry, resolution: int, levels: list[int]) -> float:
+    """An entry priced with conv a, b interpolated in log size between the fitted levels' sizes (the table's
+    resolution model), non-conv ops by the fit."""
+    total = 0.0
+    for spec in entry.convs:
+        if spec.h == 1:
+            a, b = fitted.conv_model(spec, resolution)
+        else:
+            points = []
+            for k in levels:
+                size = resolution // 2 ** k
+                try:
+                    a_k, b_k = fitted.conv_model(dataclasses.replace(spec, h=size, w=size), resolution)
+                except KeyError:
+                    continue
+                points.append((math.log(size * size), a_k, b_k))
+            a, b, _, _ = interpolate_log_size(sorted(points), math.log(spec.h * spec.w))
+        total += a * flops(spec) / 1e6 + b
+    for use in entry.ops:
+        a, b = fitted.op_model(use.op)
+        total += a * use.units + b
+    return total
 
 
-def mobilenetv2_report(cache: Path) -> list[str]:
-    model = mobilenetv2_tflite(cache)
-    command = [str(Path(sys.executable).with_name("fgnas-table")), "predict", "device_tables/pixel1.json", str(model),
-               "--json"]
-    out = subprocess.run(command, check=True, cwd=ROOT, capture_output=True, text=True).stdout
-    prediction = json.loads(out)
-    by_op: dict[str, float] = defaultdict(float)
-    fallbacks = 0
-    for op in prediction["ops"]:
-        by_op[op["op"]] += op["ms"]
-        fallbacks += op["fallback"] is not None
-    total = sum(by_op.values())
-    lines = [f"MobileNetV2 1.0-224 on Pixel 1 via `{' '.join(command[1:3])} MODEL`: predicted {total:.1f} ms "
-             f"vs published {PUBLISHED_MOBILENETV2_PIXEL1_MS:.0f} ms ({100 * (total / PUBLISHED_MOBILENETV2_PIXEL1_MS - 1):+.1f}%); "
-             f"{len(prediction['ops'])} ops, {fallbacks} priced by a fallback"]
-    lines += [f"  {op:<22} {ms:7.2f} ms" for op, ms in sorted(by_op.items(), key=lambda kv: -kv[1])]
+def resolution_model_report(latency: Path) -> list[str]:
+    sharing = SHARINGS["dw-per-stride"]
+    entries, _ = ofa.read_entries(latency / "ofa_note10")
+    fitted = fit([e for e in entries if e.resolution == 224], sharing, ofa.OP_TIES)
+    lines = ["Resolution model (a, b interpolated in log pixels between sizes, clamped outside):",
+             "  OFA Note10 fitted at 224 px only, every MBConv block of the other 16 resolutions predicted:"]
+    all_errors = []
+    for mode in ("interpolated", "same level"):
+        errors = []
+        for e in entries:
+            if e.role == "block" and e.resolution != 224:
+                p = (_interpolated_predict(fitted, e, 224, list(range(6))) if mode == "interpolated"
+                     else fitted.predict(e))
+                errors.append(abs(p - e.mean_ms) / e.mean_ms)
+        lines.append(f"    {mode:<13} {_pct(errors)}")
+        all_errors = all_errors or errors
+    entries, _ = proxylessnas.read_entries(latency / "proxylessnas_pixel1_mobile_trim.yaml")
+    lines.append("  ProxylessNAS Pixel 1, each interior level left out (every block with a conv there), predicted by "
+                 "interpolating between the other levels:")
+    pooled = []
+    for k in (2, 3, 4):
+        size = 224 // 2 ** k
+        touches = [e for e in entries if any(s.h == size for s in e.convs)]
+        kept = [e for e in entries if e not in touches]
+        fitted = fit(kept, sharing, proxylessnas.OP_TIES)
+        errors = [abs(_interpolated_predict(fitted, e, 224, [j for j in range(6) if j != k]) - e.mean_ms) / e.mean_ms
+                  for e in touches if e.role == "block"]
+        pooled += errors
+        lines.append(f"    level {size}x{size} left out: {_pct(errors)}")
+    lines.append(f"    all left-out blocks: {_pct(pooled)}")
     return lines
+
+
+def reference_report(cache: Path, table_path: Path) -> list[str]:
+    table = LatencyTable.load(table_path)
+    paths = convert([p.model for p in PIXEL1_PUBLISHED], cache)
+    lines = [f"Published Pixel 1 whole-model latencies vs `fgnas-table predict {table_path.relative_to(ROOT)} MODEL` "
+             f"(validation only, never fitted):",
+             f"  {'model':<24} {'predicted':>10} {'ops only':>9} {'published':>10} {'error':>7}"]
+    within = 0
+    for published, path in zip(PIXEL1_PUBLISHED, paths):
+        prediction = predict_model(table, path)
+        error = prediction.total_ms / published.ms - 1
+        within += abs(error) <= 0.10
+        lines.append(f"  {published.model.name:<24} {prediction.total_ms:8.1f} ms "
+                     f"{prediction.total_ms - prediction.network_ms:6.1f} ms {published.ms:7.1f} ms {100 * error:+6.1f}%")
+    lines.append(f"  {within} of {len(PIXEL1_PUBLISHED)} within +-10% (ops only: the sum of isolated-block prices, "
+                 f"before the in-network factor)")
+    return lines
+
+
+def coverage_report(cache: Path, table_path: Path, which: str) -> list[str]:
+    table = LatencyTable.load(table_path)
+    models = full_grid() if which == "full" else representative_grid()
+    start = time.perf_counter()
+    paths = convert(models, cache)
+    converted = time.perf_counter() - start
+    provenance: Counter = Counter()
+    failed = []
+    for model, path in zip(models, paths):
+        try:
+            for op in predict_model(table, path).ops:
+                provenance[op.provenance.split(" x")[0]] += 1
+        except Exception as exc:  # report every failure, not just the first
+            failed.append(f"{model.name}: {exc}")
+    lines = [f"Coverage ({which} grid, {len(models)} Keras models, {converted:.0f} s to convert or find): "
+             f"{len(models) - len(failed)} priced, {len(failed)} failed; ops by provenance: "
+             + ", ".join(f"{k} {v}" for k, v in provenance.most_common())]
+    return lines + [f"  FAILED {f}" for f in failed]
 
 
 def main() -> int:
@@ -103,7 +174,9 @@ def main() -> int:
     parser.add_argument("--shared-data", type=Path,
                         default=Path(os.environ.get("FGNAS_SHARED_DATA", ROOT.parent / "shared" / "data")))
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "benchmarks")
-    parser.add_argument("--skip-mobilenetv2", action="store_true", help="skip the TensorFlow conversion")
+    parser.add_argument("--table", type=Path, default=ROOT / "device_tables" / "pixel1.json")
+    parser.add_argument("--skip-models", action="store_true", help="skip the TensorFlow conversions")
+    parser.add_argument("--coverage", choices=("full", "representative"), default="representative")
     args = parser.parse_args()
     latency = args.shared_data / "latency"
     if not latency.is_dir():
@@ -111,8 +184,10 @@ def main() -> int:
         return 2
     lines = proxylessnas_report(latency / "proxylessnas_pixel1_mobile_trim.yaml")
     lines += ofa_report(latency / "ofa_note10")
-    if not args.skip_mobilenetv2:
-        lines += mobilenetv2_report(args.cache)
+    lines += resolution_model_report(latency)
+    if not args.skip_models:
+        lines += reference_report(args.cache / "keras", args.table)
+        lines += coverage_report(args.cache / "keras", args.table, args.coverage)
     print("\n".join(lines))
     return 0
 
