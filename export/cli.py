@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 
 from export.tflite import QUANTIZE_MODES
+from profiler.cli_parser import OneLineParser
 from profiler.devices import add_device_arguments, add_timing_arguments, device_options, timing_settings
 from profiler.errors import DeviceFault, FgnasError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fgnas-export", description="Export a searched network to TFLite and ONNX, "
+    p = OneLineParser(prog="fgnas-export", description="Export a searched network to TFLite and ONNX, "
                                 "physically pruned; check parity; compare predicted and measured latency.")
     p.add_argument("run_dir", type=Path, help="the --out directory of a finished fgnas-search run")
     add_device_arguments(p, default="host", device_help="where to measure latency (host, or a phone); 'none' skips it")

@@ -5,12 +5,12 @@ again at any time: `python -m export.summary RUN_DIR --check CHECK.json`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from profiler.cli_parser import OneLineParser
 from profiler.errors import FgnasError
 from search.summary import method_line
 from search.targets import format_resource
@@ -77,7 +77,7 @@ def summarize(run_dir: Path, check_json: Path | None = None) -> PipelineSummary:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.summary", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m export.summary", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--check", type=Path, help="the JSON written by fgnas-check --json")
     args = parser.parse_args(argv)

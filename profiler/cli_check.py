@@ -7,6 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from profiler.cli_parser import OneLineParser
 from profiler.check import CheckOptions, run_check
 from profiler.check_stats import INTERVAL_METHODS
 from profiler.devices import (add_device_arguments, add_timing_arguments, create_device, device_options,
@@ -46,7 +47,7 @@ def parse_conv(text: str) -> ConvSpec:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Measure a .tflite model on a device and fail when it is over "
+    p = OneLineParser(prog=PROG, description="Measure a .tflite model on a device and fail when it is over "
                                 "a latency budget or slower than a stored baseline. Exit codes: 0 pass, 1 regression "
                                 "or over budget, 2 usage or input error, 3 device fault.")
     p.add_argument("model", type=Path, help="the .tflite model to check")

@@ -11,6 +11,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from profiler.cli_parser import OneLineParser
 from profiler.devices import add_device_arguments, add_timing_arguments, create_device, device_options, timing_settings
 from profiler.errors import DeviceFault, FgnasError
 from profiler.model_builder import DEFAULT_CACHE_DIR
@@ -38,7 +39,7 @@ def _csv(cast=str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fgnas-profile", description="Measure conv and op latency on a device and write "
+    p = OneLineParser(prog="fgnas-profile", description="Measure conv and op latency on a device and write "
                                 "a latency table (and its raw log beside it). Re-running the same command resumes.")
     add_device_arguments(p, farm=True)
     p.add_argument("--space", default="quick", help=f"sweep space: {', '.join(SPACES)} (default quick)")

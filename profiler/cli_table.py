@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from profiler.cli_parser import OneLineParser
 from profiler.errors import FgnasError
 from profiler.importers import cli as import_cli
 from profiler.spec import ConvSpec
@@ -319,7 +320,7 @@ register_subcommand("import", Subcommand(import_cli.HELP, import_cli.add_argumen
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fgnas-table", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="fgnas-table", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, command in SUBCOMMANDS.items():
         command.add_arguments(sub.add_parser(name, help=command.help))

@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import fields
 
+from profiler.cli_parser import OneLineParser
 from profiler.errors import FgnasError
 from search.baselines import BASELINES
 from search.precision import PRECISIONS
@@ -18,7 +19,7 @@ FIELD_OF = {"lambda": "lam"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="fgnas-search",
         description="FGNAS: pretrain a backbone, search per-channel gated operations until the target is met, "
                     "fine-tune, and write arch.json, weights, metrics and plots into a run directory.",

@@ -92,6 +92,11 @@ class SearchConfig:
                 raise FgnasError(f"{flag} {value!r}: give a finite number")
             if value < 0 or (name in positive and value == 0):
                 raise FgnasError(f"{flag} {value!r}: must be {'> 0' if name in positive else '>= 0'}")
+        for name in ("seed", "train_subset", "val_subset"):
+            value = getattr(self, name)
+            least = 0 if name == "seed" else 1
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+                raise FgnasError(f"--{name.replace('_', '-')} {value!r}: give a whole number >= {least}")
         if self.max_off_share > 1 or self.plan_share > 1:
             raise FgnasError("--max-off-share and --plan-share are shares: give a value in (0, 1]")
         if self.lambda_schedule not in ("auto", "fixed"):

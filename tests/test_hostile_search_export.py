@@ -149,6 +149,11 @@ CASES = [
     search("target-negative", ["--target", "-5ms"], "target '-5ms' must be positive and finite"),
     search("target-negative-no-leading-digit", ["--target", "-.5Mparams"], "must be positive and finite"),
     search("target-zero", ["--target", "0ms"], "target '0ms' must be positive and finite"),
+    search("seed-negative", ["--target", "50%flops", "--seed", "-1"], "--seed -1: give a whole number >= 0"),
+    search("train-subset-negative", ["--target", "50%flops", "--train-subset", "-5"],
+           "--train-subset -5: give a whole number >= 1"),
+    search("batch-size-not-a-number", ["--target", "50%flops", "--batch-size", "abc"],
+           "argument --batch-size: invalid int value: 'abc'"),
     search("target-nan-is-no-number", ["--target", "nanms"], "cannot read target 'nanms'"),
     search("target-share-above-all", ["--target", "150%flops"], "at most 100% of the unpruned network"),
     # fgnas-search: numbers SearchConfig refuses, each named by its flag
@@ -226,6 +231,10 @@ CASES = [
          ["m.tflite", "--device", "pixel1", "--serial", "127.0.0.1:9", "--budget", "5ms", "--benchmark-binary",
           "benchmark_model"], 2, "FGNAS_ADB_RETRIES='-1': give a whole number", _phone_binary,
          {"FGNAS_ADB_RETRIES": "-1"}),
+    Case("adb-backoff-not-a-number", "check",
+         ["m.tflite", "--device", "pixel1", "--serial", "127.0.0.1:9", "--budget", "5ms", "--benchmark-binary",
+          "benchmark_model"], 2, "FGNAS_ADB_BACKOFF_S='soon': give a number of seconds", _phone_binary,
+         {"FGNAS_ADB_BACKOFF_S": "soon"}),
 ]
 
 
@@ -254,7 +263,10 @@ def _run(case: Case, ws: Path, capsys, monkeypatch) -> str:
         monkeypatch.setenv(key, value)
     before = _snapshot(ws)
     monkeypatch.chdir(ws)
-    code = MAINS[case.cli](case.argv)
+    try:
+        code = MAINS[case.cli](case.argv)
+    except SystemExit as exc:  # argparse's own usage errors (profiler.cli_parser: one line, exit 2)
+        code = exc.code
     err = capsys.readouterr().err
     assert code == case.code, err
     assert len(err.strip().splitlines()) == 1, err

@@ -1,19 +1,19 @@
 """`python -m profiler.adb_sim --profile pixel1 --port 0`: serve one simulated phone until Ctrl-C; prints HOST:PORT."""
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from profiler.cli_parser import OneLineParser
 from profiler.adb_sim.benchmark_tool import VARIANTS
 from profiler.adb_sim.phone import SimPhone, arm64_elf_stub, phone_names
 from profiler.adb_sim.server import AdbServer, Faults
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m profiler.adb_sim", description=__doc__)
+    parser = OneLineParser(prog="python -m profiler.adb_sim", description=__doc__)
     parser.add_argument("--profile", default="pixel1", choices=phone_names(), help="which phone to simulate")
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--drop-every", type=int, metavar="K", help="cut the connection on every K-th command")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import socket
 import struct
@@ -104,6 +105,18 @@ def _env_retries() -> int:
     return retries
 
 
+def _env_backoff_s() -> float:
+    """FGNAS_ADB_BACKOFF_S (default 1.0): the first reconnect's wait in seconds, doubled at each further one."""
+    text = os.environ.get("FGNAS_ADB_BACKOFF_S", "1.0")
+    try:
+        backoff = float(text)
+    except ValueError:
+        backoff = float("nan")
+    if not math.isfinite(backoff) or backoff < 0:
+        raise FgnasError(f"FGNAS_ADB_BACKOFF_S={text!r}: give a number of seconds, 0 or more (default 1.0)")
+    return backoff
+
+
 class AdbLink:
     """Shell and push over one phone connection. A failing call reconnects with exponential backoff and is repeated
     (every call we make is idempotent); after `retries` failed reconnects it raises DeviceFault."""
@@ -112,7 +125,7 @@ class AdbLink:
                  sleep: Callable[[float], None] = time.sleep):
         self.serial = serial
         self.retries = retries if retries is not None else _env_retries()
-        self.backoff_s = backoff_s if backoff_s is not None else float(os.environ.get("FGNAS_ADB_BACKOFF_S", "1.0"))
+        self.backoff_s = backoff_s if backoff_s is not None else _env_backoff_s()
         self.reconnects = 0
         self._sleep = sleep
         self._device = None
