@@ -16,8 +16,9 @@ resource). Every step each gate's margin psi_on - psi_off moves by
 so a channel worth less than its price drifts off (at full speed once it is worth half its price or less) and one
 worth more drifts back on. Lambda starts from the data, at the rate below which the cheapest-to-lose on channels add up to what the first
 steps of a planned straight descent to the target must shed (the descent reaches the target after `plan_share` of the
-search epochs, as the paper reaches its target within 40 of 400 epochs); then it grows (10-fold in a quarter of the plan at
-most, and at least 5% a step) while the resource lags the plan and shrinks when well ahead. No layer
+search epochs, as the paper reaches its target within 40 of 400 epochs); then it grows while the resource lags the plan
+(as seen one gate-crossing later: decisions show in the resource only after the gates have moved), at a rate the
+gates can follow, and shrinks when far ahead. No layer
 loses more than `max_off_share` of its channels in one step, and none falls below its floor (`--min-channels`).
 """
 from __future__ import annotations
@@ -137,15 +138,16 @@ def enforce_floor(margins: Tensor, floor: int) -> Tensor:
 FISHER_WARMUP_STEPS = 10
 # How much of each step's Fisher estimate is kept in the running one (about the last ten steps count).
 FISHER_DECAY = 0.9
-# While the resource lags its plan lambda grows by a factor a step, and shrinks by it when well ahead (by more than
-# PLAN_SLACK of the way). The factor lets lambda grow 10-fold within a quarter of the planned steps, and is at least
-# MIN_LAMBDA_GROWTH: the gates it prices move a share of their margin a step, so a few percent keeps them in step.
-MIN_LAMBDA_GROWTH = 1.05
-PLAN_SLACK = 0.05
+# While the resource lags its plan lambda grows by a factor a step, and shrinks by it when far ahead (by more than
+# PLAN_SLACK of the way; merely ahead, it holds, and the search ends early). A gate needs about 1 / gate_lr steps to
+# cross from its initial margin, so lambda e-folds no faster than in 4 / gate_lr steps: faster, it would keep growing
+# while its last change is still on the way, and a flood of gates would cross at once and come back. On a short plan
+# it may still grow 100-fold within it.
+PLAN_SLACK = 0.2
 
 
-def lambda_growth(plan_steps: int) -> float:
-    return max(MIN_LAMBDA_GROWTH, 10.0 ** (4.0 / max(1, plan_steps)))
+def lambda_growth(plan_steps: int, gate_lr: float) -> float:
+    return math.exp(max(gate_lr / 4, math.log(100.0) / max(1, plan_steps)))
 
 
 def next_lambda(lam: float, growth: float, resource: float, planned: float, start: float, target: float) -> float:

@@ -598,7 +598,7 @@ def _search(run: _Run, scaler: torch.amp.GradScaler) -> None:
                 f"(floor {cfg.min_channels}, lambda {cfg.lambda_schedule})")
     plan_steps = max(1, math.ceil(cfg.plan_share * cfg.epochs_search * steps_per_epoch))
     mover = GateMover(net, run.floors, cfg.gate_lr, cfg.max_off_share)
-    growth = lambda_growth(plan_steps)
+    growth = lambda_growth(plan_steps, cfg.gate_lr)
     reached = net.hard_resource(run.resource) <= target.value
 
     def after_step(_: int) -> bool:
@@ -622,8 +622,9 @@ def _search(run: _Run, scaler: torch.amp.GradScaler) -> None:
                     f"{format_resource(target.resource, filled)}")
             return True
         if cfg.lambda_schedule == "auto":
-            planned = planned_resource(state.start_resource, target.value, state.search_step - FISHER_WARMUP_STEPS,
-                                       plan_steps)
+            # the plan as the resource can show it: a gate pushed now crosses about mover.horizon steps later
+            planned = planned_resource(state.start_resource, target.value,
+                                       max(0, state.search_step - FISHER_WARMUP_STEPS - mover.horizon), plan_steps)
             state.lam = next_lambda(state.lam, growth, now, planned, state.start_resource, target.value)
         if state.search_step % 50 == 0:
             run.log(f"  step {state.search_step}: {format_resource(target.resource, now)} lambda {state.lam:.3g}")

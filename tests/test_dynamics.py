@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from profiler.errors import FgnasError
-from search.dynamics import (MAX_MARGIN, MIN_LAMBDA_GROWTH, ON_EPSILON, MinChannels, cap_switch_off, enforce_floor,
+from search.dynamics import (MAX_MARGIN, ON_EPSILON, MinChannels, cap_switch_off, enforce_floor,
                              lambda_growth, next_lambda, parse_min_channels, planned_resource, pressure, step_margins,
                              threshold_lambda)
 
@@ -74,11 +74,11 @@ def test_enforce_floor_switches_on_the_most_nearly_on_channels():
 
 
 def test_lambda_grows_while_behind_the_plan_and_shrinks_when_well_ahead():
-    assert lambda_growth(40) == pytest.approx(10.0 ** 0.1)  # 10-fold in a quarter of the plan
-    assert lambda_growth(10_000) == MIN_LAMBDA_GROWTH
+    assert lambda_growth(10_000, gate_lr=0.05) == pytest.approx(math.exp(0.0125))  # e-folds in 4 / gate_lr steps
+    assert lambda_growth(20, gate_lr=0.05) == pytest.approx(100 ** (1 / 20))  # a short plan: 100-fold within it
     assert next_lambda(2.0, 1.1, resource=80.0, planned=75.0, start=100.0, target=50.0) == pytest.approx(2.2)
-    assert next_lambda(2.0, 1.1, resource=74.0, planned=75.0, start=100.0, target=50.0) == 2.0  # within 5% of 50
-    assert next_lambda(2.0, 1.1, resource=70.0, planned=75.0, start=100.0, target=50.0) == pytest.approx(2 / 1.1)
+    assert next_lambda(2.0, 1.1, resource=70.0, planned=75.0, start=100.0, target=50.0) == 2.0  # ahead: held
+    assert next_lambda(2.0, 1.1, resource=64.0, planned=75.0, start=100.0, target=50.0) == pytest.approx(2 / 1.1)
 
 
 def _signal_in_last_channels(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
