@@ -652,7 +652,8 @@ def _search(run: _Run, scaler: torch.amp.GradScaler) -> None:
             raise FgnasError(f"the search did not reach {target} within {cfg.epochs_search} epochs (now "
                              f"{format_resource(target.resource, pruned)}); raise --target or --epochs-search")
         state.search_pruned = True
-    state.finetune_bonus = cfg.epochs_search - state.epoch
+    # the search's unused steps, in whole epochs: a search that stops one step into an epoch has not used it
+    state.finetune_bonus = max(0, round(cfg.epochs_search - state.search_step / steps_per_epoch))
     run.log(f"search reached {format_resource(target.resource, net.hard_resource(run.resource))} "
             f"<= {target} after {state.search_step / steps_per_epoch:.2f} epochs; the fine-tune gets the "
             f"{state.finetune_bonus} search epoch(s) left")
