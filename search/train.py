@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -264,11 +264,11 @@ def _floor_gates(net: nn.Module, floors: dict[str, int]) -> torch.Tensor:
 
 
 def _gate_switch(net: nn.Module, on: bool, floors: dict[str, int] | None = None
-                 ) -> tuple[Callable[[int], float], int]:
+                 ) -> tuple[Callable[..., float], list[int]]:
     """Gates ordered by how unsure the search is about them (psi_on - psi_off nearest zero first) among those now
     off (`on`: to switch on) or on (to switch off; never the gates that keep a layer at its floor). Returns
-    set(k) -> the hard resource with the first k switched (from the current gates; ensure_alive keeps every layer
-    producing), and how many there are."""
+    switch(k, resource, also=()) -> the hard resource with the first k and the gates `also` switched (from the
+    current gates; ensure_alive keeps every layer producing), and the order (flat gate indices)."""
     params = list(net.gate_parameters())
     with torch.no_grad():
         margins = torch.cat([(p[..., 0] - p[..., 1]).flatten() for p in params])
@@ -282,11 +282,11 @@ def _gate_switch(net: nn.Module, on: bool, floors: dict[str, int] | None = None
     for p in params:
         offsets.append(offsets[-1] + p[..., 0].numel())
 
-    def switch(k: int, resource: Resource) -> float:
+    def switch(k: int, resource: Resource, also: Sequence[int] = ()) -> float:
         with torch.no_grad():
             for p, s in zip(params, saved):
                 p.copy_(s)
-            for flat in order[:k]:
+            for flat in [*order[:k], *also]:
                 i = next(j for j in range(len(params)) if offsets[j] <= flat < offsets[j + 1])
                 p = params[i]
                 op, ch = divmod(flat - offsets[i], p.shape[-2])
@@ -294,22 +294,32 @@ def _gate_switch(net: nn.Module, on: bool, floors: dict[str, int] | None = None
             net.ensure_alive()
             return net.hard_resource(resource)
 
-    return switch, len(order)
+    return switch, order
+
+
+# Off gates tried one by one after the bisection (those the search was least sure about first): each evaluation
+# prices the whole network, so the pass is bounded.
+FIRST_FIT_GATES = 400
 
 
 def fill_to_target(net: nn.Module, resource: Resource, target: float) -> float:
-    """Gates move together, so one step can overshoot far below the target. Turn back on the off gates the search
-    was least sure about (largest psi_on - psi_off first), as many as keep the hard resource within the target
-    (bisection on how many). Returns the resource after filling."""
-    switch, n = _gate_switch(net, on=True)
-    lo, hi = 0, n
+    """Gates move together, so one step can overshoot below the target. Turn back on the off gates the search was
+    least sure about (largest psi_on - psi_off first), as many as keep the hard resource within the target
+    (bisection on how many); then try the next ones one by one and keep each that still fits: on a latency table a
+    channel inside an output tile another channel already opened costs nothing. Returns the resource after filling."""
+    switch, order = _gate_switch(net, on=True)
+    lo, hi = 0, len(order)
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if switch(mid, resource) <= target:
             lo = mid
         else:
             hi = mid - 1
-    return switch(lo, resource)
+    fitted: list[int] = []
+    for flat in order[lo + 1:lo + 1 + FIRST_FIT_GATES]:
+        if switch(lo, resource, [*fitted, flat]) <= target:
+            fitted.append(flat)
+    return switch(lo, resource, fitted)
 
 
 def prune_to_target(net: nn.Module, resource: Resource, target: float, floors: dict[str, int] | None = None) -> float:
@@ -317,8 +327,8 @@ def prune_to_target(net: nn.Module, resource: Resource, target: float, floors: d
     about (smallest psi_on - psi_off first), as few as bring the hard resource within the target (bisection).
     This is what bounds the search's length whatever lambda did; no layer goes below its floor. Returns the resource
     after pruning."""
-    switch, n = _gate_switch(net, on=False, floors=floors)
-    lo, hi = 0, n
+    switch, order = _gate_switch(net, on=False, floors=floors)
+    lo, hi = 0, len(order)
     while lo < hi:
         mid = (lo + hi) // 2
         if switch(mid, resource) <= target:

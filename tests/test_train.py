@@ -61,6 +61,36 @@ def test_fill_to_target_turns_back_on_what_fits():
     assert before < after <= target
 
 
+def test_fill_to_target_also_turns_on_channels_inside_tiles_already_paid_for(monkeypatch):
+    import search.train as train
+    from search.resources import FlopsResource, conv_flops
+
+    class TiledFlops(FlopsResource):  # a conv costs as if its channels were rounded up to 16, as XNNPACK tiles do
+        def conv(self, spec, cin, cout):
+            return conv_flops(spec, math.ceil(float(cin) / 16) * 16, math.ceil(float(cout) / 16) * 16)
+
+    def gated():
+        net = create_backbone("digits", search_space="channels", num_classes=10, input_size=32, in_channels=1)
+        with torch.no_grad():
+            layers = dict(net.layers.items())
+            layers["conv4"].psi[0, 40:] = torch.tensor([-0.1, 0.0])  # off, nearly kept: tried first
+            layers["conv6"].psi[0, 72:] = torch.tensor([-0.9, 0.0])  # off, surer; conv6 keeps 72 of 128 channels
+        return net
+
+    resource = TiledFlops()
+    net = gated()
+    before = net.hard_resource(resource)
+    target = before * 1.001  # room for no new tile
+    monkeypatch.setattr(train, "FIRST_FIT_GATES", 0)
+    assert fill_to_target(net, resource, target) == before  # bisection alone stops at conv4's first gate
+    monkeypatch.undo()
+    net = gated()
+    after = fill_to_target(net, resource, target)
+    conv6 = dict(net.layers.items())["conv6"].psi
+    assert after <= target
+    assert int((conv6[0, :, 0] > conv6[0, :, 1]).sum()) == 80  # 72 -> 80 fills the tile conv6 already pays for
+
+
 def test_operation_types_counts_distinct_producer_sets():
     layer = {"ops": [{"keep": [0, 1, 2]}, {"keep": [2, 3]}, {"keep": []}]}
     # channel 0,1: op0 only; 2: op0+op1; 3: op1 only -> three types
