@@ -205,11 +205,23 @@ def test_committed_tables_load_and_match_a_fresh_import(name):
     fmt, src = ("proxylessnas", PROXYLESS) if name == "pixel1" else ("ofa", OFA_DIR)
     if not src.exists():
         pytest.skip(f"{src} is absent")
+    # Ops the published table lacks were transferred from the host table of the day (source.op_transfer names its
+    # content hash). host.json is re-profiled on each new machine; while it is not that table, the transferred ops
+    # cannot be re-derived here and only the rest is compared.
+    transfer = committed.source.get("op_transfer") or {}
+    host = ROOT / "device_tables" / "host.json"
+    same_host = host.is_file() and LatencyTable.load(host).content_hash[len("sha256:"):][:12] in \
+        str(transfer.get("from", ""))
     fresh = import_table(fmt, src, name)
     assert committed.source["sha256"] == fresh.source["sha256"]
     # the fit's float arithmetic may differ in the last bits between CPUs (BLAS kernels): equal to 1e-9
     assert _same(committed.doc["conditions"], fresh.doc["conditions"])
-    assert _same(committed.doc["ops"], fresh.doc["ops"])
+    transferred = set() if same_host else set(transfer.get("ops", []))
+
+    def own(ops: dict) -> dict:
+        return {k: v for k, v in ops.items() if k not in transferred}
+
+    assert _same(own(committed.doc["ops"]), own(fresh.doc["ops"]))
 
 
 def _same(a, b) -> bool:

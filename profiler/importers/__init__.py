@@ -11,8 +11,8 @@ from pathlib import Path
 from profiler.table import LatencyTable
 
 
-def import_table(format_name: str, path: Path, device: str) -> LatencyTable:
-    """See profiler.importers.table_import.import_table."""
+def import_table(format_name: str, path: Path, device: str, **companions: Path | None) -> LatencyTable:
+    """See profiler.importers.table_import.import_table (companions: transfer_from, in_network)."""
     from profiler.importers.table_import import import_table as build
 
-    return build(format_name, path, device)
+    return build(format_name, path, device, **companions)
