@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-samples", type=int, default=64, help="inputs compared across runtimes")
     p.add_argument("--eval-samples", type=int, default=1000, help="validation images for the accuracy check")
     add_timing_arguments(p)
+    p.add_argument("--allow-other-device", action="store_true",
+                   help="compare with a --table profiled on another device (or whose reference probe runs at another "
+                        "speed here) anyway; the warning is recorded in export_report.json")
     return p
 
 
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         options = ExportOptions(args.out or args.run_dir / "export", device, _table(args, run.arch), args.data,
                                 args.quantize, args.parity_samples, args.eval_samples,
                                 _timing(args), args.round_channels,
-                                device_options(args))
+                                device_options(args), args.allow_other_device)
         result = export_run(run, options, log=lambda m: print(f"fgnas-export: {m}", file=sys.stderr, flush=True))
     except DeviceFault as exc:
         print(f"fgnas-export: {exc}", file=sys.stderr)

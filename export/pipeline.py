@@ -38,6 +38,7 @@ class ExportOptions:
     timing: dict = field(default_factory=dict)  # runs/warmup/threads over the device's own default settings
     round_channels: bool = False
     device_options: dict = field(default_factory=dict)  # create_device keywords: a phone's serial, benchmark binary
+    allow_other_device: bool = False  # compare with a table of another device anyway (profiler.device_check)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class ExportResult:
     latency: LatencyReport | None
     report_path: Path
     rounding: dict | None = None
+    device_check: dict | None = None  # profiler.device_check's record of the table against the measuring device
 
 
 def _nhwc(x: torch.Tensor) -> np.ndarray:
@@ -68,10 +70,25 @@ def check_tflite(path: Path, plan: PrunedPlan) -> dict[str, int]:
     return dict(sorted(inventory.items()))
 
 
+def check_device(table: LatencyTable | None, options: ExportOptions) -> dict | None:
+    """Before any work: is the table the measuring device's? (profiler.device_check; OtherDeviceError, exit 2,
+    unless options.allow_other_device). None when nothing is measured or priced against a measurement."""
+    if table is None or not options.device:
+        return None
+    from profiler.device_check import check_record, check_table_device
+    from profiler.devices import create_device
+
+    with create_device(options.device, **options.device_options) as device:
+        return check_record(check_table_device(table, device, options.allow_other_device))
+
+
 def export_run(run: SearchedRun, options: ExportOptions, log: Callable[[str], None] = lambda _: None) -> ExportResult:
     out = Path(options.out)
     arch, net = run.arch, run.net
     rounding = None
+    device_check = check_device(LatencyTable.load(options.table) if options.table else None, options)
+    if device_check and device_check["warning"]:
+        log(f"warning: {device_check['warning']}")
     data = options.data or run.data
     if data is None:
         raise FgnasError(f"{run.path} does not say which data set the search used: pass --data")
@@ -140,7 +157,7 @@ def export_run(run: SearchedRun, options: ExportOptions, log: Callable[[str], No
         "channels": {layer.name: layer.out_channels for layer in plan.layers},
         "parity": [p.to_dict() for p in parity], "accuracy": acc,
         "latency": latency.to_dict() if latency else None, "settings": settings.to_dict() if settings else None,
-        "rounding": rounding, "predicted": arch["predicted"],
+        "rounding": rounding, "predicted": arch["predicted"], "device_check": device_check,
     }
     report_path = atomic_write_json(out / "export_report.json", report)
-    return ExportResult(out, files, inventory, tuple(parity), acc, latency, report_path, rounding)
+    return ExportResult(out, files, inventory, tuple(parity), acc, latency, report_path, rounding, device_check)

@@ -85,6 +85,7 @@ class CheckResult:
     outcomes: tuple[Outcome, ...]
     baseline_written: Path | None = None
     notes: tuple[str, ...] = ()
+    device_check: dict | None = None  # --table: profiler.device_check's record of that table against this device
 
     @property
     def passed(self) -> bool:
@@ -104,6 +105,7 @@ class CheckResult:
                        for o in self.outcomes],
             "baseline_written": str(self.baseline_written) if self.baseline_written else None,
             "notes": list(self.notes),
+            "device_check": self.device_check,
         }
 
 

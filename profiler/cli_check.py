@@ -10,6 +10,7 @@ from pathlib import Path
 from profiler.cli_parser import OneLineParser
 from profiler.check import CheckOptions, run_check
 from profiler.check_stats import INTERVAL_METHODS
+from profiler.device_check import check_table_device
 from profiler.devices import (add_device_arguments, add_timing_arguments, create_device, device_options,
                               timing_settings)
 from profiler.devices.base import BenchmarkSettings
@@ -70,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reference conv for a new baseline, HxWxCIN:COUT:kK:sS[:dw][:act] (default 28x28x64:64:k3:s1:"
                    "relu); a stored baseline names its own")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="where the reference model is cached")
+    p.add_argument("--table", type=Path, help="the latency table the --budget came from (a search's target): "
+                   "refused, exit 2, when it was profiled on another device (profiler.device_check)")
+    p.add_argument("--allow-other-device", action="store_true",
+                   help="check anyway against a --table of another device; the warning goes into the reports")
     p.add_argument("--junit", type=Path, help="write a JUnit XML report here")
     p.add_argument("--json", type=Path, help="write a JSON report here")
     return p
@@ -112,9 +117,16 @@ def _check(args: argparse.Namespace) -> int:
     try:
         options = options_from(args, timing_settings(args))
         options.validate()
+        from profiler.table import LatencyTable
+
+        table = LatencyTable.load(args.table) if args.table is not None else None
         with create_device(args.device, **device_options(args)) as device:
             options = replace(options, settings=timing_settings(args, device.default_settings))
+            device_check = check_table_device(table, device, args.allow_other_device) if table is not None else None
             result = run_check(device, args.model, options)
+        if device_check is not None:
+            notes = result.notes + ((f"warning: {device_check.warning}",) if device_check.warning else ())
+            result = replace(result, notes=notes, device_check=device_check.to_dict())
     except FgnasError as exc:  # DeviceFault included: its exit code is 3
         print(f"{PROG}: {exc}", file=sys.stderr)
         try:

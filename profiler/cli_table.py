@@ -276,12 +276,20 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conv", help="one layer instead of a model: HxWxCIN:COUT:kK:sS[:dw][:act], e.g. 28x28x64:96:k3:s1")
     p.add_argument("--fit", choices=FITS, default="selected", help="'affine' uses the paper's plain fit")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--allow-other-device", action="store_true",
+                   help="price with a host table profiled on another machine (or whose reference probe now runs at "
+                        "another speed here); the warning goes to stderr and into --json's device_check")
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    from profiler.device_check import check_record, check_table_device
+
     if (args.model is None) == (args.conv is None):
         raise FgnasError("give either a MODEL.tflite or --conv HxWxCIN:COUT:kK:sS[:dw][:act], not both or neither")
     table = LatencyTable.load(args.table)
+    check = check_table_device(table, allow_other_device=args.allow_other_device)  # a host table: this machine's?
+    if check is not None and check.warning:
+        print(f"fgnas-table: warning: {check.warning}", file=sys.stderr)
     if args.conv is not None:
         from profiler.tflite_reader import conv_text
 
@@ -292,7 +300,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         p = table.predict(spec, args.fit)
         if args.json:
             print(json.dumps({"conv": conv_text(spec), "condition": str(p.key), "used_condition": str(p.used_key),
-                              "ms": p.ms, "fallback": p.fallback, "fit": args.fit}))
+                              "ms": p.ms, "fallback": p.fallback, "fit": args.fit,
+                              "device_check": check_record(check)}))
         else:
             print(f"{conv_text(spec)}  {p.ms:.4f} ms  ({p.fallback or 'condition ' + str(p.key)})")
         return 0
@@ -300,7 +309,8 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     prediction = predict_model(table, args.model, args.fit)
     if args.json:
-        print(json.dumps({**prediction.to_dict(), "fit": args.fit, "table": str(args.table)}, indent=1))
+        print(json.dumps({**prediction.to_dict(), "fit": args.fit, "table": str(args.table),
+                          "device_check": check_record(check)}, indent=1))
         return 0
     for p in prediction.ops:
         note = f"  [{p.fallback}]" if p.fallback else ""

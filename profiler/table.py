@@ -171,6 +171,18 @@ def _network_samples(table: LatencyTable, records: Iterable[dict]) -> tuple[list
     return samples, unpriced
 
 
+def reference_probe(records: Iterable[dict]) -> dict | None:
+    """The sweep's reference conv (measured first and every few probes, profiler.sweep): its id, spec, how often it
+    was measured and its lowest median, the speed of the machine at its best during the sweep; None when the sweep
+    measured none. profiler.device_check times it again before a table prices anything for this machine."""
+    records = [r for r in records if r.get("kind") == "reference"]
+    if not records:
+        return None
+    record, ms = lowest_medians(records, "reference")[records[-1]["id"]]
+    return {"id": record["id"], "spec": record["spec"], "n": sum(r["id"] == record["id"] for r in records),
+            "lowest_median_ms": ms}
+
+
 def _invoke_overhead_ms(records: Iterable[dict]) -> float | None:
     """The lowest median of the INVOKE_PROBE (profiler.ops), or None when the sweep did not measure it."""
     lowest = lowest_medians(records, "op").get(INVOKE_PROBE.config_hash())
@@ -220,6 +232,7 @@ class LatencyTable:
             "source": dict(source) if source else {"kind": "measured"},
             "raw_log": {"path": raw_log_path.name, "sha256": sha256_file(raw_log_path), "records": len(records)},
             "drift": drift,
+            "reference_probe": reference_probe(records),
             "invoke_overhead_ms": _invoke_overhead_ms(records),
             "conditions": conditions,
             "ops": ops,

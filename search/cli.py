@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           f"(default {d.search_space})")
     p.add_argument("--data", help=f"digits | cifar10:PATH | imagefolder:PATH (default {d.data})")
     p.add_argument("--latency-table", help="device_tables/<device>.json (needed for a latency target)")
+    p.add_argument("--allow-other-device", action="store_true",
+                   help="use a host latency table profiled on another machine (or one whose reference probe now runs "
+                        "at another speed); the warning is recorded in arch.json")
     p.add_argument("--width", type=float, help=f"backbone width multiplier (default {d.width})")
     p.add_argument("--epochs-pretrain", type=int, help=f"default {d.epochs_pretrain}")
     p.add_argument("--epochs-search", type=int, help=f"the most the search may take (default {d.epochs_search})")

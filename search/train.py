@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from profiler.device_check import check_record, check_table_device
 from profiler.errors import FgnasError
 from profiler.spec import ConditionKey
 from search.baselines import BASELINES, l1_prune, uniform_width
@@ -73,6 +74,7 @@ class SearchConfig:
     pretrained: str | None = None
     bn_calibration_images: int = 512  # training images that re-estimate BN statistics before each evaluation
     baseline: str | None = None  # uniform | l1 (search/baselines.py) instead of the search
+    allow_other_device: bool = False  # price with a host table of another machine (profiler.device_check)
 
     # What must match for --resume to continue a run (the rest, e.g. epochs or device, may change).
     IDENTITY = ("target", "backbone", "search_space", "data", "width", "seed", "train_subset", "lr", "batch_size",
@@ -420,6 +422,7 @@ class _Run:
     optimizer_states: list | None
     log: Callable[[str], None]
     progress: bool
+    device_check: dict | None = None  # profiler.device_check's record of the table against this machine
 
     def checkpoint(self, optimizers: list[torch.optim.Optimizer], scaler: torch.amp.GradScaler) -> None:
         self.rundir.save_checkpoint({
@@ -481,6 +484,10 @@ def _prepare(config: SearchConfig, run_dir: str | Path, resume: bool, log: Calla
         stored = rundir.stored_config()
         rundir.check_same_run(config.identity(), SearchConfig.from_dict(stored).identity())
     table = load_table(config.latency_table)
+    device_check = check_record(check_table_device(table, allow_other_device=config.allow_other_device)) \
+        if table is not None else None
+    if device_check and device_check["warning"]:
+        log(f"warning: {device_check['warning']}")
     resource = create_resource(target.resource, table)
     resources = make_resources(table)
     table_hash = table.content_hash if table is not None else None
@@ -528,7 +535,7 @@ def _prepare(config: SearchConfig, run_dir: str | Path, resume: bool, log: Calla
         state.phase = "search"
         log(f"weights from {config.pretrained}: skipping pretraining")
     return _Run(config, rundir, target, resource, resources, table, data, net, device, precision, floors,
-                train_loader, val_loader, calibration_loader, state, optimizer_states, log, progress)
+                train_loader, val_loader, calibration_loader, state, optimizer_states, log, progress, device_check)
 
 
 def _read_pretrained(path: str) -> dict:
@@ -686,7 +693,8 @@ def _finish(run: _Run) -> SearchResult:
     table_info = None
     if run.table is not None:
         table_info = {"path": run.config.latency_table, "device": run.table.device.get("name"),
-                      "table_version": run.table.table_version, "content_hash": run.table.content_hash}
+                      "table_version": run.table.table_version, "content_hash": run.table.content_hash,
+                      "device_check": run.device_check}
     recalibrate_batchnorm(net, run.calibration_loader, run.config.bn_calibration_images)
     val_loss, val_acc = evaluate(net, run.val_loader, run.device, run.precision)
     search_epochs = run.state.search_step / max(1, len(run.train_loader))

@@ -107,6 +107,7 @@ class HostDevice(Device):
             "runtime_version": importlib.metadata.version(RUNTIME),
             "threads": 1,
             "affinity": [self.cpu],
+            "cpu": cpu_identity(),
         }
 
     def benchmark(self, model_path: Path, settings: BenchmarkSettings) -> Measurement:
@@ -181,6 +182,83 @@ def _advice(model_path: Path) -> str:
     if _BUILT_MODEL.fullmatch(Path(model_path).name):
         return "delete the file so that it is rebuilt"
     return "it is not a TFLite model this runtime can load: give a .tflite converted by TensorFlow Lite"
+
+
+# /proc/cpuinfo flags that select XNNPACK's kernels (its hardware config: SSE..AVX2, FMA3, F16C, AVX-512 and its
+# VNNI/BF16/FP16/VBMI extensions, AVX-VNNI, AMX); a VM's hypervisor may hide some, which changes the kernels picked.
+ISA_FLAG_PREFIXES = ("sse", "ssse", "avx", "amx", "fma", "f16c", "xop", "gfni", "vaes", "vpclmulqdq")
+# aarch64 hosts: /proc/cpuinfo says "CPU implementer/architecture/part/revision" and "Features" instead
+_ARM_KEYS = {"vendor": "CPU implementer", "family": "CPU architecture", "model": "CPU part", "stepping": "CPU revision"}
+_X86_KEYS = {"vendor": "vendor_id", "family": "cpu family", "model": "model", "stepping": "stepping"}
+
+
+def _number(text: str | None) -> int | str | None:
+    """'26' -> 26, '0xd0c' -> 3340; anything else as given."""
+    if text is None:
+        return None
+    try:
+        return int(text, 0)
+    except ValueError:
+        return text
+
+
+def parse_cpuinfo(text: str) -> dict:
+    """The identity of the first processor in /proc/cpuinfo text: vendor, family, model, stepping (numbers where the
+    kernel writes numbers), model name, and the sorted ISA flags the runtime's kernels dispatch on (x86: those of
+    ISA_FLAG_PREFIXES; aarch64: every Feature). Fields the text lacks are left out."""
+    first: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if first:
+                break
+            continue
+        key, sep, value = line.partition(":")
+        if sep:
+            first.setdefault(key.strip(), value.strip())
+    keys = _X86_KEYS if "vendor_id" in first else _ARM_KEYS
+    out: dict = {name: _number(first[key]) if name != "vendor" else first[key]
+                 for name, key in keys.items() if key in first}
+    if "model name" in first:
+        out["model_name"] = first["model name"]
+    if "flags" in first:
+        out["isa"] = sorted(f for f in first["flags"].split() if f.startswith(ISA_FLAG_PREFIXES))
+    elif "Features" in first:
+        out["isa"] = sorted(first["Features"].split())
+    return out
+
+
+def parse_cache_sizes(entries: list[tuple[str, str, str]]) -> dict[str, int]:
+    """KiB per cache ({"l1d": 48, "l1i": 32, "l2": 1024, "l3": 32768}) from sysfs's (level, type, size) of one CPU's
+    cache/index* directories, e.g. ("1", "Data", "48K"), ("3", "Unified", "32768K")."""
+    scale = {"K": 1, "M": 1024, "G": 1024 * 1024}
+    out = {}
+    for level, kind, size in entries:
+        size = size.strip()
+        if not size or size[-1] not in scale or not size[:-1].isdigit():
+            continue
+        suffix = {"Data": "d", "Instruction": "i"}.get(kind.strip(), "")
+        out[f"l{level.strip()}{suffix}"] = int(size[:-1]) * scale[size[-1]]
+    return dict(sorted(out.items()))
+
+
+def cpu_identity(cpu: int = 0) -> dict:
+    """This machine's CPU as a table records it: parse_cpuinfo of /proc/cpuinfo and `cache_kib`, parse_cache_sizes of
+    CPU `cpu`'s sysfs caches; {} where neither can be read (not Linux)."""
+    try:
+        out = parse_cpuinfo(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        out = {}
+    out.pop("model_name", None)  # already the device's cpu_model
+    entries = []
+    for index in sorted(Path(f"/sys/devices/system/cpu/cpu{cpu}/cache").glob("index*")):
+        try:
+            entries.append(tuple((index / name).read_text() for name in ("level", "type", "size")))
+        except OSError:
+            continue
+    caches = parse_cache_sizes(entries)
+    if caches:
+        out["cache_kib"] = caches
+    return out
 
 
 def _cpu_model() -> str:
