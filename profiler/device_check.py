@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from profiler.devices.base import BenchmarkSettings, Device
 from profiler.errors import FgnasError

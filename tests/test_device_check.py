@@ -9,12 +9,19 @@ import json
 from pathlib import Path
 
 import pytest
-
 import synthetic_table as syn
 from check_helpers import check_models  # noqa: F401 (pytest fixture)
+
 from profiler import device_check
-from profiler.device_check import (HOST_FIELDS, LEGACY_HOST_FIELDS, OtherDeviceError, assess, check_table_device,
-                                   compare_fingerprints, recorded_probe)
+from profiler.device_check import (
+    HOST_FIELDS,
+    LEGACY_HOST_FIELDS,
+    OtherDeviceError,
+    assess,
+    check_table_device,
+    compare_fingerprints,
+    recorded_probe,
+)
 from profiler.devices import create_device
 from profiler.devices.host import HostDevice, parse_cache_sizes, parse_cpuinfo
 from profiler.ops import OpProbe

@@ -55,8 +55,9 @@ def test_weights_that_do_not_match_the_architecture_are_refused(tmp_path, capsys
 @pytest.mark.slow
 def test_a_finished_run_exports_with_parity_accuracy_and_measured_latency(tmp_path, capsys):
     rd = _run_dir(tmp_path / "run")
+    # the table (device_tables/host.json by default) only prices: it need not be this machine's (issue 16)
     assert main([str(rd.path), "--device", "host", "--runs", "3", "--warmup", "1", "--eval-samples", "100",
-                 "--parity-samples", "16", "--quantize", "dynamic"]) == 0
+                 "--parity-samples", "16", "--quantize", "dynamic", "--allow-other-device"]) == 0
     out = capsys.readouterr().out
     assert "parity LiteRT" in out and "whole model" in out
     report = json.loads((rd.path / "export" / "export_report.json").read_text())
