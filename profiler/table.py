@@ -494,7 +494,7 @@ class LatencyTable:
         """What `op` costs inside a whole network relative to its price (source.in_network of an imported table:
         a factor per working set, the op's weights + activations in MB, interpolated in log size and clamped at the
         ends); 1 for an op on a vector or a 1x1 map (no in-network data) and for a table without it."""
-        model = self._doc["source"].get("in_network")
+        model = self._doc.get("source", {}).get("in_network")
         size = op.spec.h if isinstance(op, ConvOp) else (
             op.input_shapes[0][1] if op.input_shapes and len(op.input_shapes[0]) == 4 else 1)
         if not model or size <= 1:
@@ -503,7 +503,7 @@ class LatencyTable:
         return interpolate_log_size(points, math.log(max(op.weights_mb + op.activation_mb, 1e-9)))[0]
 
     def _in_network_ms(self, ops: list[ModelOp]) -> float:
-        if not self._doc["source"].get("in_network"):
+        if not self._doc.get("source", {}).get("in_network"):
             return 0.0
         total = 0.0
         for op in ops:
