@@ -1,6 +1,9 @@
 """Sweep spaces: which conv conditions and channel counts (and which non-conv ops) a profiling run measures.
 
-A condition is (input size, kernel, stride, conv type, activation). Per condition the space samples
+A condition is (input size, kernel, stride, conv type, activation). A space measures the product of its factors and,
+beside it, its `extras`: smaller products (e.g. ReLU6 only for the kernels and conv types MobileNetV2 uses), so that
+every registered backbone x search space is covered exactly (tests/test_table_coverage.py) without multiplying the
+whole product by another activation. Per condition the space samples
 `samples_per_condition` channel counts spread log-uniformly over the resolution's range, alternating tile-aligned
 counts (multiples of 8, 16 or 32) and misaligned ones, so the fit can see both the FLOPs trend and the tile steps.
 Channel ranges per resolution follow the networks that run at that size (VGG/ResNet on CIFAR; MobileNetV2/ResNet on
@@ -41,6 +44,17 @@ class Resolution:
 
 
 @dataclass(frozen=True)
+class Extra:
+    """Conditions measured beside a space's product: these kernels x conv types x activations at every stride of the
+    space and at its resolutions of `sizes` (all of them when empty)."""
+
+    kernels: tuple[int, ...]
+    conv_types: tuple[str, ...]
+    activations: tuple[str, ...]
+    sizes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class Space:
     name: str
     resolutions: tuple[Resolution, ...]
@@ -60,24 +74,34 @@ class Space:
     # whole calibration networks, (family, input size, count): the table fits what ops cost more inside a network
     # from them (profiler.networks, profiler.fit.NetworkModel)
     networks: tuple[tuple[str, int, int], ...] = ()
+    extras: tuple[Extra, ...] = ()
 
     def with_overrides(self, **overrides) -> Space:
-        """A copy with the given fields replaced; None means keep. Validates every value."""
-        space = replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        """A copy with the given fields replaced; None means keep. Validates every value. Overriding kernels, strides,
+        conv types or activations names the conditions exactly: the space's extras are dropped."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if given.keys() & {"kernels", "strides", "conv_types", "activations"}:
+            given.setdefault("extras", ())
+        space = replace(self, **given)
         _check(space)
         return space
 
     def conditions(self) -> list[tuple[Resolution, int, int, str, str]]:
-        result = []
-        for res in self.resolutions:
-            for kernel in self.kernels:
-                for stride in self.strides:
-                    for conv_type in self.conv_types:
-                        if res.stem == STEM_ONLY and conv_type != "normal":
-                            continue  # the stem sees the 3-channel image: only a normal conv makes sense there
-                        for activation in self.activations:
-                            result.append((res, kernel, stride, conv_type, activation))
-        return result
+        """The product of the factors, then each extra's conditions not already in it (appended, so that a space that
+        gains an extra keeps every probe it had and a sweep resumes)."""
+        result: dict[tuple[Resolution, int, int, str, str], None] = {}
+        for kernels, conv_types, activations, sizes in [(self.kernels, self.conv_types, self.activations, ()),
+                                                        *((e.kernels, e.conv_types, e.activations, e.sizes)
+                                                          for e in self.extras)]:
+            for res in (r for r in self.resolutions if not sizes or r.hw in sizes):
+                for kernel in kernels:
+                    for stride in self.strides:
+                        for conv_type in conv_types:
+                            if res.stem == STEM_ONLY and conv_type != "normal":
+                                continue  # the stem sees the 3-channel image: only a normal conv makes sense there
+                            for activation in activations:
+                                result[(res, kernel, stride, conv_type, activation)] = None
+        return list(result)
 
     def conv_probes(self, seed: int = 0) -> list[ConvSpec]:
         rng = random.Random(f"{self.name}:{seed}")
@@ -217,15 +241,16 @@ def _cap(spec: ConvSpec, max_mflops: float) -> ConvSpec:
 def _check(space: Space) -> None:
     if not space.resolutions:
         raise FgnasError("the space has no resolutions")
-    bad = [k for k in space.kernels if k not in KERNELS]
-    if bad or not space.kernels:
-        raise FgnasError(f"kernels must be in 1..11, got {list(space.kernels)}")
     if not space.strides or any(s not in STRIDES for s in space.strides):
         raise FgnasError(f"strides must be 1 or 2, got {list(space.strides)}")
-    if not space.conv_types or any(t not in CONV_TYPES for t in space.conv_types):
-        raise FgnasError(f"conv types must be among {', '.join(CONV_TYPES)}, got {list(space.conv_types)}")
-    if not space.activations or any(a not in ACTIVATIONS for a in space.activations):
-        raise FgnasError(f"activations must be among {', '.join(ACTIVATIONS)}, got {list(space.activations)}")
+    for kernels, conv_types, activations in [(space.kernels, space.conv_types, space.activations),
+                                             *((e.kernels, e.conv_types, e.activations) for e in space.extras)]:
+        if not kernels or any(k not in KERNELS for k in kernels):
+            raise FgnasError(f"kernels must be in 1..11, got {list(kernels)}")
+        if not conv_types or any(t not in CONV_TYPES for t in conv_types):
+            raise FgnasError(f"conv types must be among {', '.join(CONV_TYPES)}, got {list(conv_types)}")
+        if not activations or any(a not in ACTIVATIONS for a in activations):
+            raise FgnasError(f"activations must be among {', '.join(ACTIVATIONS)}, got {list(activations)}")
     if space.small_samples < 0:
         raise FgnasError(f"small samples per condition must be at least 0, got {space.small_samples}")
     if space.samples_per_condition < 1:
@@ -237,7 +262,9 @@ def _check(space: Space) -> None:
                          f"{list(space.networks)}")
 
 
-_CIFAR = (Resolution(32, 16, 128, STEM_ALSO), Resolution(16, 32, 256), Resolution(8, 64, 512), Resolution(4, 64, 512))
+# 2x2: VGG-16's last block on a 32 px image
+_CIFAR = (Resolution(32, 16, 128, STEM_ALSO), Resolution(16, 32, 256), Resolution(8, 64, 512), Resolution(4, 64, 512),
+          Resolution(2, 64, 512))
 _IMAGENET = (
     Resolution(224, 16, 64, STEM_ONLY),
     Resolution(112, 16, 144),
@@ -255,13 +282,23 @@ SPACES: dict[str, Space] = {
                              Resolution(4, 32, 256)),
                    kernels=(1, 3, 5), strides=(1, 2), conv_types=CONV_TYPES, activations=("relu",),
                    samples_per_condition=6, op_samples=4, networks=(("vgg", 32, 2), ("mbv2", 32, 2))),
-    # The paper's CIFAR search space (Table 2: kernels 1..11; ReLU, PReLU, tanh). Linear convs ("none", e.g. before
-    # a residual ADD) are priced from relu by the table's documented fused-clamp fallback.
+    # The paper's CIFAR search space (Table 2: kernels 1..11, normal/depthwise; ReLU, PReLU, tanh) for every CIFAR
+    # backbone, and beside it what the backbones use outside Table 2: linear convs ("none": ResNet's convs before the
+    # residual ADD, MobileNetV2's projections) and ReLU6 (MobileNetV2), at the kernels the search spaces give them.
+    # The search asks for exact conditions (search.train), so neither is left to the table's fused-clamp fallback.
     "cifar": Space("cifar", _CIFAR, kernels=(1, 3, 5, 7, 9, 11), strides=(1, 2), conv_types=CONV_TYPES,
-                   activations=("relu", "prelu", "tanh"), samples_per_condition=8, networks=_CIFAR_NETS),
-    # MobileNetV2/ResNet: ReLU (ReLU6 priced from it) and linear bottleneck projections ("none").
+                   activations=("relu", "prelu", "tanh"), samples_per_condition=8, networks=_CIFAR_NETS,
+                   extras=(Extra((1, 3, 5), ("normal",), ("none", "relu6")),
+                           Extra((1, 3, 5), ("depthwise",), ("relu6",)))),
+    # MobileNetV2/ResNet: ReLU and linear bottleneck projections ("none"), and beside them MobileNetV2-224's ReLU6
+    # (stem, expansions, depthwise kernels 1/3/5 of the kernels/kernels35 spaces) and the activations space's
+    # PReLU/tanh depthwise 3x3. Table 2's kernels 7..11 x PReLU/tanh are not measured at these sizes: the paper's
+    # ImageNet space is kernels35, and they would take hours (tests/test_table_coverage.py).
     "imagenet": Space("imagenet", _IMAGENET, kernels=(1, 3, 5, 7), strides=(1, 2), conv_types=CONV_TYPES,
-                      activations=("relu", "none"), samples_per_condition=10, networks=_IMAGENET_NETS),
+                      activations=("relu", "none"), samples_per_condition=10, networks=_IMAGENET_NETS,
+                      extras=(Extra((1,), ("normal",), ("relu6",)), Extra((3,), ("normal",), ("relu6",), (224,)),
+                              Extra((1, 3, 5), ("depthwise",), ("relu6",)),
+                              Extra((3,), ("depthwise",), ("prelu", "tanh")))),
     "edsr": Space("edsr", _EDSR, kernels=(1, 3, 5), strides=(1,), conv_types=("normal",),
                   activations=("relu", "prelu", "tanh", "none"), samples_per_condition=10),
     "full": Space("full", (Resolution(224, 16, 64, STEM_ONLY), Resolution(96, 16, 128), *_IMAGENET[1:], *_CIFAR),
