@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from profiler.device_check import lookup
 from profiler.errors import FgnasError
 from profiler.spec import ConvSpec
 from profiler.atomic import atomic_write_text
@@ -31,18 +32,9 @@ FINGERPRINT_FIELDS = (
 FINGERPRINT_SETTINGS = ("threads", "use_xnnpack")
 
 
-def _lookup(info: dict, dotted: str):
-    value = info
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def fingerprint(info: dict, settings: dict) -> dict:
     """The fields of a device's info and of the benchmark settings that a baseline must match."""
-    found = {name: _lookup(info, name) for name in FINGERPRINT_FIELDS}
+    found = {name: lookup(info, name) for name in FINGERPRINT_FIELDS}
     found.update({f"settings.{name}": settings.get(name) for name in FINGERPRINT_SETTINGS})
     return {k: v for k, v in found.items() if v is not None}
 
