@@ -7,28 +7,26 @@ FLOPs on channels rounded up to a tile, detects the tile from the data by cross-
 1/latency^2 so that it minimises relative (not absolute) error, which is what "within +-10%" asks. It is used only
 where its cross-validated error is lower than the paper's fit; the paper's fit is kept alongside for comparison.
 
-A kernel also has a narrower tile for few channels: XNNPACK here computes a conv with 3, 8 or 16 output channels in
-the time of 16 (a narrower micro-kernel), 17..32 in the time of 32, 33 in the time of 64; and one input channel (a
-grayscale image) in far less than four do (32x32x1:4:k5 takes 10.3 us; a cin tile of 4 priced it at 31.6 us). So a
-family (conv type) may also get small tiles S < T (S divides T): counts up to T are rounded up to S, larger ones to T.
-They are detected with the tiles, from samples with few channels, and equal the tiles (no ladder) when nothing shows
-one.
+A kernel may also have a narrower tile for few channels (a narrower micro-kernel for small output counts; a single
+input channel, such as a grayscale image, far cheaper than a full input tile). So a family (conv type) may also get
+small tiles S < T (S divides T): counts up to T are rounded up to S, larger ones to T. They are detected with the
+tiles, from samples with few channels, and equal the tiles (no ladder) when nothing shows one.
 
 A family may get one extra term, chosen like the tiles by cross-validated error over the family and used by a
 condition only where it lowers that condition's own: depthwise kernels run channel counts that are not a multiple of
-their SIMD width on a slower path (`align` A: a second slope for cout % A != 0; here it took depthwise convs from
-73% to 85-92% of fresh random convs within +-10%).
+their SIMD width on a slower path (`align` A: a second slope for cout % A != 0).
 
 A family may also get a weight knee per kernel size (WeightKnee): each FLOP of a conv whose weights exceed a
 cache-sized `mb` costs `1 + step + slope * log2(weights / mb)` times more. XNNPACK's conv streams all of a layer's
 weights once per block of output pixels, so once they no longer fit a cache level they come from a slower one, for
-every block (here: normal convs with weights over ~16 MB, half the shared L3, ran 10% slower per FLOP at 24-48 MB and
-20-30% at 48-150 MB than the rest of their condition). Its depthwise kernels for 3x3 and 5x5 hold all taps of a tile
-of channels for each output pixel, so theirs fall out of the 32 kB L1 at ~16-22 kB of weights and every channel
-beyond costs a fixed share more (7x7 maps, 3x3 kernel: 0.022 us per channel up to 430 channels, 0.032 from 544 on),
-while the larger kernels go over the taps in several passes and show no knee: hence a step as well as a slope, and
-one knee per kernel size. Within one condition weight size is proportional to FLOPs, so no per-condition term can
-show it; the knee is shared by the family's conditions of one kernel size.
+every block. Its depthwise kernels for small kernel sizes hold all taps of a tile of channels for each output pixel,
+so theirs fall out of L1 at a few kB of weights and every channel beyond costs a fixed share more (a jump), while
+larger kernels go over the taps in several passes and show no knee: hence a step as well as a slope, and one knee per
+kernel size. Within one condition weight size is proportional to FLOPs, so no per-condition term can show it; the
+knee is shared by the family's conditions of one kernel size.
+
+The measurements that showed each of these terms on the project's machine are in docs/benchmarks.md ("What the
+latency fit's terms were found on").
 
 Slope and intercept are constrained non-negative: a latency model must never price a small conv (or a whole
 pruned network) at negative time, which an unconstrained intercept does whenever the smallest samples sit below the
