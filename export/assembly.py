@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from profiler.errors import FgnasError
 from profiler.table import LatencyTable
 from search.resources import SHARED, LatencyResource, arch_layer_assembly
 
@@ -18,14 +19,43 @@ def shared_layers(arch: dict, table) -> frozenset[str]:
                      if len(layer["ops"]) > 1 and arch_layer_assembly(resource, layer)[0] == SHARED)
 
 
+class SearchTableChanged(FgnasError):
+    """The latency table the search recorded in arch.json is no longer at its path, or holds other content: export
+    would choose layer assemblies (and price layers) with another table than the one the search priced. Exit code 2."""
+
+
+def _describe(info: dict) -> str:
+    return (f"{info.get('path')} (version {info.get('table_version', '?')}, "
+            f"{info.get('content_hash') or 'no content hash'})")
+
+
+def search_table(arch: dict) -> Path | None:
+    """The table the search priced this architecture with (arch.json's latency_table), while it is still at its path
+    with the content hash the search recorded; None when the search used no table. SearchTableChanged when the file
+    is gone or changed (a re-profile bumps the version and the hash): the message names the table the search used and
+    says to pass it with --table."""
+    info = arch.get("latency_table") or {}
+    path = info.get("path")
+    if not path:
+        return None
+    if not Path(path).is_file():
+        raise SearchTableChanged(f"the search priced this run with latency table {_describe(info)}, which is no "
+                                 f"longer at {path}; pass that table with --table PATH (or another one deliberately)")
+    table = LatencyTable.load(Path(path))
+    if table.content_hash != info.get("content_hash"):
+        raise SearchTableChanged(f"the search priced this run with latency table {_describe(info)}, but {path} now "
+                                 f"holds version {table.table_version} ({table.content_hash}); pass the search's "
+                                 f"table with --table PATH (or another one deliberately)")
+    return Path(path)
+
+
 def assembly_table(arch: dict, given: LatencyTable | None) -> LatencyTable | None:
     """The table to choose assemblies with: the one given, else the search's own (arch.json's latency_table) while
     it is still at its path with the same content hash; None (everything SPLIT) otherwise."""
     if given is not None:
         return given
-    info = arch.get("latency_table") or {}
-    path = info.get("path")
-    if not path or not Path(path).is_file():
+    try:
+        path = search_table(arch)
+    except SearchTableChanged:
         return None
-    table = LatencyTable.load(Path(path))
-    return table if table.content_hash == info.get("content_hash") else None
+    return LatencyTable.load(path) if path is not None else None

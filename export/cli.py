@@ -9,7 +9,7 @@ from pathlib import Path
 from export.tflite import QUANTIZE_MODES
 from profiler.cli_parser import OneLineParser
 from profiler.devices import add_device_arguments, add_timing_arguments, device_options, timing_settings
-from profiler.errors import DeviceFault, FgnasError
+from profiler.errors import FgnasError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,11 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _table(args: argparse.Namespace, arch: dict) -> Path | None:
+    """--table when given; else the table the search priced with, only while its content hash is the one arch.json
+    recorded (export.assembly.search_table: otherwise one line naming it, exit 2); else, for a run searched without a
+    latency table, device_tables/DEVICE.json when it exists."""
+    from export.assembly import search_table
+
     if args.table:
         return args.table
-    recorded = (arch.get("latency_table") or {}).get("path")
-    if recorded and Path(recorded).exists():
-        return Path(recorded)
+    recorded = search_table(arch)
+    if recorded is not None:
+        return recorded
     default = Path("device_tables") / f"{args.device}.json"
     return default if default.exists() else None
 
@@ -63,12 +68,9 @@ def main(argv: list[str] | None = None) -> int:
                                 _timing(args), args.round_channels,
                                 device_options(args), args.allow_other_device)
         result = export_run(run, options, log=lambda m: print(f"fgnas-export: {m}", file=sys.stderr, flush=True))
-    except DeviceFault as exc:
+    except FgnasError as exc:  # DeviceFault included: the exception carries its exit code (2 input, 3 device)
         print(f"fgnas-export: {exc}", file=sys.stderr)
-        return 3
-    except FgnasError as exc:
-        print(f"fgnas-export: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     ops = ", ".join(f"{k} {v}" for k, v in result.inventory.items())
     print(f"wrote {', '.join(result.files.values())} to {result.out} (TFLite ops: {ops})")
     for p in result.parity:

@@ -4,8 +4,10 @@ import json
 import pytest
 import torch
 
-from export.cli import main
+from export.assembly import SearchTableChanged
+from export.cli import _table, build_parser, main
 from export.sampling import random_searched
+from profiler.table import LatencyTable
 from search.rundir import RunDir
 
 
@@ -50,6 +52,46 @@ def test_weights_that_do_not_match_the_architecture_are_refused(tmp_path, capsys
     _fails_with_one_line(capsys, [str(rd.path)], "gates select other channels")
     rd.file("model.pt").write_bytes(b"not a checkpoint")
     _fails_with_one_line(capsys, [str(rd.path)], "cannot be read")
+
+
+def _synthetic_table(path):
+    import synthetic_table as syn
+
+    recs = syn.records()
+    raw = syn.write_raw_log(path.with_suffix(".raw.jsonl"), recs)
+    return LatencyTable.build(recs, syn.DEVICE, syn.SETTINGS, raw).save(path)
+
+
+def _record_table(rd, info):
+    arch = json.loads(rd.file("arch.json").read_text())
+    arch["latency_table"] = info
+    rd.file("arch.json").write_text(json.dumps(arch))
+    return arch
+
+
+def test_a_table_changed_or_gone_since_the_search_stops_export_naming_the_searchs_table(tmp_path, capsys):
+    path = _synthetic_table(tmp_path / "t.json")
+    now = LatencyTable.load(path)
+    rd = _run_dir(tmp_path / "run")
+    _record_table(rd, {"path": str(path), "table_version": 3, "content_hash": "sha256:0123"})  # a re-profile since
+    for match in (str(path), "version 3", "sha256:0123", now.content_hash, "--table PATH"):
+        _fails_with_one_line(capsys, [str(rd.path), "--device", "none"], match)
+    assert not (rd.path / "export").exists()
+    path.unlink()
+    _fails_with_one_line(capsys, [str(rd.path), "--device", "none"], f"no longer at {path}")
+
+
+def test_export_takes_the_searchs_table_only_while_its_content_hash_matches(tmp_path):
+    path = _synthetic_table(tmp_path / "t.json")
+    rd = _run_dir(tmp_path / "run")
+    recorded = {"path": str(path), "table_version": 1, "content_hash": LatencyTable.load(path).content_hash}
+    arch = _record_table(rd, recorded)
+    assert _table(build_parser().parse_args([str(rd.path)]), arch) == path
+    changed = {**arch, "latency_table": {**arch["latency_table"], "content_hash": "sha256:0"}}
+    with pytest.raises(SearchTableChanged):
+        _table(build_parser().parse_args([str(rd.path)]), changed)
+    other = tmp_path / "other.json"  # an explicit --table is the user's choice: used as given
+    assert _table(build_parser().parse_args([str(rd.path), "--table", str(other)]), changed) == other
 
 
 @pytest.mark.slow
