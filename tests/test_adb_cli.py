@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from adb_sim_helpers import sims  # noqa: F401 (pytest fixture)
 
 from profiler.adb_sim import Faults, arm64_elf_stub
 from profiler.rawlog import read_records

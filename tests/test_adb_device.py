@@ -2,7 +2,6 @@
 from pathlib import Path
 
 import pytest
-from adb_sim_helpers import adb_env, adb_key_dir, sims, small_models  # noqa: F401 (pytest fixtures)
 
 from profiler.adb_sim import Faults
 from profiler.devices import BenchmarkSettings, create_device

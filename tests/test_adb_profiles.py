@@ -3,14 +3,20 @@ import subprocess
 import sys
 
 import pytest
-from adb_sim_helpers import adb_env, adb_key_dir, sims  # noqa: F401 (pytest fixtures)
 
-from profiler.devices import create_device
 from profiler.benchmark_output import parse_benchmark_output
+from profiler.devices import create_device
 from profiler.devices.adb import measurement_from_output, split_status, temps_by_name
 from profiler.devices.device_profile import big_core_mask, load_profile, profile_names
-from profiler.devices.phone_readings import (ThermalReading, cpu_values, max_freqs_khz, parse_getprop,
-                                             parse_grep_files, sysfs_temp_c, thermal_readings)
+from profiler.devices.phone_readings import (
+    ThermalReading,
+    cpu_values,
+    max_freqs_khz,
+    parse_getprop,
+    parse_grep_files,
+    sysfs_temp_c,
+    thermal_readings,
+)
 from profiler.errors import FgnasError
 
 
@@ -115,7 +121,8 @@ def test_simulator_runs_standalone_and_prints_its_address():
 def test_measurement_from_tool_output_in_milliseconds():
     text = ("INFO: count=3 first=2100 curr=1900 min=1900 max=2100 avg=2000 std=81\n"
             "INFO: count=4 first=1500 curr=1400 min=1400 max=1700 avg=1525 std=109\n"
-            "INFO: Inference timings in us: Init: 900, First inference: 2100, Warmup (avg): 2000, Inference (avg): 1525\n")
+            "INFO: Inference timings in us: Init: 900, First inference: 2100, Warmup (avg): 2000, "
+            "Inference (avg): 1525\n")
     m = measurement_from_output(parse_benchmark_output(text), 10.0, 11.0, {"serial": "S"})
     assert (m.median_ms, m.mean_ms, m.std_ms, m.min_ms, m.count, m.warmup) == (1.525, 1.525, 0.109, 1.4, 4, 3)
     assert m.extra["max_ms"] == 1.7 and m.extra["init_ms"] == 0.9 and m.extra["serial"] == "S"

@@ -4,8 +4,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from adb_sim_helpers import adb_env, adb_key_dir, sims  # noqa: F401 (pytest fixtures)
-from check_helpers import check_models  # noqa: F401 (pytest fixture)
 
 from profiler.adb_sim import Faults
 from profiler.check import CheckOptions, measure_pairs, run_check

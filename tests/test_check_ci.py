@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import pytest
-from check_helpers import check_models  # noqa: F401 (pytest fixture)
 
 from profiler.check_baseline import fingerprint, fingerprint_mismatches, load_baseline
 from profiler.cli_check import main

@@ -30,14 +30,14 @@ def _expected_passes(argv: list[str]) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """Models of the tiny space built once, so that the killed sweeps spend their time measuring."""
-    cache = tmp_path_factory.mktemp("models")
+def tiny_models(model_cache):
+    """The shared model cache with the tiny space's models built, so that the killed sweeps spend their time
+    measuring."""
     args = build_parser().parse_args(TINY)
     space = make_space(args)
     for probe in [*space.probes(args.seed), space.reference]:
-        build_model(probe, cache)
-    return cache
+        build_model(probe, model_cache)
+    return model_cache
 
 
 def _cli(argv: list[str], cwd: Path) -> subprocess.Popen:
@@ -67,9 +67,9 @@ def _last_line(text: str) -> str:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_logs_every_configuration_once_per_pass(tmp_path, cache):
+def test_sigkill_at_random_moments_then_resume_logs_every_configuration_once_per_pass(tmp_path, tiny_models):
     # a thousand runs: each measurement lasts milliseconds, so a kill may land inside one
-    argv = [*TINY, "--runs", "1000", "--out", str(tmp_path / "host.json"), "--cache-dir", str(cache)]
+    argv = [*TINY, "--runs", "1000", "--out", str(tmp_path / "host.json"), "--cache-dir", str(tiny_models)]
     log = tmp_path / "host.raw.jsonl"
 
     def measured() -> int:
@@ -99,8 +99,8 @@ def test_sigkill_at_random_moments_then_resume_logs_every_configuration_once_per
     assert f"measured {len(ids) - counts[-1]}" in out
 
 
-def test_same_command_again_resumes_and_finishes_at_once(tmp_path, cache, capsys):
-    argv = [*TINY, "--runs", "3", "--out", str(tmp_path / "host.json"), "--cache-dir", str(cache)]
+def test_same_command_again_resumes_and_finishes_at_once(tmp_path, tiny_models, capsys):
+    argv = [*TINY, "--runs", "3", "--out", str(tmp_path / "host.json"), "--cache-dir", str(tiny_models)]
     assert main(argv) == 0
     first = capsys.readouterr().out
     n = len(read_records(tmp_path / "host.raw.jsonl"))
@@ -118,10 +118,10 @@ def test_same_command_again_resumes_and_finishes_at_once(tmp_path, cache, capsys
 
 
 @pytest.mark.slow
-def test_ctrl_c_exits_130_with_the_log_intact_and_the_resume_command(tmp_path, cache):
+def test_ctrl_c_exits_130_with_the_log_intact_and_the_resume_command(tmp_path, tiny_models):
     # Enough runs that each 4x4 probe takes ~0.1 s and the rest of the sweep seconds, so Ctrl-C lands mid-sweep and
     # not after it, in the table build; the reference conv, measured first, takes ~10 s at this count.
-    argv = [*TINY, "--runs", "20000", "--out", str(tmp_path / "host.json"), "--cache-dir", str(cache)]
+    argv = [*TINY, "--runs", "20000", "--out", str(tmp_path / "host.json"), "--cache-dir", str(tiny_models)]
     proc = _cli(argv, tmp_path)
     deadline = time.time() + 120
     while (not any(r["kind"] != "reference" for r in read_records(tmp_path / "host.raw.jsonl"))
@@ -155,11 +155,11 @@ def test_unwritable_output_is_exit_2(tmp_path, capsys):
     assert "cannot write to" in capsys.readouterr().err
 
 
-def test_corrupted_raw_log_line_is_exit_2_naming_the_line(tmp_path, cache, capsys):
+def test_corrupted_raw_log_line_is_exit_2_naming_the_line(tmp_path, tiny_models, capsys):
     log = tmp_path / "host.raw.jsonl"
     good = {"v": 1, "kind": "conv", "id": "x", "spec": {}, "m": {}, "device": "host", "serial": None, "t": 0}
     log.write_text(json.dumps(good) + "\n" + "{garbage\n" + json.dumps(good) + "\n")
-    assert main([*TINY, "--out", str(tmp_path / "host.json"), "--cache-dir", str(cache)]) == 2
+    assert main([*TINY, "--out", str(tmp_path / "host.json"), "--cache-dir", str(tiny_models)]) == 2
     assert "host.raw.jsonl:2: corrupted raw-log line" in _last_line(capsys.readouterr().err)
 
 
@@ -176,8 +176,8 @@ class _Unplugged(Device):
 register_device("test-unplugged")(lambda **options: _Unplugged())
 
 
-def test_device_fault_is_exit_3_with_the_resume_command(tmp_path, cache, capsys):
-    argv = [*TINY, "--device", "test-unplugged", "--out", str(tmp_path / "t.json"), "--cache-dir", str(cache)]
+def test_device_fault_is_exit_3_with_the_resume_command(tmp_path, tiny_models, capsys):
+    argv = [*TINY, "--device", "test-unplugged", "--out", str(tmp_path / "t.json"), "--cache-dir", str(tiny_models)]
     assert main(argv) == 3
     lines = capsys.readouterr().err.strip().splitlines()
     assert "every device failed" in lines[-2] and "device went away" in lines[-2]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import synthetic_table as syn
-from check_helpers import check_models  # noqa: F401 (pytest fixture)
 
 from profiler import device_check
 from profiler.device_check import (

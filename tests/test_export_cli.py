@@ -6,18 +6,8 @@ import torch
 
 from export.assembly import SearchTableChanged
 from export.cli import _table, build_parser, main
-from export.sampling import random_searched
+from helpers import searched_run, synthetic_table_file
 from profiler.table import LatencyTable
-from search.rundir import RunDir
-
-
-def _run_dir(path, seed=0):
-    net = random_searched("digits", seed, max_ops=2, search_space="kernels")
-    rd = RunDir(path)
-    path.mkdir(parents=True, exist_ok=True)
-    rd.write_arch(net.to_arch({"search": {"data": "digits"}}))
-    rd.save_weights(net.state_dict())
-    return rd
 
 
 def _fails_with_one_line(capsys, argv, match):
@@ -34,7 +24,7 @@ def test_a_run_without_a_finished_search_is_refused(tmp_path, capsys):
 
 
 def test_an_arch_json_of_a_newer_schema_is_refused(tmp_path, capsys):
-    rd = _run_dir(tmp_path / "run")
+    rd = searched_run(tmp_path / "run")
     arch = json.loads(rd.file("arch.json").read_text())
     arch["schema_version"] += 1
     rd.file("arch.json").write_text(json.dumps(arch))
@@ -42,24 +32,16 @@ def test_an_arch_json_of_a_newer_schema_is_refused(tmp_path, capsys):
 
 
 def test_weights_that_do_not_match_the_architecture_are_refused(tmp_path, capsys):
-    rd = _run_dir(tmp_path / "run")
+    rd = searched_run(tmp_path / "run")
     sd = torch.load(rd.file("model.pt"))
     sd["layers.conv2.ops.0.conv.weight"] = torch.zeros(3, 3, 1, 1)
     torch.save(sd, rd.file("model.pt"))
     _fails_with_one_line(capsys, [str(rd.path)], "do not match")
-    other = _run_dir(tmp_path / "other", seed=7)  # same shapes, other gates
+    other = searched_run(tmp_path / "other", seed=7)  # same shapes, other gates
     rd.file("model.pt").write_bytes(other.file("model.pt").read_bytes())
     _fails_with_one_line(capsys, [str(rd.path)], "gates select other channels")
     rd.file("model.pt").write_bytes(b"not a checkpoint")
     _fails_with_one_line(capsys, [str(rd.path)], "cannot be read")
-
-
-def _synthetic_table(path):
-    import synthetic_table as syn
-
-    recs = syn.records()
-    raw = syn.write_raw_log(path.with_suffix(".raw.jsonl"), recs)
-    return LatencyTable.build(recs, syn.DEVICE, syn.SETTINGS, raw).save(path)
 
 
 def _record_table(rd, info):
@@ -70,9 +52,9 @@ def _record_table(rd, info):
 
 
 def test_a_table_changed_or_gone_since_the_search_stops_export_naming_the_searchs_table(tmp_path, capsys):
-    path = _synthetic_table(tmp_path / "t.json")
+    path = synthetic_table_file(tmp_path / "t.json")
     now = LatencyTable.load(path)
-    rd = _run_dir(tmp_path / "run")
+    rd = searched_run(tmp_path / "run")
     _record_table(rd, {"path": str(path), "table_version": 3, "content_hash": "sha256:0123"})  # a re-profile since
     for match in (str(path), "version 3", "sha256:0123", now.content_hash, "--table PATH"):
         _fails_with_one_line(capsys, [str(rd.path), "--device", "none"], match)
@@ -82,8 +64,8 @@ def test_a_table_changed_or_gone_since_the_search_stops_export_naming_the_search
 
 
 def test_export_takes_the_searchs_table_only_while_its_content_hash_matches(tmp_path):
-    path = _synthetic_table(tmp_path / "t.json")
-    rd = _run_dir(tmp_path / "run")
+    path = synthetic_table_file(tmp_path / "t.json")
+    rd = searched_run(tmp_path / "run")
     recorded = {"path": str(path), "table_version": 1, "content_hash": LatencyTable.load(path).content_hash}
     arch = _record_table(rd, recorded)
     assert _table(build_parser().parse_args([str(rd.path)]), arch) == path
@@ -96,7 +78,7 @@ def test_export_takes_the_searchs_table_only_while_its_content_hash_matches(tmp_
 
 @pytest.mark.slow
 def test_a_finished_run_exports_with_parity_accuracy_and_measured_latency(tmp_path, capsys):
-    rd = _run_dir(tmp_path / "run")
+    rd = searched_run(tmp_path / "run")
     # the table (device_tables/host.json by default) only prices: it need not be this machine's (issue 16)
     assert main([str(rd.path), "--device", "host", "--runs", "3", "--warmup", "1", "--eval-samples", "100",
                  "--parity-samples", "16", "--quantize", "dynamic", "--allow-other-device"]) == 0
@@ -108,6 +90,7 @@ def test_a_finished_run_exports_with_parity_accuracy_and_measured_latency(tmp_pa
     assert report["accuracy"]["tflite"] == report["accuracy"]["pytorch"]
     assert {"model.tflite", "model.onnx", "model_dynamic.tflite"} <= {p.name for p in (rd.path / "export").iterdir()}
     layers = report["latency"]["layers"]
-    assert [r["name"] for r in layers] == [layer["name"] for layer in json.loads(rd.file("arch.json").read_text())["layers"]]
+    arch = json.loads(rd.file("arch.json").read_text())
+    assert [r["name"] for r in layers] == [layer["name"] for layer in arch["layers"]]
     assert all(r["measured_ms"] > 0 for r in layers) and report["latency"]["model_measured_ms"] > 0
     assert all((r["single_conv_ms"] is None) == (r["convs"] < 2) for r in layers)

@@ -147,17 +147,16 @@ def test_shared_layers_compute_every_alive_channel_per_operation_and_add_them_at
 
 
 def test_without_a_table_export_assembles_with_the_searchs_own_table_while_its_content_is_unchanged(tmp_path):
-    import synthetic_table as syn
     from export.assembly import assembly_table
+    from helpers import synthetic_table_file
     from profiler.table import LatencyTable
 
-    recs = syn.records()
-    path = LatencyTable.build(recs, syn.DEVICE, syn.SETTINGS, syn.write_raw_log(tmp_path / "t.raw.jsonl", recs)).save(
-        tmp_path / "t.json")
+    path = synthetic_table_file(tmp_path / "t.json")
     table = LatencyTable.load(path)
     arch = {"latency_table": {"path": str(path), "content_hash": table.content_hash}}
     assert assembly_table(arch, None).content_hash == table.content_hash
     assert assembly_table(arch, table) is table
-    assert assembly_table({**arch, "latency_table": {**arch["latency_table"], "content_hash": "sha256:0"}}, None) is None
+    changed = {**arch, "latency_table": {**arch["latency_table"], "content_hash": "sha256:0"}}
+    assert assembly_table(changed, None) is None
     assert assembly_table({"latency_table": None}, None) is None
     assert assembly_table({"latency_table": {"path": str(tmp_path / "gone.json")}}, None) is None

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 import synthetic_table as syn
+from helpers import console, refuses_in_one_line, set_at, snapshot, synthetic_table_file
 from profiler import cli_check, cli_profile, cli_table
 from profiler.devices import create_device
 from profiler.devices.base import BenchmarkSettings, Measurement
@@ -31,7 +31,6 @@ from profiler.sweep import PASSES, device_identity, make_record, measurement_set
 from profiler.table import LatencyTable, content_hash
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 MAINS: dict[str, Callable[[list[str]], int]] = {"profile": cli_profile.main, "table": cli_table.main,
                                                 "check": cli_check.main}
 # A tiny quick space without networks or ops: its records can be made up without a model or a runtime.
@@ -42,7 +41,7 @@ SETTINGS = BenchmarkSettings(runs=3, warmup=2)
 LUT_ENTRY = "Conv-input:224x224x3-output:112x112x32"
 
 
-# ---- files the cases start from ---------------------------------------------------------------------------------------
+# ---- files the cases start from ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def host_identity() -> dict:
@@ -71,9 +70,7 @@ def _other_phone_log(ws: Path) -> None:
 
 
 def _table(ws: Path, name: str = "t") -> Path:
-    recs = syn.records()
-    raw = syn.write_raw_log(ws / f"{name}.raw.jsonl", recs)
-    return LatencyTable.build(recs, syn.DEVICE, syn.SETTINGS, raw).save(ws / f"{name}.json")
+    return synthetic_table_file(ws / f"{name}.json")
 
 
 def _edited_table(edit: Callable[[dict], None], rehash: bool = True) -> Callable[[Path], None]:
@@ -86,15 +83,6 @@ def _edited_table(edit: Callable[[dict], None], rehash: bool = True) -> Callable
             doc["content_hash"] = content_hash(doc)
         path.write_text(json.dumps(doc))  # json.dumps writes NaN and Infinity as JavaScript does
     return setup
-
-
-def _set(path: list, value) -> Callable[[dict], None]:
-    def edit(doc: dict) -> None:
-        node = doc
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = value
-    return edit
 
 
 def _lut(text: str) -> Callable[[Path], None]:
@@ -171,29 +159,30 @@ CASES = [
                                            "device": "host"}).encode() + b"\n")),
     # fgnas-table: tables and lookup tables with numbers no fit makes
     Case("table-nan-intercept", "table", ["show", "t.json"], 2, "non-finite number at conditions/0/b_ms",
-         _edited_table(_set(["conditions", 0, "b_ms"], float("nan")), rehash=False)),
+         _edited_table(set_at(["conditions", 0, "b_ms"], float("nan")), rehash=False)),
     Case("table-infinite-invoke-overhead", "table", ["predict", "t.json", "--conv", "16x16x64:64:k3:s1:relu"], 2,
-         "non-finite number at invoke_overhead_ms", _edited_table(_set(["invoke_overhead_ms"], float("inf")), False)),
+         "non-finite number at invoke_overhead_ms", _edited_table(set_at(["invoke_overhead_ms"], float("inf")), False)),
     Case("table-negative-intercept", "table", ["show", "t.json"], 2, "negative coefficient at conditions/0/b_ms",
-         _edited_table(_set(["conditions", 0, "b_ms"], -0.5))),
+         _edited_table(set_at(["conditions", 0, "b_ms"], -0.5))),
     Case("table-negative-affine-slope", "table", ["predict", "t.json", "--conv", "16x16x64:64:k3:s1:relu"], 2,
          "negative coefficient at conditions/0/affine/a_ms_per_mflop",
-         _edited_table(_set(["conditions", 0, "affine", "a_ms_per_mflop"], -1.0))),
+         _edited_table(set_at(["conditions", 0, "affine", "a_ms_per_mflop"], -1.0))),
     Case("table-negative-op-slope", "table", ["show", "t.json"], 2, "negative coefficient at ops/ADD/a_ms_per_unit",
-         _edited_table(_set(["ops", "ADD", "a_ms_per_unit"], -1e-5))),
+         _edited_table(set_at(["ops", "ADD", "a_ms_per_unit"], -1e-5))),
     Case("table-negative-invoke-overhead", "table", ["diff", "t.json", "t.json"], 2,
-         "negative coefficient at invoke_overhead_ms", _edited_table(_set(["invoke_overhead_ms"], -0.01))),
+         "negative coefficient at invoke_overhead_ms", _edited_table(set_at(["invoke_overhead_ms"], -0.01))),
     Case("table-not-utf8", "table", ["show", "t.json"], 2, "not UTF-8 text", _write("t.json", b"{\"a\": \"\xff\"}")),
     Case("table-plot-raw-log-outside-folder", "table", ["plot", "t.json", "--out", "plots"], 2,
          "points outside the table's folder", _both(_write("../elsewhere/secret.raw.jsonl", b""), _edited_table(
-             _set(["raw_log", "path"], "../elsewhere/secret.raw.jsonl")))),
+             set_at(["raw_log", "path"], "../elsewhere/secret.raw.jsonl")))),
     Case("table-plot-absolute-raw-log", "table", ["plot", "t.json", "--out", "plots"], 2,
-         "points outside the table's folder", _edited_table(_set(["raw_log", "path"], "/etc/passwd"))),
+         "points outside the table's folder", _edited_table(set_at(["raw_log", "path"], "/etc/passwd"))),
     Case("table-plot-imported-table", "table", ["plot", "t.json", "--out", "plots"], 2,
-         "is an imported table", _edited_table(_set(["source"], {"kind": "imported", "format": "proxylessnas"}))),
+         "is an imported table", _edited_table(set_at(["source"], {"kind": "imported", "format": "proxylessnas"}))),
     Case("import-over-a-measured-table", "table",
          ["import", "--format", "proxylessnas", "lut.yaml", "--device", "t", "--out", "t.json"], 2,
-         "t.json already exists: pass --force", _both(_table, _lut(f"{LUT_ENTRY}: {{count: 3, mean: 1.5, var: 0.01}}\n"))),
+         "t.json already exists: pass --force",
+         _both(_table, _lut(f"{LUT_ENTRY}: {{count: 3, mean: 1.5, var: 0.01}}\n"))),
     Case("import-out-is-a-raw-log", "table",
          ["import", "--format", "proxylessnas", "lut.yaml", "--device", "t", "--out", "t.raw.jsonl", "--force"], 2,
          "is a raw log name", _both(_table, _lut(f"{LUT_ENTRY}: {{count: 3, mean: 1.5, var: 0.01}}\n"))),
@@ -246,27 +235,9 @@ _NEEDS_IDENTITY = {"profile-resume-other-settings": lambda ws, ident: _finished_
                    "profile-out-is-the-raw-log": lambda ws, ident: _finished_log(ws, ident)}
 
 
-def _snapshot(ws: Path) -> dict[str, str]:
-    return {str(p.relative_to(ws)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(ws.rglob("*")) if p.is_file()}
-
-
 def _run(case: Case, ws: Path, capsys) -> str:
-    before = _snapshot(ws)
-    cwd = os.getcwd()
-    os.chdir(ws)
-    try:
-        code = MAINS[case.cli](case.argv)
-    finally:
-        os.chdir(cwd)
-    err = capsys.readouterr().err
-    assert code == case.code, err
-    assert len(err.strip().splitlines()) == 1, err
-    assert case.message in err and "Traceback" not in err, err
-    after = _snapshot(ws)
-    assert {k: v for k, v in after.items() if k not in case.changed} == \
-        {k: v for k, v in before.items() if k not in case.changed} | {k: after[k] for k in case.created if k in after}
-    return err
+    return refuses_in_one_line(MAINS[case.cli], case.argv, ws, capsys, case.code, case.message, case.created,
+                               case.changed)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -332,10 +303,6 @@ def test_an_empty_log_created_by_a_failing_run_is_removed(tmp_path, capsys):
     assert not (ws / "t.raw.jsonl").exists()
 
 
-def _console(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / script), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
-
-
 def test_two_concurrent_sweeps_the_second_exits_2_and_the_lock_dies_with_the_first(tmp_path, host_identity):
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -346,7 +313,7 @@ def test_two_concurrent_sweeps_the_second_exits_2_and_the_lock_dies_with_the_fir
                                str(ws / "t.raw.jsonl")], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        second = _console("fgnas-profile", *TINY, cwd=ws)
+        second = console("fgnas-profile", *TINY, cwd=ws)
         assert second.returncode == 2 and "Traceback" not in second.stderr
         assert second.stderr.strip().splitlines() == [second.stderr.strip()]
         assert "another sweep is writing" in second.stderr
@@ -365,12 +332,12 @@ def test_two_concurrent_sweeps_the_second_exits_2_and_the_lock_dies_with_the_fir
 ])
 def test_console_scripts_exit_2_with_one_line_and_no_traceback(tmp_path, script, args, message):
     (tmp_path / "reports").mkdir()
-    _edited_table(_set(["conditions", 0, "b_ms"], float("nan")), rehash=False)(tmp_path)
-    before = _snapshot(tmp_path)
-    done = _console(script, *args, cwd=tmp_path)
+    _edited_table(set_at(["conditions", 0, "b_ms"], float("nan")), rehash=False)(tmp_path)
+    before = snapshot(tmp_path)
+    done = console(script, *args, cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 # ---- the resume rule on its own (a farm, a second phone under --device android) ------------------------------------

@@ -8,30 +8,25 @@ within seconds instead of hanging the suite.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from PIL import Image
 
 from export import cli as export_cli
-from export.sampling import random_searched
+from helpers import console, refuses_in_one_line, searched_run, set_at
 from profiler import cli_check
 from profiler.adb_sim import arm64_elf_stub
 from profiler.errors import FgnasError
 from search import cli as search_cli
-from search.rundir import RunDir
 
-BIN = Path(sys.executable).parent
 MAINS: dict[str, Callable[[list[str]], int]] = {"search": search_cli.main, "export": export_cli.main,
                                                 "check": cli_check.main}
 # Flags a case adds after these win (argparse keeps the last value), so a case names only what it breaks.
@@ -96,15 +91,6 @@ def _arch_bytes(make: Callable[[bytes], bytes]) -> Callable[[Path], None]:
         path = ws / "run" / "arch.json"
         path.write_bytes(make(path.read_bytes()))
     return setup
-
-
-def _set(path: list, value) -> Callable[[dict], None]:
-    def edit(doc: dict) -> None:
-        node = doc
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = value
-    return edit
 
 
 def _drop(path: list) -> Callable[[dict], None]:
@@ -189,35 +175,35 @@ CASES = [
            "data.tar.gz is not a readable tar archive", _archive(cut=0.6, val="val")),
     # fgnas-export: arch.json validated once, where it is read
     export("arch-width-a-string", "backbone/args/width: 'wide' is not of type 'number'",
-           _arch_edit(_set(["backbone", "args", "width"], "wide"))),
+           _arch_edit(set_at(["backbone", "args", "width"], "wide"))),
     export("arch-width-negative", "backbone/args/width: -1 is less than or equal to the minimum of 0",
-           _arch_edit(_set(["backbone", "args", "width"], -1))),
+           _arch_edit(set_at(["backbone", "args", "width"], -1))),
     export("arch-cout-negative", "layers/0/cout: -3 is less than the minimum of 1",
-           _arch_edit(_set(["layers", 0, "cout"], -3))),
+           _arch_edit(set_at(["layers", 0, "cout"], -3))),
     export("arch-cout-huge", "layer conv1 op 0 keeps channels outside 0..999999999999",  # compared, not enumerated
-           _arch_edit(lambda a: (_set(["layers", 0, "cout"], 10 ** 12)(a),
-                                 _set(["layers", 0, "ops", 0, "keep"], [0, 10 ** 12])(a)))),
+           _arch_edit(lambda a: (set_at(["layers", 0, "cout"], 10 ** 12)(a),
+                                 set_at(["layers", 0, "ops", 0, "keep"], [0, 10 ** 12])(a)))),
     export("arch-keep-out-of-range", "layer conv1 op 0 keeps channels outside 0..15",
-           _arch_edit(_set(["layers", 0, "ops", 0, "keep"], [0, 99]))),
+           _arch_edit(set_at(["layers", 0, "ops", 0, "keep"], [0, 99]))),
     export("arch-keep-negative", "layers/0/ops/0/keep/0: -1 is less than the minimum of 0",
-           _arch_edit(_set(["layers", 0, "ops", 0, "keep"], [-1]))),
+           _arch_edit(set_at(["layers", 0, "ops", 0, "keep"], [-1]))),
     export("arch-keep-repeated", "layers/0/ops/0/keep: [0, 0] has non-unique elements",
-           _arch_edit(_set(["layers", 0, "ops", 0, "keep"], [0, 0]))),
+           _arch_edit(set_at(["layers", 0, "ops", 0, "keep"], [0, 0]))),
     export("arch-active-in-out-of-range", "layer conv2 has active input channels outside 0..15",
-           _arch_edit(_set(["layers", 1, "active_in"], [0, 999]))),
+           _arch_edit(set_at(["layers", 1, "active_in"], [0, 999]))),
     export("arch-missing-head", "top level: 'head' is a required property", _arch_edit(_drop(["head"]))),
     export("arch-missing-input-channels", "input: 'channels' is a required property",
            _arch_edit(_drop(["input", "channels"]))),
     export("arch-head-reads-no-layer", "the head reads layer 'nowhere', which is not in layers",
-           _arch_edit(_set(["head", "input"], "nowhere"))),
+           _arch_edit(set_at(["head", "input"], "nowhere"))),
     export("arch-stride-zero", "layers/0/stride: 0 is less than the minimum of 1",
-           _arch_edit(_set(["layers", 0, "stride"], 0))),
+           _arch_edit(set_at(["layers", 0, "stride"], 0))),
     export("arch-input-height-a-string", "input/height: '32' is not of type 'integer'",
-           _arch_edit(_set(["input", "height"], "32"))),
+           _arch_edit(set_at(["input", "height"], "32"))),
     export("arch-nan-scale", "layers/0/scale: NaN or infinity, not a finite number",
            _arch_bytes(lambda b: b.replace(b'"scale": ', b'"scale": NaN, "was": ', 1))),
     export("arch-infinite-predicted-latency", "predicted/latency_ms: NaN or infinity",
-           _arch_edit(_set(["predicted", "latency_ms"], float("inf")))),
+           _arch_edit(set_at(["predicted", "latency_ms"], float("inf")))),
     export("arch-not-utf8", "is not JSON ('utf-8' codec can't decode", _arch_bytes(lambda b: b[:-2] + b'\xff}')),
     export("arch-nested-too-deeply", "is not an architecture file (nested too deeply)",
            _arch_bytes(lambda b: b"[" * 100_000 + b"]" * 100_000)),
@@ -241,18 +227,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     """A finished run directory (arch.json + model.pt of a randomly gated digits network), made once: no training."""
-    path = tmp_path_factory.mktemp("finished") / "run"
-    net = random_searched("digits", 0, max_ops=2, search_space="kernels")
-    rd = RunDir(path)
-    path.mkdir(parents=True)
-    rd.write_arch(net.to_arch({"search": {"data": "digits"}}))
-    rd.save_weights(net.state_dict())
-    return path
-
-
-def _snapshot(ws: Path) -> dict[str, str]:
-    return {str(p.relative_to(ws)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(ws.rglob("*")) if p.is_file()}
+    return searched_run(tmp_path_factory.mktemp("finished") / "run").path
 
 
 def _run(case: Case, ws: Path, capsys, monkeypatch) -> str:
@@ -261,17 +236,7 @@ def _run(case: Case, ws: Path, capsys, monkeypatch) -> str:
     monkeypatch.setenv("HOME", str(ws.parent / "home"))  # nor an ADB key in the user's ~/.android
     for key, value in case.env.items():
         monkeypatch.setenv(key, value)
-    before = _snapshot(ws)
-    monkeypatch.chdir(ws)
-    try:
-        code = MAINS[case.cli](case.argv)
-    except SystemExit as exc:  # argparse's own usage errors (profiler.cli_parser: one line, exit 2)
-        code = exc.code
-    err = capsys.readouterr().err
-    assert code == case.code, err
-    assert len(err.strip().splitlines()) == 1, err
-    assert case.message in err and "Traceback" not in err, err
-    assert _snapshot(ws) == before
+    err = refuses_in_one_line(MAINS[case.cli], case.argv, ws, capsys, case.code, case.message)
     # a refused decode leaves no array or temp file in the cache (an archive's class list may stay: it is complete)
     assert not [p for p in cache.rglob("*") if p.suffix in (".npy", ".tmp")] if cache.exists() else True
     assert not (ws.parent / "home").exists()
@@ -304,8 +269,7 @@ def test_the_finished_run_itself_passes_the_checks_the_cases_break(finished_run)
 def test_fgnas_search_console_script_reads_a_negative_target_as_a_value(tmp_path):
     """Through sys.argv, as a shell runs it: `--target -5ms` reaches the target check, not argparse's
     'expected one argument'."""
-    done = subprocess.run([str(BIN / "fgnas-search"), *TINY, "--target", "-5ms"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
+    done = console("fgnas-search", *TINY, "--target", "-5ms", cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == ["fgnas-search: target '-5ms' must be positive and finite"]
     assert not list(tmp_path.iterdir())

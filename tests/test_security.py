@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from adb_sim_helpers import adb_env, adb_key_dir, sims, small_models  # noqa: F401 (pytest fixtures)
 
 from profiler.devices import BenchmarkSettings, create_device
 from profiler.devices.adb import remote_model_path, shell_command

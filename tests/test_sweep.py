@@ -6,28 +6,22 @@ import pytest
 from profiler.devices import create_device
 from profiler.devices.base import BenchmarkSettings, Device, Measurement
 from profiler.errors import DeviceFault
+from profiler.model_builder import build_model
 from profiler.ops import OpProbe
 from profiler.rawlog import RECORD_VERSION, RawLog, read_records
 from profiler.spaces import SMALL_MAX, Resolution, Space
 from profiler.spec import ConvSpec
-from profiler.model_builder import build_model
-from profiler.sweep import (SweepOptions, drift_summary, measure_stable, pending_by_pass, probe_from_record,
-                            run_sweep)
+from profiler.sweep import SweepOptions, drift_summary, measure_stable, pending_by_pass, probe_from_record, run_sweep
 
 SETTINGS = BenchmarkSettings(runs=3, warmup=1, timeout_s=30)
 PROBES = [ConvSpec(4, 4, c, c + 1, k, 1, 1, "relu") for c in (4, 8, 12) for k in (1, 3)] + [
     ConvSpec.depthwise(4, 4, 8, 3), OpProbe.for_feature_map("ADD", 4, 4, 8)]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("models")
-
-
-def _options(cache, **kw) -> SweepOptions:
+def _options(model_cache, **kw) -> SweepOptions:
     """One pass unless a test asks for more: most tests are about the farm, the log and resuming, not passes (nor
     the gap between them)."""
-    return SweepOptions(cache_dir=cache, progress=False, **{"passes": 1, "pass_gap_s": 0.0, **kw})
+    return SweepOptions(cache_dir=model_cache, progress=False, **{"passes": 1, "pass_gap_s": 0.0, **kw})
 
 
 class FlakyHost(Device):
@@ -74,9 +68,9 @@ class ScriptedSpreads(Device):
         return Measurement(1.0, 1.0, s, 0.9, 3, 1, 0.0, 0.0)
 
 
-def test_every_probe_is_measured_once_with_its_device_and_spec(tmp_path, cache):
+def test_every_probe_is_measured_once_with_its_device_and_spec(tmp_path, model_cache):
     with create_device("host") as host, RawLog(tmp_path / "t.raw.jsonl") as log:
-        result = run_sweep(PROBES, [host], log, SETTINGS, _options(cache))
+        result = run_sweep(PROBES, [host], log, SETTINGS, _options(model_cache))
     records = read_records(tmp_path / "t.raw.jsonl")
     assert result.measured == len(PROBES) and result.skipped == 0
     assert sorted(r["id"] for r in records) == sorted(p.config_hash() for p in PROBES)
@@ -86,40 +80,40 @@ def test_every_probe_is_measured_once_with_its_device_and_spec(tmp_path, cache):
     assert all(r["device"] == "host" and r["serial"] is None and r["m"]["count"] == 3 for r in records)
 
 
-def test_rerun_resumes_and_measures_nothing_already_logged(tmp_path, cache):
+def test_rerun_resumes_and_measures_nothing_already_logged(tmp_path, model_cache):
     path = tmp_path / "t.raw.jsonl"
     with create_device("host") as host:
         with RawLog(path) as log:
-            run_sweep(PROBES[:4], [host], log, SETTINGS, _options(cache))
+            run_sweep(PROBES[:4], [host], log, SETTINGS, _options(model_cache))
         with RawLog(path) as log:
-            result = run_sweep(PROBES, [host], log, SETTINGS, _options(cache))
+            result = run_sweep(PROBES, [host], log, SETTINGS, _options(model_cache))
         assert (result.measured, result.skipped) == (len(PROBES) - 4, 4)
         with RawLog(path) as log:
-            again = run_sweep(PROBES, [host], log, SETTINGS, _options(cache))
+            again = run_sweep(PROBES, [host], log, SETTINGS, _options(model_cache))
     assert (again.measured, again.skipped) == (0, len(PROBES))
     assert len(read_records(path)) == len(PROBES)
 
 
-def test_every_probe_is_measured_once_per_pass_and_a_rerun_completes_the_missing_passes(tmp_path, cache):
+def test_every_probe_is_measured_once_per_pass_and_a_rerun_completes_the_missing_passes(tmp_path, model_cache):
     path = tmp_path / "t.raw.jsonl"
     with create_device("host") as host:
         with RawLog(path) as log:
-            first = run_sweep(PROBES[:4], [host], log, SETTINGS, _options(cache, passes=2))
+            first = run_sweep(PROBES[:4], [host], log, SETTINGS, _options(model_cache, passes=2))
         with RawLog(path) as log:
-            more = run_sweep(PROBES, [host], log, SETTINGS, _options(cache, passes=3))
+            more = run_sweep(PROBES, [host], log, SETTINGS, _options(model_cache, passes=3))
     assert (first.measured, first.skipped) == (8, 0)
     assert (more.measured, more.skipped) == (3 * len(PROBES) - 8, 8)
     assert collections.Counter(r["id"] for r in read_records(path)) == {p.config_hash(): 3 for p in PROBES}
 
 
-def test_a_pass_starts_at_least_the_pass_gap_after_the_one_before(tmp_path, cache):
+def test_a_pass_starts_at_least_the_pass_gap_after_the_one_before(tmp_path, model_cache):
     path = tmp_path / "t.raw.jsonl"
     for probe in PROBES[:2]:
-        build_model(probe, cache)  # so that the first pass does not spend the gap converting
+        build_model(probe, model_cache)  # so that the first pass does not spend the gap converting
     with create_device("host") as host:
         for gap in (0.0, 2.0):
             with RawLog(path) as log:
-                run_sweep(PROBES[:2], [host], log, SETTINGS, _options(cache, passes=2, pass_gap_s=gap))
+                run_sweep(PROBES[:2], [host], log, SETTINGS, _options(model_cache, passes=2, pass_gap_s=gap))
             times = [r["m"]["started_at"] for r in read_records(path)]
             path.unlink()
             # a pass's clock starts before its first measurement (the runtime worker starts first): some slack
@@ -161,11 +155,11 @@ def test_order_is_shuffled_reproducibly_by_seed(tmp_path):
     assert [order] != pending_by_pass(probes, tmp_path / "none.raw.jsonl", seed=4)
 
 
-def test_farm_moves_a_failing_devices_probes_to_the_others(tmp_path, cache):
+def test_farm_moves_a_failing_devices_probes_to_the_others(tmp_path, model_cache):
     flaky, good = FlakyHost(good=2, serial="phone-a"), FlakyHost(good=10**6, serial="phone-b")
     try:
         with RawLog(tmp_path / "t.raw.jsonl") as log:
-            result = run_sweep(PROBES, [flaky, good], log, SETTINGS, _options(cache, batch_size=3))
+            result = run_sweep(PROBES, [flaky, good], log, SETTINGS, _options(model_cache, batch_size=3))
     finally:
         flaky.close()
         good.close()
@@ -177,11 +171,11 @@ def test_farm_moves_a_failing_devices_probes_to_the_others(tmp_path, cache):
     assert all(len(batch) <= 3 for batch in good.prepared) and good.prepared
 
 
-def test_a_device_failing_while_preparing_a_batch_gives_the_whole_batch_back(tmp_path, cache):
+def test_a_device_failing_while_preparing_a_batch_gives_the_whole_batch_back(tmp_path, model_cache):
     flaky, good = FlakyHost(good=0, serial="phone-a"), FlakyHost(good=10**6, serial="phone-b")
     try:
         with RawLog(tmp_path / "t.raw.jsonl") as log:
-            result = run_sweep(PROBES, [flaky, good], log, SETTINGS, _options(cache, batch_size=4))
+            result = run_sweep(PROBES, [flaky, good], log, SETTINGS, _options(model_cache, batch_size=4))
     finally:
         flaky.close()
         good.close()
@@ -189,27 +183,27 @@ def test_a_device_failing_while_preparing_a_batch_gives_the_whole_batch_back(tmp
     assert sorted(r["id"] for r in read_records(tmp_path / "t.raw.jsonl")) == sorted(p.config_hash() for p in PROBES)
 
 
-def test_all_devices_failing_is_a_device_fault_that_keeps_the_measurements(tmp_path, cache):
+def test_all_devices_failing_is_a_device_fault_that_keeps_the_measurements(tmp_path, model_cache):
     path = tmp_path / "t.raw.jsonl"
     flaky = FlakyHost(good=3, serial="only")
     try:
         with RawLog(path) as log, pytest.raises(DeviceFault, match="every device failed with 5 probes left"):
-            run_sweep(PROBES, [flaky], log, SETTINGS, _options(cache, max_attempts=1))
+            run_sweep(PROBES, [flaky], log, SETTINGS, _options(model_cache, max_attempts=1))
     finally:
         flaky.close()
     assert len(read_records(path)) == 3
     again = FlakyHost(good=10**6, serial="only")  # the same phone, plugged back in (another one is refused)
     try:
         with RawLog(path) as log:
-            assert run_sweep(PROBES, [again], log, SETTINGS, _options(cache)).measured == len(PROBES) - 3
+            assert run_sweep(PROBES, [again], log, SETTINGS, _options(model_cache)).measured == len(PROBES) - 3
     finally:
         again.close()
 
 
-def test_reference_probe_is_measured_first_and_every_n_probes(tmp_path, cache):
+def test_reference_probe_is_measured_first_and_every_n_probes(tmp_path, model_cache):
     reference = ConvSpec(8, 8, 8, 8, 3, 1, 1, "relu")
     with create_device("host") as host, RawLog(tmp_path / "t.raw.jsonl") as log:
-        result = run_sweep(PROBES, [host], log, SETTINGS, _options(cache, reference=reference, reference_every=3))
+        result = run_sweep(PROBES, [host], log, SETTINGS, _options(model_cache, reference=reference, reference_every=3))
     kinds = [r["kind"] for r in read_records(tmp_path / "t.raw.jsonl")]
     assert kinds[0] == "reference" and kinds.count("reference") == 3  # before probes 1, 4 and 7 of 8
     assert result.drift["reference_id"] == reference.config_hash() and result.drift["devices"]["host"]["n"] == 3
