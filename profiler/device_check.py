@@ -251,14 +251,16 @@ def _table_settings(doc: dict) -> BenchmarkSettings:
 
 
 def _host_for(doc: dict) -> Device:
-    """This computer, pinned to the core the table was profiled on (when it exists here), as the sweep pins."""
+    """This computer, pinned to the core the table was profiled on when this process may run there, else to the
+    first core it may run on: a process started with `taskset -c 1` (the other core busy with a benchmark) times the
+    probe on its own core, not on the busy one."""
     import os
 
     from profiler.devices.host import HostDevice
 
-    affinity = doc["device"].get("affinity") or [0]
-    cpu = affinity[0] if isinstance(affinity[0], int) and 0 <= affinity[0] < (os.cpu_count() or 1) else 0
-    return HostDevice(cpu=cpu)
+    allowed = sorted(os.sched_getaffinity(0))
+    recorded = (doc["device"].get("affinity") or [None])[0]
+    return HostDevice(cpu=recorded if recorded in allowed else allowed[0])
 
 
 def check_table_device(table, device: Device | None = None, allow_other_device: bool = False,

@@ -307,3 +307,12 @@ def test_fgnas_search_refuses_another_machines_table_and_allowed_records_it_in_a
     assert main([*argv, "--out", str(tmp_path / "r"), "--allow-other-device"]) == 0
     arch = json.loads((tmp_path / "r" / "arch.json").read_text())
     assert "used anyway (--allow-other-device)" in arch["latency_table"]["device_check"]["warning"]
+
+
+@pytest.mark.parametrize("recorded,allowed,expected", [([0], {0, 1}, 0), ([0], {1}, 1), ([1], {0, 1}, 1),
+                                                         (None, {1}, 1), ([7], {0, 1}, 0)])
+def test_the_reference_probe_runs_on_the_tables_core_only_where_this_process_may_run(monkeypatch, recorded, allowed,
+                                                                                      expected):
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: allowed)
+    device = device_check._host_for({"device": {"affinity": recorded}})
+    assert device.cpu == expected
