@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test venv clean
+.PHONY: demo test test-fast lint venv clean
 
 $(BIN)/fgnas-profile: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,16 @@ $(BIN)/fgnas-profile: pyproject.toml
 
 venv: $(BIN)/fgnas-profile
 
-test: venv
+# `make test` is the whole suite, after the linter (ruff, configured in pyproject.toml); `make test-fast` leaves out
+# the tests marked slow (TF conversions, killed sweeps, exports, phone farms) for development.
+lint: venv
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -q
+
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # The whole pipeline on this computer with embedded defaults: profile (the quick space, its second pass 10 s after the
 # first rather than a minute; re-running resumes, so a second demo reuses the measurements) -> search the digits CNN
