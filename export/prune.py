@@ -20,8 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from export.plan import (HOMOGENEOUS_ACTIVATIONS, SKIP, Piece, PrunedConv, PrunedHead, PrunedLayer, PrunedPlan,
-                         Selection)
+from export.plan import HOMOGENEOUS_ACTIVATIONS, SKIP, Piece, PrunedConv, PrunedHead, PrunedLayer, PrunedPlan, Selection
 from profiler.errors import FgnasError
 from profiler.registry import registrar
 from search.resources import shareable
@@ -132,6 +131,23 @@ def gray_rank(bits: tuple[bool, ...]) -> int:
         acc ^= int(bit)
         rank = rank * 2 + acc
     return rank
+
+
+def _channel_key(readers: list[set[int]], downstream: list[set[int]], own: list[set[int]],
+                 in_position: dict[int, int] | None) -> Callable[[int], tuple]:
+    """The sort key of a layer's output channels: by the depthwise readers' sets, then descending Gray rank
+    downstream (a channel every downstream op keeps comes first), then (for a layer with a depthwise operation) the
+    channel's position in the input, then the layer's own operations' sets. A function of its arguments only, so a
+    key made for one layer never reads another layer's sets."""
+    def key(c: int) -> tuple:
+        return (gray_rank(tuple(c in r for r in readers)), -gray_rank(tuple(c in k for k in downstream)),
+                in_position.get(c, 0) if in_position is not None else 0, -gray_rank(tuple(c in k for k in own)), c)
+    return key
+
+
+def _input_order(in_position: dict[int, int]) -> Callable[[int], tuple]:
+    """The sort key that keeps a layer's output channels in their input's order (a depthwise operation's reads)."""
+    return lambda c: (in_position.get(c, 0), c)
 
 
 def _runs(layer: dict, skip_order: tuple[int, ...] | None, key: Callable[[int], tuple],
@@ -249,12 +265,7 @@ def prune(arch: dict, state_dict: Mapping[str, torch.Tensor], shared: Collection
         readers = dw_readers.get(name, [])
         downstream = stream_keeps.get(name, [])
         own = [set(op["keep"]) for op in layer["ops"]]
-
-        def key(c: int) -> tuple:
-            # descending Gray rank downstream: a channel every downstream op keeps comes first
-            return (gray_rank(tuple(c in r for r in readers)), -gray_rank(tuple(c in k for k in downstream)),
-                    in_position.get(c, 0) if reads_dw else 0, -gray_rank(tuple(c in k for k in own)), c)
-
+        key = _channel_key(readers, downstream, own, in_position if reads_dw else None)
         skip_order = orders[layer["skip"]] if layer["skip"] else None
         if name in shared:
             if not shareable(layer):
@@ -264,7 +275,7 @@ def prune(arch: dict, state_dict: Mapping[str, torch.Tensor], shared: Collection
         else:
             candidates = [_runs(layer, skip_order, key, True), _runs(layer, skip_order, key, False)]
             if reads_dw:
-                candidates.append(_runs(layer, skip_order, lambda c: (in_position.get(c, 0), c), False))
+                candidates.append(_runs(layer, skip_order, _input_order(in_position), False))
             depthwise_ops = [i for i, op in enumerate(layer["ops"]) if op["conv_type"] == "depthwise" and op["keep"]]
             runs = min(candidates, key=lambda r: assembly_cost(r, downstream, readers, depthwise_ops, in_position))
         # The 1/M average is left for the consumers (convs and the head are linear) when nothing adds this output
