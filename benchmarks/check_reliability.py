@@ -20,13 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from profiler.atomic import atomic_write_text
 from profiler.check import CheckOptions, measure_pairs, run_check
 from profiler.check_stats import log_ratios
 from profiler.demo_model import BASE_CHANNELS, demo_model
 from profiler.devices import create_device
 from profiler.devices.base import BenchmarkSettings
 from profiler.model_builder import DEFAULT_CACHE_DIR
-from profiler.atomic import atomic_write_text
 
 # Chosen on this machine (AMD EPYC, LiteRT 2.3.0, XNNPACK, 1 thread) for slowdowns near 5/10/15%; XNNPACK's channel
 # tiling makes latency a step function of channels, so the true slowdown is re-measured on every run.
@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         info = device.info()
 
     print(f"\nHost {info['cpu_model']}, LiteRT {info['runtime_version']}; tolerance {args.tolerance:.0%}, "
-          f"{args.pairs} pairs per check, up to {args.max_pairs} when undecided ({args.interval} interval), baseline of {args.baseline_pairs} pairs; "
+          f"{args.pairs} pairs per check, up to {args.max_pairs} when undecided ({args.interval} interval), "
+          f"baseline of {args.baseline_pairs} pairs; "
           f"{args.trials} trials; {time.time() - started:.0f} s in all\n")
     print("| model | channels | true slowdown | failed | mean change (min..max) | s per check |")
     print("|---|---|---|---|---|---|")

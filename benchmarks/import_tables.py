@@ -143,7 +143,8 @@ def reference_report(cache: Path, table_path: Path) -> list[str]:
         error = prediction.total_ms / published.ms - 1
         within += abs(error) <= 0.10
         lines.append(f"  {published.model.name:<24} {prediction.total_ms:8.1f} ms "
-                     f"{prediction.total_ms - prediction.network_ms:6.1f} ms {published.ms:7.1f} ms {100 * error:+6.1f}%")
+                     f"{prediction.total_ms - prediction.network_ms:6.1f} ms {published.ms:7.1f} ms "
+                     f"{100 * error:+6.1f}%")
     lines.append(f"  {within} of {len(PIXEL1_PUBLISHED)} within +-10% (ops only: the sum of isolated-block prices, "
                  f"before the in-network factor)")
     return lines

@@ -176,7 +176,8 @@ def markdown(report: dict) -> str:
     ref = report.get("reference")
     if ref:
         lines += ["", f"Reference conv {ref['spec']}: {ref['now_ms']:.4f} ms now, {ref['at_profiling_ms']:.4f} ms "
-                      f"(median) while profiling ({100 * ref['change']:+.1f}%): the machine's speed against the table's"]
+                      f"(median) while profiling ({100 * ref['change']:+.1f}%): the machine's speed against the "
+                      f"table's"]
     worst = sorted((r for r in report["rows"] if r["selected_error"] is not None),
                    key=lambda r: -abs(r["selected_error"]))[:5]
     lines += ["", "Worst tile-aware predictions:"]

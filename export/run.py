@@ -71,7 +71,8 @@ def load_run(run_dir: str | Path, weights: str = "model.pt") -> SearchedRun:
     try:
         state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file: torch raises several unrelated types
-        raise FgnasError(f"{weights_path} cannot be read as weights ({type(exc).__name__}); re-run the search") from None
+        raise FgnasError(f"{weights_path} cannot be read as weights ({type(exc).__name__}); "
+                         f"re-run the search") from None
     if not isinstance(state_dict, dict):
         raise FgnasError(f"{weights_path} is not a state_dict; pass the model.pt fgnas-search wrote")
     return SearchedRun(path, arch, state_dict, build_gated(arch, state_dict))

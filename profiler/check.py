@@ -13,8 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from profiler.check_baseline import Baseline, fingerprint, load_baseline, require_same_device, save_baseline
-from profiler.check_stats import (Interval, change_interval, is_regression, is_undecided, is_within_budget,
-                                  latency_interval, log_ratios, ratio_interval)
+from profiler.check_stats import (
+    Interval,
+    change_interval,
+    is_regression,
+    is_undecided,
+    is_within_budget,
+    latency_interval,
+    log_ratios,
+    ratio_interval,
+)
 from profiler.devices.base import BenchmarkSettings, Device
 from profiler.errors import FgnasError
 from profiler.model_builder import DEFAULT_CACHE_DIR

@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from profiler.atomic import atomic_write_text
 from profiler.device_check import lookup
 from profiler.errors import FgnasError
 from profiler.spec import ConvSpec
-from profiler.atomic import atomic_write_text
 
 FORMAT = "fgnas-check-baseline"
 FORMAT_VERSION = 1

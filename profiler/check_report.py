@@ -10,8 +10,8 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from profiler.check import CheckResult
 from profiler.atomic import atomic_write_text
+from profiler.check import CheckResult
 
 SUITE = "fgnas-check"
 

@@ -17,8 +17,15 @@ from profiler.errors import DeviceFault, FgnasError
 from profiler.model_builder import DEFAULT_CACHE_DIR
 from profiler.rawlog import RAW_LOG_SUFFIX, RESUME_ADVICE, RawLog, raw_log_path, read_records
 from profiler.spaces import SPACES, Space, get_space
-from profiler.sweep import (NETWORK_MEASUREMENTS, PASS_GAP_S, PASSES, SweepOptions, SweepResult,
-                            measurement_settings, run_sweep)
+from profiler.sweep import (
+    NETWORK_MEASUREMENTS,
+    PASS_GAP_S,
+    PASSES,
+    SweepOptions,
+    SweepResult,
+    measurement_settings,
+    run_sweep,
+)
 
 
 @dataclass(frozen=True)

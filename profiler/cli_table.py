@@ -9,9 +9,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from profiler.cli_parser import OneLineParser
 from profiler.errors import FgnasError
@@ -321,7 +321,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-register_subcommand("show", Subcommand("summarise a table: device, source, fit errors, worst fits", _add_show, _run_show))
+register_subcommand("show", Subcommand("summarise a table: device, source, fit errors, worst fits", _add_show,
+                                       _run_show))
 register_subcommand("plot", Subcommand("one PNG per condition: measurements and fitted lines", _add_plot, _run_plot))
 register_subcommand("diff", Subcommand("what changed between two tables", _add_diff, _run_diff))
 register_subcommand("predict", Subcommand("predicted latency of a .tflite model or one --conv layer", _add_predict,

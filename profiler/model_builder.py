@@ -13,8 +13,8 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -90,7 +90,8 @@ def _conv_function(spec: ConvSpec) -> tuple[Callable, list[tuple[int, ...]]]:
         def conv(x):
             return tf.nn.depthwise_conv2d(x, kernel, [1, spec.stride, spec.stride, 1], "SAME")
     else:
-        kernel = rng.normal(0.0, scale, (spec.kernel, spec.kernel, spec.cin // spec.groups, spec.cout)).astype(np.float32)
+        shape = (spec.kernel, spec.kernel, spec.cin // spec.groups, spec.cout)
+        kernel = rng.normal(0.0, scale, shape).astype(np.float32)
 
         def conv(x):
             return tf.nn.conv2d(x, kernel, spec.stride, "SAME")

@@ -20,6 +20,7 @@ process ends, however it ends.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -49,7 +50,8 @@ class RawLog:
         self.created = not self.path.exists()  # so a caller that fails before measuring can remove an empty new log
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "ab", buffering=0)  # one write() per record, nothing left in a buffer
+            # one write() per record, nothing left in a buffer; open for the writer's life (closed by close())
+            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
         except OSError as exc:
             raise FgnasError(f"cannot write the raw log {self.path}: {exc.strerror}; choose a writable --out") from exc
         try:
@@ -110,10 +112,9 @@ def read_records(path: Path) -> list[dict]:
             continue
         records.append(_parse(path, number, line))
     if tail.strip():
-        try:
+        # torn by a kill mid-write: the measurement in flight is the only one lost
+        with contextlib.suppress(FgnasError):
             records.append(_parse(path, len(complete) + 1, tail))
-        except FgnasError:
-            pass  # torn by a kill mid-write: the measurement in flight is the only one lost
     return records
 
 

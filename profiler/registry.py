@@ -1,7 +1,8 @@
 """The one idiom behind every registry (devices, backbones, operations, pruners): a decorator that files an item."""
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 

@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: fgnas-search --latency-table device_tables/host.json --target 5ms --backbone resnet20 "
                "--data cifar10:../shared/data/cifar10")
     d = SearchConfig(target="")
-    p.add_argument("--target", help="53ms, 150MFLOPs, 1.2GFLOPs, 2.7Mparams, or 60%%latency (share of the unpruned network)")
+    p.add_argument("--target", help="53ms, 150MFLOPs, 1.2GFLOPs, 2.7Mparams, or 60%%latency (share of the unpruned "
+                                    "network)")
     p.add_argument("--backbone", help=f"registered backbone (default {d.backbone}): digits, resnet20, vgg16, ...")
     p.add_argument("--search-space", help=f"channels (FGNAS(P)), kernels, table2, ... or 'k=1,3,5;act=relu,prelu' "
                                           f"(default {d.search_space})")

@@ -25,7 +25,6 @@ from profiler.errors import FgnasError
 from search.arch import write_arch
 from search.targets import Target
 
-
 _REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+)")
 
 

@@ -54,7 +54,8 @@ def format_summary(rows: list[dict], totals: dict, target: Target, val_accuracy:
         if has_latency:
             line += f" {r['latency_ms']:>8.3f}" if r["latency_ms"] is not None else f" {'-':>8}"
         lines.append(line + f"  {r['ops']}")
-    total = [f"params {format_resource('params', totals['params'])}", f"FLOPs {format_resource('flops', totals['flops'])}"]
+    total = [f"params {format_resource('params', totals['params'])}",
+             f"FLOPs {format_resource('flops', totals['flops'])}"]
     if totals.get("latency_ms") is not None:
         total.append(f"predicted latency {format_resource('latency', totals['latency_ms'])}")
     key = {"latency": "latency_ms"}.get(target.resource, target.resource)

@@ -58,8 +58,8 @@ class Target:
 
 
 def parse_target(text: str) -> Target:
-    """`53ms` -> Target("latency", 53.0); `1.2GFLOPs` -> Target("flops", 1.2e9); `2.7Mparams` -> Target("params", 2.7e6);
-    `60%latency` -> 60% of the unpruned backbone's predicted latency (resolved with Target.resolve)."""
+    """`53ms` -> Target("latency", 53.0); `1.2GFLOPs` -> Target("flops", 1.2e9); `2.7Mparams` -> Target("params",
+    2.7e6); `60%latency` -> 60% of the unpruned backbone's predicted latency (resolved with Target.resolve)."""
     fraction = _FRACTION.match(text)
     if fraction:
         value = float(fraction.group(1)) / 100

@@ -5,8 +5,9 @@ a whole batch is augmented with a few vectorised ops and a seeded generator repr
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F

@@ -3,8 +3,14 @@ import json
 
 import pytest
 
-from profiler.check_baseline import (Baseline, fingerprint, fingerprint_mismatches, load_baseline,
-                                     require_same_device, save_baseline)
+from profiler.check_baseline import (
+    Baseline,
+    fingerprint,
+    fingerprint_mismatches,
+    load_baseline,
+    require_same_device,
+    save_baseline,
+)
 from profiler.errors import FgnasError
 from profiler.reference_model import REFERENCE_SPEC
 

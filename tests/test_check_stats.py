@@ -3,9 +3,21 @@ import math
 
 import pytest
 
-from profiler.check_stats import (Interval, bootstrap_difference_interval, bootstrap_interval, change_interval,
-                                  interval_method, is_regression, is_undecided, is_within_budget, latency_interval,
-                                  log_ratios, ratio_interval, t_difference_interval, t_interval)
+from profiler.check_stats import (
+    Interval,
+    bootstrap_difference_interval,
+    bootstrap_interval,
+    change_interval,
+    interval_method,
+    is_regression,
+    is_undecided,
+    is_within_budget,
+    latency_interval,
+    log_ratios,
+    ratio_interval,
+    t_difference_interval,
+    t_interval,
+)
 from profiler.errors import FgnasError
 
 T_975_DF4 = 2.7764451051977987  # Student's t 97.5% quantile, 4 degrees of freedom (tables: 2.776)

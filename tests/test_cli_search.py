@@ -1,14 +1,12 @@
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+import synthetic_table as syn
 from profiler.table import LatencyTable
 from search.cli import main
-
-import synthetic_table as syn
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--epochs-pretrain", "1", "--epochs-search", "4", "--epochs-finetune", "1", "--batch-size", "64",
@@ -34,7 +32,7 @@ def test_table_missing_conditions_lists_them_and_the_profile_command(capsys, tab
     code = main(["--target", "0.1ms", "--latency-table", str(table_16_8), "--out", str(tmp_path / "r")] + TINY)
     err = _one_line_error(capsys, code)
     assert "32x32:k3:s1:normal:relu" in err
-    assert f"fgnas-profile --device synthetic --space cifar --kernels 1,3" in err
+    assert "fgnas-profile --device synthetic --space cifar --kernels 1,3" in err
     assert not (tmp_path / "r").exists()
 
 

@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 
+import synthetic_table as syn
 from profiler.cli_table import SUBCOMMANDS, main
 from profiler.table import LatencyTable, content_hash
-
-import synthetic_table as syn
 
 REPO = Path(__file__).resolve().parents[1]
 

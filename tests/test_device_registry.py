@@ -2,8 +2,14 @@ import argparse
 
 import pytest
 
-from profiler.devices import (add_device_arguments, add_timing_arguments, create_device, device_names,
-                              device_options, timing_settings)
+from profiler.devices import (
+    add_device_arguments,
+    add_timing_arguments,
+    create_device,
+    device_names,
+    device_options,
+    timing_settings,
+)
 from profiler.devices.base import BenchmarkSettings
 from profiler.errors import FgnasError
 

@@ -6,20 +6,20 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import synthetic_table as syn  # noqa: E402
-
-from export.prune import prune  # noqa: E402
-from export.rounding import round_run, rounded_count  # noqa: E402
-from export.run import SearchedRun  # noqa: E402
-from export.sampling import random_searched  # noqa: E402
-from export.torch_model import PrunedNetwork  # noqa: E402
-from profiler.ops import OpProbe  # noqa: E402
-from profiler.spec import ConvSpec  # noqa: E402
-from profiler.table import LatencyTable  # noqa: E402
+import synthetic_table as syn
+from export.prune import prune
+from export.rounding import round_run, rounded_count
+from export.run import SearchedRun
+from export.sampling import random_searched
+from export.torch_model import PrunedNetwork
+from profiler.ops import OpProbe
+from profiler.spec import ConvSpec
+from profiler.table import LatencyTable
 
 
 def _table(net, tmp_path) -> Path:
-    recs = [r for spec in {s.with_channels(s.cin, s.cout) for s in net.conv_specs()} for r in syn.conv_records_like(spec)]
+    specs = {s.with_channels(s.cin, s.cout) for s in net.conv_specs()}
+    recs = [r for spec in specs for r in syn.conv_records_like(spec)]
     for op in ("ADD", "MEAN", "FULLY_CONNECTED"):
         for c in (8, 32, 128, 512):
             probe = OpProbe.for_feature_map(op, 8, 8, c)

@@ -3,10 +3,28 @@ import pytest
 from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import LeaveOneOut
 
-from profiler.fit import (MIN_NETWORKS, NO_KNEE, ConditionModel, NetworkModel, NetworkSample, WeightKnee,
-                          detect_shared_tiles, detect_tiles, effective_channels, fit_condition, fit_conditions,
-                          fit_line, fit_network, fit_op, loo_predictions, mape, nonneg_line, round_up, tiled_macs,
-                          tiled_mflops)
+from profiler.fit import (
+    MIN_NETWORKS,
+    NO_KNEE,
+    ConditionModel,
+    NetworkModel,
+    NetworkSample,
+    WeightKnee,
+    detect_shared_tiles,
+    detect_tiles,
+    effective_channels,
+    fit_condition,
+    fit_conditions,
+    fit_line,
+    fit_network,
+    fit_op,
+    loo_predictions,
+    mape,
+    nonneg_line,
+    round_up,
+    tiled_macs,
+    tiled_mflops,
+)
 from profiler.model_ops import conv_weights_mb
 from profiler.spec import ConvSpec, flops
 

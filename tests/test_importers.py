@@ -1,7 +1,6 @@
 """Importing published phone latency lookup tables: key parsing, block decomposition, the joint fit, the tables."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import pytest
 
 from profiler.errors import FgnasError
 from profiler.importers import import_table
-from profiler.importers.blocks import LutEntry, MBConv, decompose_mbconv, elementwise, make_divisible, se_channels
+from profiler.importers.blocks import LutEntry, MBConv, decompose_mbconv, make_divisible, se_channels
 from profiler.importers.joint_fit import SHARINGS, fit, held_out_predictions, level, relative_errors
 from profiler.importers.lut_keys import parse_key, read_lut
 from profiler.spec import ConditionKey, ConvSpec, flops

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
+from profiler.errors import FgnasError
 from search.layer import LayerNode, SearchableLayer
 from search.operations import Operation, OpSpec
 from search.search_space import SearchSpace, parse_search_space
-from profiler.errors import FgnasError
 
 
 def _layer(ops, cin=4, cout=4, skip=None, post="none"):

@@ -48,7 +48,8 @@ def test_pixel1_prices_standard_keras_mobile_model(model, keras_models, pixel1):
 def test_pixel1_predict_says_which_ops_were_transferred_and_which_fitted(keras_models, pixel1):
     v3 = next(path for model, path in keras_models.items() if model.family == "MobileNetV3Large" and model.softmax)
     by_op = {p.op: p for p in predict_model(pixel1, v3).ops}
-    assert by_op["SOFTMAX"].provenance.startswith("transferred from host x") and "ADD ratio" in by_op["SOFTMAX"].provenance
+    softmax = by_op["SOFTMAX"].provenance
+    assert softmax.startswith("transferred from host x") and "ADD ratio" in softmax
     assert by_op["MUL"].provenance.startswith("transferred from host")
     assert by_op["ADD"].provenance == "fitted" and by_op["MEAN"].provenance == "fitted (slope tied to ADD)"
     convs = [p for p in predict_model(pixel1, v3).ops if p.op.startswith(("CONV_2D", "DEPTHWISE"))]

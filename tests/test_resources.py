@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from profiler.errors import FgnasError
 from profiler.fit import ConditionModel, LinearFit, OpModel
 from profiler.spec import ConditionKey, ConvSpec, flops, params
 from profiler.table import LatencyTable
@@ -9,9 +10,20 @@ from search.backbones import create_backbone
 from search.layer import LayerNode, Pool
 from search.network import HeadSpec, SearchNetwork
 from search.operations import OpSpec
-from search.resources import (MergeOps, active_channels, conv_flops, conv_params, create_resource, gamma_in, gamma_out,
-                              SHARED, SPLIT, layer_assembly, merge_ops, pad_elements)
-from profiler.errors import FgnasError
+from search.resources import (
+    SHARED,
+    SPLIT,
+    MergeOps,
+    active_channels,
+    conv_flops,
+    conv_params,
+    create_resource,
+    gamma_in,
+    gamma_out,
+    layer_assembly,
+    merge_ops,
+    pad_elements,
+)
 
 ON, OFF = [0.5, -0.5], [-0.5, 0.5]
 DSIG = 0.19661193  # p(1-p) at p = sigmoid(1): the gate gradient at the initial margin, on or off

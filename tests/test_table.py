@@ -3,13 +3,18 @@ import json
 import pytest
 import torch
 
+import synthetic_table as syn
 from profiler.errors import FgnasError
 from profiler.fit import effective_channels, tiled_mflops
 from profiler.spec import ConditionKey, ConvSpec
-from profiler.table import (SCHEMA_VERSION, LatencyTable, _straight_through_round_up, content_hash, lowest_medians,
-                            sha256_file)
-
-import synthetic_table as syn
+from profiler.table import (
+    SCHEMA_VERSION,
+    LatencyTable,
+    _straight_through_round_up,
+    content_hash,
+    lowest_medians,
+    sha256_file,
+)
 
 
 @pytest.fixture()
@@ -254,7 +259,7 @@ def _calibration_nets(n: int = 10):
 
     rng = random.Random(3)
     nets = []
-    for i in range(n):
+    for _ in range(n):
         ops = [ConvOp(j, ("CONV_2D",), ConvSpec(16, 16, rng.randint(16, 700), rng.randint(16, 700), 3,
                                                  activation="relu")) for j in range(3)]
         elements = rng.randint(1000, 400000)

@@ -4,13 +4,12 @@ import json
 import numpy as np
 import pytest
 
+import synthetic_table as syn
 from profiler.errors import FgnasError
 from profiler.ops import INVOKE_PROBE, OpProbe
 from profiler.spec import ConvSpec
 from profiler.table import LatencyTable
 from profiler.tflite_reader import ConvOp, OtherOp, conv_text, predict_model, read_ops, whole_model_ms
-
-import synthetic_table as syn
 
 pytestmark = pytest.mark.slow  # imports TensorFlow once to convert the test network
 

@@ -1,7 +1,15 @@
 import torch
 
-from search.transforms import (Augmentation, Cutout, HorizontalFlip, Normalize, RandomCrop, Resize, eval_transform,
-                               train_transform)
+from search.transforms import (
+    Augmentation,
+    Cutout,
+    HorizontalFlip,
+    Normalize,
+    RandomCrop,
+    Resize,
+    eval_transform,
+    train_transform,
+)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -13,7 +21,7 @@ def test_random_crop_returns_a_window_of_the_zero_padded_image_and_visits_every_
     batch = image.repeat(200, 1, 1, 1)
     out = RandomCrop(size=2, padding=1)(batch, _gen())
     padded = torch.nn.functional.pad(image, (1, 1, 1, 1))[0, 0]
-    windows = {(t, l): padded[t:t + 2, l:l + 2] for t in range(3) for l in range(3)}
+    windows = {(top, left): padded[top:top + 2, left:left + 2] for top in range(3) for left in range(3)}
     seen = set()
     for crop in out[:, 0]:
         match = [k for k, win in windows.items() if torch.equal(win, crop)]

@@ -6,10 +6,10 @@ import sys
 import threading
 from pathlib import Path
 
-from profiler.cli_parser import OneLineParser
 from profiler.adb_sim.benchmark_tool import VARIANTS
 from profiler.adb_sim.phone import SimPhone, arm64_elf_stub, phone_names
 from profiler.adb_sim.server import AdbServer, Faults
+from profiler.cli_parser import OneLineParser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     # temp folder instead of leaving a /tmp/fgnas-sim-* behind.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     phone = SimPhone(args.profile, args.output_variant, args.hot_reads)
-    server = AdbServer(phone, args.port, Faults(args.drop_every, args.max_drops, args.die_after, args.reject_keys)).start()
+    faults = Faults(args.drop_every, args.max_drops, args.die_after, args.reject_keys)
+    server = AdbServer(phone, args.port, faults).start()
     print(server.address, flush=True)
     try:
         threading.Event().wait()

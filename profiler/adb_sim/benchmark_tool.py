@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 VARIANTS = ("current", "2020", "2019", "2018")
 _PAGE_MB = 4096 / 2**20
@@ -112,8 +112,8 @@ def run_benchmark_model(program: str, argv: list[str], read_file: Callable[[str]
                 "ERROR: Benchmarking failed."]
         return "\n".join(out) + "\n", 1
 
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
     import numpy as np
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     resolver = OpResolverType.AUTO if flags.use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     start_mem = _rss_mb()
@@ -133,7 +133,8 @@ def run_benchmark_model(program: str, argv: list[str], read_file: Callable[[str]
     out += [f"{info}Loaded model {flags.graph}"]
     if flags.use_xnnpack:
         out.append(f"{info}Created TensorFlow Lite XNNPACK delegate for CPU.")
-    out += [f"{info}The input model file size (MB): {len(model) / 1e6:g}", f"{info}Initialized session in {init_us / 1e3:g}ms."]
+    out += [f"{info}The input model file size (MB): {len(model) / 1e6:g}",
+            f"{info}Initialized session in {init_us / 1e3:g}ms."]
 
     phases = []
     timed_for = (flags.warmup_min_secs, flags.min_secs) if variant != "2018" else (0.0, 0.0)  # 2018: exact counts

@@ -12,6 +12,7 @@ DATA/DONE, STAT, RECV, QUIT).
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import socket
 import struct
@@ -245,7 +246,8 @@ class AdbServer:
         self.phone = phone
         self.faults = faults
         self._listener = socket.create_server(("127.0.0.1", port))
-        self.address = "%s:%d" % self._listener.getsockname()[:2]
+        host, port = self._listener.getsockname()[:2]
+        self.address = f"{host}:{port}"
         self._lock = threading.Lock()
         self._keys: list = []
         self._commands = 0
@@ -320,8 +322,6 @@ class AdbServer:
 
 
 def _shutdown(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):  # already closed by the other side
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     sock.close()

@@ -1,7 +1,7 @@
 """Device registry: `--device NAME` maps to a factory here, never to an if-chain."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from profiler.devices.base import BenchmarkSettings, Device, Measurement
 from profiler.errors import FgnasError

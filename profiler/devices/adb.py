@@ -21,8 +21,16 @@ from profiler.devices import register_device
 from profiler.devices.adb_link import AdbLink
 from profiler.devices.base import BenchmarkSettings, Device, Measurement
 from profiler.devices.device_profile import Cooldown, DeviceProfile, big_core_mask, load_profile, profile_names
-from profiler.devices.phone_readings import (CPU_GLOBS, THERMAL_GLOBS, ThermalReading, cpu_values, max_freqs_khz,
-                                             parse_getprop, parse_grep_files, thermal_readings)
+from profiler.devices.phone_readings import (
+    CPU_GLOBS,
+    THERMAL_GLOBS,
+    ThermalReading,
+    cpu_values,
+    max_freqs_khz,
+    parse_getprop,
+    parse_grep_files,
+    thermal_readings,
+)
 from profiler.errors import DeviceFault, FgnasError
 
 RESOLUTION_US = 1.0  # benchmark_model's clock: whole microseconds

@@ -12,8 +12,9 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from profiler.errors import DeviceFault, FgnasError
 

@@ -82,10 +82,10 @@ class Device(ABC):
     def benchmark(self, model_path: Path, settings: BenchmarkSettings) -> Measurement:
         """Time one .tflite model. Raises DeviceFault when the device fails after its own retries."""
 
-    def prepare(self, model_paths: list[Path]) -> None:
+    def prepare(self, model_paths: list[Path]) -> None:  # noqa: B027 (optional hook: nothing to do by default)
         """Called by the sweep before each batch of benchmarks (a phone pushes the batch's models here)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook: nothing to release by default)
         """Release connections and worker processes."""
 
     def __enter__(self) -> Device:

@@ -63,7 +63,8 @@ def read_lut(path: Path) -> list[LutRecord]:
         raise FgnasError(f"{path} is not a lookup table (not UTF-8 text); pass a published lookup-table file") \
             from None
     except yaml.YAMLError as exc:
-        raise FgnasError(f"{path} is not valid YAML ({exc.__class__.__name__}); pass a published lookup-table file") from exc
+        raise FgnasError(f"{path} is not valid YAML ({exc.__class__.__name__}); pass a published lookup-table "
+                         f"file") from exc
     if not isinstance(data, dict) or not data:
         raise FgnasError(f"{path} holds no lookup-table entries (expected `key: {{count, mean, var|std}}` lines)")
     records = []

@@ -40,8 +40,10 @@ class ImportFormat:
     ties: Mapping[str, str]
     sharing: Sharing
     validation: str  # the held-out unit: "block" (leave one block out) or "resolution" (leave one resolution out)
-    transfer_from: Path | None = None  # default measured table to transfer missing ops from (profiler.importers.transfer)
-    in_network: str | None = None  # default in-network file name, beside the lookup table (profiler.importers.in_network)
+    # default measured table to transfer missing ops from (profiler.importers.transfer)
+    transfer_from: Path | None = None
+    # default in-network file name, beside the lookup table (profiler.importers.in_network)
+    in_network: str | None = None
 
 
 REPOSITORY = Path(__file__).resolve().parents[2]
