@@ -1,7 +1,8 @@
 """Timing a set of models the way the sweep does: interleaved passes over all of them, the lowest median of each.
 
-One median of a model on a busy or virtualised machine moves by 10-40% from one measurement to the next, always
-upwards (interference only adds time), and a freshly started machine runs its first seconds slow. Measuring every
+One median of a model on a busy or virtualised machine can move a lot from one measurement to the next, always
+upwards (interference only adds time), and a freshly started machine runs its first seconds slow (how much, on this
+project's machine: docs/benchmarks.md, "Measurement noise"). Measuring every
 model in each of several passes, a pass apart, and keeping its lowest median removes both; the table is built the
 same way (profiler.sweep, profiler.table.lowest_medians), so predictions and these measurements compare like for like.
 """
