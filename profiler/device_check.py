@@ -19,9 +19,9 @@ Everything here but `time_reference_probe` and `check_table_device` is a pure fu
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 
 from profiler.devices.base import BenchmarkSettings, Device
 from profiler.errors import FgnasError

@@ -60,6 +60,7 @@ def test_warmup_lasts_its_time_however_fast_the_model(host, check_models):
     assert len(device.calls) - 1 > 1 + 2  # more warm-up invocations than the one pair a count alone would give
 
 
+@pytest.mark.slow  # two checks, each warming up for 2 s
 def test_budget_passes_when_the_upper_end_is_within_and_fails_otherwise(host, check_models):
     ok = run_check(host, check_models.demo, CheckOptions(budget_ms=1000.0, pairs=4, settings=FAST))
     assert ok.passed and ok.exit_code == 0 and ok.run.reference_ms == ()  # budget alone needs no reference
@@ -153,6 +154,7 @@ def test_cli_input_errors_exit_2_with_one_line_and_an_error_report(check_models,
     assert exit_.value.code == 2
 
 
+@pytest.mark.slow  # two checks on a simulated phone: ~4 s
 def test_phone_check_through_adb_records_and_passes(sims, adb_env, check_models, tmp_path):
     server = sims.start("pixel1")
     baseline = tmp_path / "pixel1.json"

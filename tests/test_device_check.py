@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
-import synthetic_table as syn
 
+import synthetic_table as syn
 from profiler import device_check
 from profiler.device_check import (
     HOST_FIELDS,
@@ -105,7 +105,8 @@ def other_machine(info: dict) -> dict:
 def digits_records() -> list[dict]:
     """Synthetic measurements of every condition and op the digits backbone (any search space) needs."""
     recs = [r for hw in (32, 16, 8) for k in (1, 3, 5, 7) for stride in (1, 2)
-            for spec in (ConvSpec(hw, hw, 16, 16, k, stride, 1, "relu"), ConvSpec.depthwise(hw, hw, 16, k, stride, "relu"))
+            for spec in (ConvSpec(hw, hw, 16, 16, k, stride, 1, "relu"),
+                         ConvSpec.depthwise(hw, hw, 16, k, stride, "relu"))
             for r in syn.conv_records_like(spec)]
     probes = [OpProbe.for_feature_map(op, 8, 8, c) for op in ("ADD", "MEAN", "FULLY_CONNECTED") for c in (8, 32, 128)]
     return recs + [syn.probe_record(probe, syn.op_true_ms(probe.units[1])) for probe in probes]
@@ -294,6 +295,7 @@ def test_fgnas_export_allowed_records_the_warning_in_export_report(tmp_path, her
     assert report["latency"]["model_measured_ms"] > 0
 
 
+@pytest.mark.slow  # two searches: ~10 s
 def test_fgnas_search_refuses_another_machines_table_and_allowed_records_it_in_arch_json(tmp_path, here, capsys):
     from search.cli import main
 

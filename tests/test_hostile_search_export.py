@@ -266,6 +266,7 @@ def test_the_finished_run_itself_passes_the_checks_the_cases_break(finished_run)
     assert load_run(finished_run).arch["layers"]
 
 
+@pytest.mark.slow  # a fresh process importing torch: ~4 s
 def test_fgnas_search_console_script_reads_a_negative_target_as_a_value(tmp_path):
     """Through sys.argv, as a shell runs it: `--target -5ms` reaches the target check, not argparse's
     'expected one argument'."""
