@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from profiler.errors import FgnasError
+from profiler.lowering import SHARED
 from profiler.table import LatencyTable
-from search.resources import SHARED, LatencyResource, arch_layer_assembly
+from search.resources import LatencyResource, arch_layer_assembly
 
 
 def shared_layers(arch: dict, table) -> frozenset[str]:

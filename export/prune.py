@@ -23,7 +23,7 @@ import torch
 from export.plan import HOMOGENEOUS_ACTIVATIONS, SKIP, Piece, PrunedConv, PrunedHead, PrunedLayer, PrunedPlan, Selection
 from profiler.errors import FgnasError
 from profiler.registry import registrar
-from search.resources import shareable
+from profiler.lowering import shareable
 
 BN_EPS = 1e-5
 

@@ -15,7 +15,6 @@ from export.files import atomic_write_bytes
 from export.plan import PrunedLayer, PrunedPlan
 from export.tflite import layer_model
 from profiler.devices.base import BenchmarkSettings, Device
-from profiler.errors import FgnasError
 from profiler.spec import ConvSpec, flops
 from profiler.table import LatencyTable
 
@@ -74,21 +73,14 @@ class LatencyReport:
 
 
 def price_model(table: LatencyTable | None, path: Path) -> Priced:
-    """The table's latency of a .tflite model (its ops', the invoke overhead paid once: tflite_reader.whole_model_ms,
-    and what they cost more inside one network: LatencyTable.network_ms); ops it cannot price are named, not
-    counted."""
-    from profiler.tflite_reader import op_label, read_ops, whole_model_ms
+    """The table's latency of a .tflite model (LatencyTable.price_model: its ops', the invoke overhead paid once, and
+    what they cost more inside one network); ops it cannot price are named, not counted."""
+    from profiler.tflite_reader import op_label, read_ops
 
     if table is None:
         return Priced(None, ())
-    op_ms, priced, unpriced = [], [], []
-    for entry in read_ops(path):
-        try:
-            op_ms.append(table.price_op(entry)[0])
-            priced.append(entry)
-        except FgnasError:
-            unpriced.append(op_label(entry))
-    return Priced(whole_model_ms(op_ms, table.invoke_overhead_ms) + table.network_ms(priced), tuple(unpriced))
+    price = table.price_model(read_ops(path))
+    return Priced(price.total_ms, tuple(op_label(entry) for entry, _ in price.unpriced))
 
 
 def single_conv(plan: PrunedPlan, layer: PrunedLayer) -> ConvSpec | None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from export.plan import SKIP, PrunedConv, PrunedLayer, PrunedPlan
 from profiler.errors import FgnasError
-from search.resources import explicit_pad as needs_explicit_pad
+from profiler.lowering import explicit_pad as needs_explicit_pad
 
 QUANTIZE_MODES = ("dynamic", "int8")
 

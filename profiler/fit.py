@@ -36,12 +36,25 @@ form from leave-one-out sums).
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from profiler.model_ops import conv_weights_mb
+from profiler.cost import (
+    NO_KNEE,
+    NO_TILES,
+    Count,
+    RoundUp,
+    Tiles,
+    WeightKnee,
+    conv_latency_ms,
+    conv_mflops,
+    conv_weights,
+    in_network_ms,
+    megabytes,
+    nearest_int,
+    round_up,
+)
 from profiler.spec import ConditionKey, ConvSpec
 
 TILE_CANDIDATES = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -64,65 +77,15 @@ KNEE_STEP_CANDIDATES = tuple(round(0.1 * i, 1) for i in range(6))
 MIN_KNEE_CONDITIONS = 3
 
 
-def round_up(channels: int, tile: int) -> int:
-    return -(-channels // tile) * tile
-
-
-def effective_channels(channels: int, tile: int, small_tile: int | None = None) -> int:
-    """The channels a kernel computes: counts up to `tile` rounded up to `small_tile` (when given), others to `tile`."""
-    if small_tile is not None and channels <= tile:
-        return round_up(channels, small_tile)
-    return round_up(channels, tile)
-
-
-def tiled_macs(spec: ConvSpec, cout_tile: int = 1, cin_tile: int = 1, cout_small_tile: int | None = None,
-               cin_small_tile: int | None = None) -> int:
-    """MACs with cout and the per-group input channels rounded as effective_channels does with these tiles.
-
-    A depthwise conv has one input channel per group, so only its channel count (cout) is rounded.
-    """
-    ho, wo = spec.out_hw
-    cin = spec.cin // spec.groups
-    cin_per_group = 1 if spec.conv_type == "depthwise" else effective_channels(cin, cin_tile, cin_small_tile)
-    cout = effective_channels(spec.cout, cout_tile, cout_small_tile)
-    return ho * wo * cout * cin_per_group * spec.kernel * spec.kernel
-
-
 def tiled_mflops(spec: ConvSpec, cout_tile: int = 1, cin_tile: int = 1, cout_small_tile: int | None = None,
                  cin_small_tile: int | None = None) -> float:
-    """2 x tiled MACs, in millions (the unit of the fitted slope)."""
-    return 2 * tiled_macs(spec, cout_tile, cin_tile, cout_small_tile, cin_small_tile) / 1e6
-
-
-Tiles = tuple[int, int, int, int]  # (cout tile, cin tile, cout small tile, cin small tile); small == tile: no ladder
-NO_TILES: Tiles = (1, 1, 1, 1)
-
-
-@dataclass(frozen=True)
-class WeightKnee:
-    """Each FLOP of a conv with more than `mb` MB of weights costs `1 + step + slope * log2(weights / mb)` times as
-    much."""
-
-    mb: float
-    slope: float
-    step: float = 0.0
-
-    def factor(self, weights_mb):
-        """The factor for one weight size in MB or an array of them (1 up to the knee)."""
-        ratio = np.asarray(weights_mb) / self.mb
-        return 1.0 + (ratio > 1.0) * (self.step + self.slope * np.log2(np.maximum(ratio, 1.0)))
-
-
-NO_KNEE = WeightKnee(math.inf, 0.0)
-
-
-def cost_mflops(spec: ConvSpec, tiles: Tiles | None = None, knee: WeightKnee = NO_KNEE) -> float:
-    """The MFLOPs a condition's slope multiplies: tiled (tiles as tiled_mflops takes them), times the knee's factor."""
-    return tiled_mflops(spec, *(tiles or ())) * float(knee.factor(conv_weights_mb(spec)))
+    """2 x MACs with these tiles (profiler.cost.conv_mflops), in millions: the unit of the fitted slope."""
+    return conv_mflops(spec, tiles=(cout_tile, cin_tile, cout_small_tile or cout_tile, cin_small_tile or cin_tile))
 
 
 def _costs(specs: list[ConvSpec], tiles: Tiles | None = None, knee: WeightKnee = NO_KNEE) -> np.ndarray:
-    return np.array([cost_mflops(s, tiles, knee) for s in specs])
+    """Each sample's MFLOPs as a condition with these tiles and this knee prices them."""
+    return np.array([conv_mflops(s, tiles=tiles, knee=knee) for s in specs])
 
 
 @dataclass(frozen=True)
@@ -335,7 +298,7 @@ class ConditionModel:
     mape: float
     cv_mape: float | None
     affine: LinearFit = field(compare=False)
-    cout_small_tile: int | None = None  # None: no ladder (see effective_channels)
+    cout_small_tile: int | None = None  # None: no ladder (see profiler.cost.effective_channels)
     cin_small_tile: int | None = None
     align: int = 1  # > 1: counts off a multiple of it use misaligned_a_ms_per_mflop
     misaligned_a_ms_per_mflop: float | None = None
@@ -352,11 +315,19 @@ class ConditionModel:
         return (self.cout_tile, self.cin_tile, self.cout_small_tile or self.cout_tile,
                 self.cin_small_tile or self.cin_tile)
 
+    def latency_ms(self, spec: ConvSpec, cin: Count = None, cout: Count = None, rounding: RoundUp = round_up) -> Count:
+        """This condition's latency of `spec` with `cin` / `cout` channels (default: the spec's; soft counts too,
+        with `rounding` the search's straight-through one): the slope of the (rounded) count, on its tiled FLOPs
+        and the knee."""
+        count = spec.cout if cout is None else cout
+        return conv_latency_ms(self.slope(nearest_int(count)), self.b_ms, spec, cin, cout, self.tiles, self.knee,
+                               rounding)
+
     def predict_ms(self, spec: ConvSpec) -> float:
-        return self.slope(spec.cout) * cost_mflops(spec, self.tiles, self.knee or NO_KNEE) + self.b_ms
+        return self.latency_ms(spec)
 
     def predict_affine_ms(self, spec: ConvSpec) -> float:
-        return self.affine.predict(tiled_mflops(spec))
+        return self.affine.predict(conv_mflops(spec))
 
     def to_dict(self) -> dict:
         affine = {"a_ms_per_mflop": self.affine.a, "b_ms": self.affine.b, "r2": self.affine.r2,
@@ -456,7 +427,7 @@ def detect_knee(models: list[ConditionModel], family: list[tuple[list[ConvSpec],
     (one family, one kernel size) with the lowest mean leave-one-out error, each on its own tiles; NO_KNEE unless it
     lowers the mean error of the conditions it touches (those with MIN_PER_SIDE samples on each side of the knee) by
     TERM_MARGIN. Measured over all of them the gain is diluted by the many conditions with small weights."""
-    scored = [(m.cv_mape, _costs(specs, m.tiles), np.array([conv_weights_mb(s) for s in specs]), y)
+    scored = [(m.cv_mape, _costs(specs, m.tiles), np.array([megabytes(conv_weights(s)) for s in specs]), y)
               for m, (specs, y) in zip(models, family) if m.cv_mape is not None]
     best, best_score, best_touched = NO_KNEE, float(np.mean([cv for cv, _, _, _ in scored] or [0.0])), (0.0, 0.0)
     for mb in KNEE_MB_CANDIDATES:
@@ -623,9 +594,10 @@ class NetworkModel:
     mape: float
     cv_mape: float
 
-    def extra_ms(self, weights_mb: float, activation_mb: float) -> float:
-        return (self.weights_ms_per_mb * weights_mb
-                + self.activation_ms_per_mb * max(0.0, activation_mb - self.activation_threshold_mb))
+    def extra_ms(self, weights: Count, activations: Count) -> Count:
+        """What an op with these float32 weight and activation counts (values, not MB) costs more inside a network
+        (profiler.cost.in_network_ms)."""
+        return in_network_ms(self, weights, activations)
 
     def to_dict(self) -> dict:
         return asdict(self)

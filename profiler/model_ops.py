@@ -1,14 +1,14 @@
 """The ops of a model as plain data (what profiler.tflite_reader reads from a .tflite file), and the sizes that
-decide what an op costs inside a network beyond its single-op price (profiler.fit.NetworkModel): the MB of a conv's
-weights and of the activations an op reads and writes."""
+decide what an op costs inside a network beyond its single-op price (profiler.fit.NetworkModel): a conv's weights and
+the activations an op reads and writes (counted by profiler.cost)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
+from profiler.cost import FLOAT32_BYTES, conv_activations, conv_weights, megabytes, tensor_values, whole_model_ms
 from profiler.spec import ConvSpec
 
-FLOAT32_BYTES = 4
+__all__ = ["FLOAT32_BYTES", "ConvOp", "ModelOp", "OtherOp", "op_from_dict", "whole_model_ms"]
 
 
 @dataclass(frozen=True)
@@ -20,14 +20,20 @@ class ConvOp:
     spec: ConvSpec
 
     @property
+    def weights(self) -> int:
+        return conv_weights(self.spec)
+
+    @property
+    def activations(self) -> int:
+        return conv_activations(self.spec)
+
+    @property
     def weights_mb(self) -> float:
-        return conv_weights_mb(self.spec)
+        return megabytes(self.weights)
 
     @property
     def activation_mb(self) -> float:
-        s = self.spec
-        ho, wo = s.out_hw
-        return (s.h * s.w * s.cin + ho * wo * s.cout) * FLOAT32_BYTES / 1e6
+        return megabytes(self.activations)
 
     def to_dict(self) -> dict:
         return {"index": self.index, "ops": list(self.ops), "spec": self.spec.to_dict()}
@@ -40,13 +46,18 @@ class OtherOp:
     input_shapes: tuple[tuple[int, ...], ...]
     output_shapes: tuple[tuple[int, ...], ...]
 
-    weights_mb = 0.0  # FULLY_CONNECTED's weights are a classifier's: too small to matter here
+    weights = 0  # FULLY_CONNECTED's weights are a classifier's: too small to matter here
+    weights_mb = 0.0
+
+    @property
+    def activations(self) -> int:
+        """Every input and output (shape, axis and padding operands are a few numbers; a classifier's weights
+        small)."""
+        return tensor_values((*self.input_shapes, *self.output_shapes))
 
     @property
     def activation_mb(self) -> float:
-        """Every input and output (shape, axis and padding operands are a few numbers; a classifier's weights
-        small)."""
-        return sum(math.prod(s) for s in (*self.input_shapes, *self.output_shapes)) * FLOAT32_BYTES / 1e6
+        return megabytes(self.activations)
 
     def to_dict(self) -> dict:
         return {"index": self.index, "op": self.op, "input_shapes": [list(s) for s in self.input_shapes],
@@ -62,15 +73,3 @@ def op_from_dict(d: dict) -> ModelOp:
     return OtherOp(d["index"], d["op"], tuple(tuple(s) for s in d["input_shapes"]),
                    tuple(tuple(s) for s in d["output_shapes"]))
 
-
-def conv_weights_mb(spec: ConvSpec) -> float:
-    """The conv's float32 weights in MB."""
-    return spec.kernel * spec.kernel * (spec.cin // spec.groups) * spec.cout * FLOAT32_BYTES / 1e6
-
-
-def whole_model_ms(op_ms: list[float], invoke_overhead_ms: float) -> float:
-    """A model's latency from its ops' single-op latencies: the invoke overhead that each contains is paid once.
-    Never below the dearest op: an op is never predicted to take less than nothing."""
-    if not op_ms:
-        return 0.0
-    return max(sum(op_ms) - (len(op_ms) - 1) * invoke_overhead_ms, max(op_ms))

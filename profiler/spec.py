@@ -1,9 +1,9 @@
 """One operation as the FGNAS paper defines it (conv + folded BN + activation), and its exact cost.
 
-FLOPs follow the paper's convention: FLOPs = 2 x multiply-accumulates of the convolution (MobileNetV2 1.0 at 224 is
-"600M" FLOPs, i.e. ~300M MACs). The folded-BN bias add and the activation are not counted in FLOPs; they are priced in
-latency because the table is measured on the whole fused op. Params count the convolution weights, the folded BN bias
-(one per output channel) and, for PReLU, one slope per output channel.
+`macs`, `flops` and `params` of a spec at its own channel counts are profiler.cost's formulas (written there once,
+for soft counts too). FLOPs follow the paper's convention: 2 x the convolution's multiply-accumulates; the folded-BN
+bias add and the activation are not counted in FLOPs but priced in latency, because the table is measured on the
+whole fused op. Params count the weights, the folded BN bias and, for PReLU, one slope per output channel.
 """
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, replace
+
+from profiler.cost import conv_flops as flops
+from profiler.cost import conv_macs as macs
+from profiler.cost import conv_params as params
+
+__all__ = ["ACTIVATIONS", "CONV_TYPES", "KERNELS", "STRIDES", "ConditionKey", "ConvSpec", "flops", "macs", "params"]
 
 ACTIVATIONS = ("none", "relu", "relu6", "prelu", "tanh")
 CONV_TYPES = ("normal", "depthwise", "grouped")
@@ -72,7 +78,8 @@ class ConvSpec:
             raise ValueError(f"groups={self.groups} must divide cin={self.cin} and cout={self.cout}")
 
     @classmethod
-    def depthwise(cls, h: int, w: int, channels: int, kernel: int, stride: int = 1, activation: str = "none") -> ConvSpec:
+    def depthwise(cls, h: int, w: int, channels: int, kernel: int, stride: int = 1,
+                  activation: str = "none") -> ConvSpec:
         return cls(h, w, channels, channels, kernel, stride, channels, activation)
 
     @property
@@ -124,18 +131,3 @@ class ConvSpec:
             return cls(h, w, cin, cout, kernel, stride, cin, activation)
         return cls(h, w, cin, cout, kernel, stride, 1, activation)
 
-
-def macs(spec: ConvSpec) -> int:
-    ho, wo = spec.out_hw
-    return ho * wo * spec.cout * (spec.cin // spec.groups) * spec.kernel * spec.kernel
-
-
-def flops(spec: ConvSpec) -> int:
-    """2 x MACs (the paper's convention)."""
-    return 2 * macs(spec)
-
-
-def params(spec: ConvSpec) -> int:
-    weights = spec.cout * (spec.cin // spec.groups) * spec.kernel * spec.kernel
-    prelu = spec.cout if spec.activation == "prelu" else 0
-    return weights + spec.cout + prelu

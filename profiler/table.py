@@ -23,16 +23,25 @@ import json
 import math
 import os
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
 
 from profiler.atomic import atomic_write_text
+from profiler.cost import round_up, straight_through, whole_model_ms
 from profiler.errors import FgnasError
-from profiler.fit import (ConditionModel, LinearFit, NetworkModel, NetworkSample, OpModel, fit_conditions,
-                          fit_network, fit_op)
-from profiler.model_ops import FLOAT32_BYTES, ConvOp, ModelOp, op_from_dict, whole_model_ms
+from profiler.fit import (
+    ConditionModel,
+    LinearFit,
+    NetworkModel,
+    NetworkSample,
+    OpModel,
+    fit_conditions,
+    fit_network,
+    fit_op,
+)
+from profiler.model_ops import ConvOp, ModelOp, op_from_dict
 from profiler.ops import INVOKE_PROBE, OpProbe, op_elements, op_units, unit_of
 from profiler.spec import ConditionKey, ConvSpec
 
@@ -59,6 +68,27 @@ class Prediction:
     key: ConditionKey
     fallback: str | None
     used_key: ConditionKey
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """A model's ops priced one by one, each as a one-op model (so each price contains one invoke's overhead): the
+    priced ops with their price and fallback, the ops the table cannot price with the reason, and what the priced
+    ops cost more inside one network (LatencyTable.network_ms)."""
+
+    priced: tuple[tuple[ModelOp, float, str | None], ...]
+    unpriced: tuple[tuple[ModelOp, FgnasError], ...]
+    invoke_overhead_ms: float
+    network_ms: float
+
+    @property
+    def ops_ms(self) -> float:
+        """The priced ops run as one model: the invoke overhead paid once (profiler.cost.whole_model_ms)."""
+        return whole_model_ms([ms for _, ms, _ in self.priced], self.invoke_overhead_ms)
+
+    @property
+    def total_ms(self) -> float:
+        return self.ops_ms + self.network_ms
 
 
 def sha256_file(path: Path) -> str:
@@ -161,13 +191,12 @@ def _network_samples(table: LatencyTable, records: Iterable[dict]) -> tuple[list
     samples, unpriced = [], 0
     for record, median in lowest_medians(records, "net").values():
         ops = [op_from_dict(d) for d in record["ops"]]
-        try:
-            op_ms = [table.price_op(op)[0] for op in ops]
-        except FgnasError:
+        price = table.price_model(ops)
+        if price.unpriced:
             unpriced += 1
             continue
-        samples.append(NetworkSample(median, whole_model_ms(op_ms, table.invoke_overhead_ms),
-                                     sum(op.weights_mb for op in ops), tuple(op.activation_mb for op in ops)))
+        samples.append(NetworkSample(median, price.ops_ms, sum(op.weights_mb for op in ops),
+                                     tuple(op.activation_mb for op in ops)))
     return samples, unpriced
 
 
@@ -279,7 +308,8 @@ class LatencyTable:
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise FgnasError(f"no latency table at {path}: create it with `fgnas-profile --device NAME --out {path}`")
+            raise FgnasError(f"no latency table at {path}: create it with `fgnas-profile --device NAME --out {path}`") \
+                from None
         except OSError as exc:
             raise FgnasError(f"cannot read latency table {path}: {exc.strerror}") from exc
         except UnicodeDecodeError:
@@ -433,7 +463,8 @@ class LatencyTable:
         model = replace(base, key=key, a_ms_per_mflop=a, b_ms=b, misaligned_a_ms_per_mflop=None, align=1,
                         affine=replace(base.affine, a=aa, b=ab))
         if lo == hi:
-            note = f"resolution model: no {key.h}x{key.w} condition, clamped to {base.key.h}x{base.key.w} (nearest size)"
+            note = (f"resolution model: no {key.h}x{key.w} condition, clamped to {base.key.h}x{base.key.w} "
+                    f"(nearest size)")
         else:
             other = points[hi][1].key
             note = (f"resolution model: a, b interpolated in log pixels between {base.key.h}x{base.key.w} and "
@@ -481,6 +512,18 @@ class LatencyTable:
         shapes = list(op.input_shapes), list(op.output_shapes)
         return self.predict_op_ms(op.op, op_units(op.op, *shapes)[1], op_elements(op.op, *shapes) or 0), None
 
+    def price_model(self, ops: Iterable[ModelOp], fit: str = "selected") -> ModelPrice:
+        """Every op of a model priced as a one-op model (price_op), the ops it cannot price kept with the reason,
+        and the in-network cost of the priced ones (network_ms): the one loop that prices a whole model."""
+        priced, unpriced = [], []
+        for op in ops:
+            try:
+                priced.append((op, *self.price_op(op, fit)))
+            except FgnasError as exc:
+                unpriced.append((op, exc))
+        return ModelPrice(tuple(priced), tuple(unpriced), self.invoke_overhead_ms,
+                          self.network_ms(op for op, _, _ in priced))
+
     def network_ms(self, ops: Iterable[ModelOp]) -> float:
         """What `ops` cost together inside one network beyond their single-op prices and whole_model_ms
         (profiler.fit.NetworkModel; 0 for a table without calibration networks)."""
@@ -488,7 +531,7 @@ class LatencyTable:
         extra = self._in_network_ms(ops)
         if self.network is None:
             return extra
-        return extra + sum(self.network.extra_ms(op.weights_mb, op.activation_mb) for op in ops)
+        return extra + sum(self.network.extra_ms(op.weights, op.activations) for op in ops)
 
     def in_network_factor(self, op: ModelOp) -> float:
         """What `op` costs inside a whole network relative to its price (source.in_network of an imported table:
@@ -538,7 +581,7 @@ class LatencyTable:
     def latency_torch(self, spec: ConvSpec, cin, cout):
         """Differentiable latency (ms, a torch scalar tensor) of `spec` with soft channel counts `cin`, `cout`.
 
-        Channels are rounded up to the condition's tiles (and small tiles, profiler.fit.effective_channels) in the
+        Channels are rounded up to the condition's tiles (and small tiles, profiler.cost.effective_channels) in the
         forward pass with a straight-through (identity) gradient, so d(ms)/d(cout) = a * d(FLOPs)/d(cout) on the
         tiled counts; a is the slope of the current (rounded) count, misaligned or not (ConditionModel.slope). For a
         depthwise conv the channel count is `cout` (cin is ignored: it equals cout). Absent conditions use the same
@@ -549,22 +592,7 @@ class LatencyTable:
         model, _ = self.resolve(spec.condition)
         cin = torch.as_tensor(cin, dtype=torch.float32)
         cout = torch.as_tensor(cout, dtype=torch.float32)
-        ho, wo = spec.out_hw
-        pixels_k2 = ho * wo * spec.kernel * spec.kernel
-        cout_t = _straight_through_round_up(cout, model.cout_tile, model.cout_small_tile)
-        if spec.conv_type == "depthwise":
-            cin_per_group = torch.ones(())
-            macs = pixels_k2 * cout_t
-        else:
-            cin_per_group = cin / spec.groups
-            macs = pixels_k2 * cout_t * _straight_through_round_up(cin_per_group, model.cin_tile, model.cin_small_tile)
-        slope = model.slope(int(round(float(cout.detach()))))
-        if model.knee:  # as profiler.model_ops.conv_weights_mb counts them
-            weights_mb = spec.kernel * spec.kernel * cin_per_group * cout * FLOAT32_BYTES / 1e6
-            ratio = weights_mb / model.knee.mb
-            beyond = model.knee.step + model.knee.slope * torch.log2(torch.clamp(ratio, min=1.0))
-            macs = macs * (1 + torch.where(ratio > 1, beyond, torch.zeros_like(beyond)))
-        return slope * (2 * macs / 1e6) + model.b_ms
+        return model.latency_ms(spec, cin, cout, straight_through(round_up))
 
 
 def interpolate_log_size(points: list[tuple[float, float, float]], x: float) -> tuple[float, float, int, int]:
@@ -585,14 +613,3 @@ def interpolate_log_size(points: list[tuple[float, float, float]], x: float) -> 
             return a0 + t * (a1 - a0), b0 + t * (b1 - b0), i, i + 1
     raise AssertionError("unreachable: points are sorted")
 
-
-def _straight_through_round_up(channels, tile: int, small_tile: int | None = None):
-    """profiler.fit.effective_channels in the forward pass, the identity in the backward pass."""
-    if tile == 1:
-        return channels
-    import torch
-
-    rounded = torch.ceil(channels / tile) * tile
-    if small_tile is not None:
-        rounded = torch.where(channels <= tile, torch.ceil(channels / small_tile) * small_tile, rounded)
-    return channels + (rounded - channels).detach()

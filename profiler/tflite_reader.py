@@ -159,9 +159,7 @@ def op_label(entry: ConvOp | OtherOp) -> str:
     return "+".join(entry.ops) if isinstance(entry, ConvOp) else entry.op
 
 
-def predict_op(table: LatencyTable, entry: ModelOp, fit: str = "selected") -> OpPrediction:
-    """One read op's predicted latency (as a one-op model); FgnasError when the table cannot price it."""
-    ms, fallback = table.price_op(entry, fit)
+def _prediction(table: LatencyTable, entry: ModelOp, ms: float, fallback: str | None) -> OpPrediction:
     provenance = table.provenance(entry)
     if isinstance(entry, ConvOp):
         return OpPrediction(entry.index, op_label(entry), conv_text(entry.spec), ms, fallback, provenance)
@@ -169,13 +167,17 @@ def predict_op(table: LatencyTable, entry: ModelOp, fit: str = "selected") -> Op
     return OpPrediction(entry.index, entry.op, f"{units} {unit}", ms, fallback, provenance)
 
 
+def predict_op(table: LatencyTable, entry: ModelOp, fit: str = "selected") -> OpPrediction:
+    """One read op's predicted latency (as a one-op model); FgnasError when the table cannot price it."""
+    return _prediction(table, entry, *table.price_op(entry, fit))
+
+
 def predict_model(table: LatencyTable, path: Path, fit: str = "selected") -> ModelPrediction:
-    """Per-op predicted latency of a float32 .tflite model and its total; FgnasError naming any op it cannot price."""
-    predictions = []
-    entries = read_ops(path)
-    for entry in entries:
-        try:
-            predictions.append(predict_op(table, entry, fit))
-        except FgnasError as exc:
-            raise FgnasError(f"{path}: op {entry.index} {op_label(entry)}: {exc}") from None
-    return ModelPrediction(str(path), tuple(predictions), table.invoke_overhead_ms, table.network_ms(entries))
+    """Per-op predicted latency of a float32 .tflite model and its total (LatencyTable.price_model); FgnasError
+    naming the first op it cannot price."""
+    price = table.price_model(read_ops(path), fit)
+    if price.unpriced:
+        entry, exc = price.unpriced[0]
+        raise FgnasError(f"{path}: op {entry.index} {op_label(entry)}: {exc}")
+    return ModelPrediction(str(path), tuple(_prediction(table, *row) for row in price.priced),
+                           price.invoke_overhead_ms, price.network_ms)

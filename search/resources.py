@@ -1,25 +1,31 @@
 """The resource regularizer of Eq. 7-10: phi per operation for params, FLOPs and latency, and the gammas.
 
 Every phi takes channel counts that may be soft tensors (gamma of Eq. 9-10) or plain numbers, so one function serves
-the differentiable R(psi) and the exact resource of a hard-gated network. The integer values equal
-`profiler.spec.params/flops` (BN folded into the conv: one bias per output channel).
+the differentiable R(psi) and the exact resource of a hard-gated network. The formulas are profiler.cost's (the same
+the profiler and export use); which ops a layer becomes is profiler.lowering's (the rules export builds by).
 """
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from profiler.cost import conv_activations, conv_flops, conv_params, conv_weights, in_network_ms
 from profiler.errors import FgnasError
-from profiler.model_ops import FLOAT32_BYTES
+from profiler.lowering import SHARED, SPLIT, MergeOps, explicit_pad, merge_ops, pad_elements, pad_pixels, shareable
 from profiler.ops import unit_of
 from profiler.spec import ConvSpec
 from search.gates import binarize
+
+# conv_flops, conv_params: phi of params and FLOPs; the lowering rules: what search.network prices a layer as
+__all__ = ["SHARED", "SPLIT", "Count", "FlopsResource", "LatencyResource", "MergeOps", "ParamsResource", "RESOURCES",
+           "Resource", "active_channels", "arch_layer_assembly", "conv_flops", "conv_params", "create_resource",
+           "explicit_pad", "gamma_in", "gamma_out", "layer_assembly", "merge_ops", "overlap_surrogate", "pad_elements",
+           "pad_pixels", "register_resource", "shareable"]
 
 Count = Tensor | float
 
@@ -40,77 +46,6 @@ def active_channels(gates: Tensor, skip_mask: Tensor | None = None) -> Tensor:
 def gamma_in(prev_gates: Tensor, skip_mask: Tensor | None = None) -> Tensor:
     """Eq. 10 with the skip term: the number of input channels a layer reads from its predecessor."""
     return active_channels(prev_gates, skip_mask).sum()
-
-
-def conv_params(spec: ConvSpec, cin: Count, cout: Count) -> Count:
-    """Weights + folded-BN bias (+ PReLU slopes) of `spec` with cin/cout channels (depthwise: cout only)."""
-    per_out = spec.kernel * spec.kernel * (1 if spec.conv_type == "depthwise" else cin / spec.groups)
-    extra = 2 if spec.activation == "prelu" else 1
-    return cout * (per_out + extra)
-
-
-def conv_flops(spec: ConvSpec, cin: Count, cout: Count) -> Count:
-    """2 x MACs of `spec` with cin/cout channels (depthwise: cout only)."""
-    ho, wo = spec.out_hw
-    per_out = spec.kernel * spec.kernel * (1 if spec.conv_type == "depthwise" else cin / spec.groups)
-    return 2 * ho * wo * cout * per_out
-
-
-@dataclass(frozen=True)
-class MergeOps:
-    """The ops export (export/plan.py) needs to assemble a layer whose operations keep overlapping or several
-    disjoint channel sets: channels are grouped by the set of operations keeping them; an operation feeding several
-    groups is split (SPLIT_V), a group kept by k operations sums them (k - 1 ADDs), the groups are concatenated.
-    ADDs are sized in channels (times the conv output's H x W: elements), SPLIT_V and CONCATENATION in pieces
-    (times H x W: the copies profiler.ops counts them in) and in channels (times H x W: the elements they move)."""
-
-    add_channels: tuple[int, ...] = ()  # one entry per ADD op
-    split_pieces: tuple[int, ...] = ()  # one entry per SPLIT_V op: the groups its operation feeds
-    concat_pieces: int = 0  # groups concatenated; 0: no CONCATENATION
-    split_channels: tuple[int, ...] = ()  # one entry per SPLIT_V op: the channels it splits
-    concat_channels: int = 0  # channels concatenated
-
-    @property
-    def overlap(self) -> int:
-        """Channels computed more than once: sum_i ||G_i||_1 - ||h(sum_i G_i)||_1."""
-        return sum(self.add_channels)
-
-
-def merge_ops(keeps: Tensor) -> MergeOps:
-    """MergeOps of one layer from its hard per-operation channel masks [M, C] (a channel's skip input, which export
-    adds to whatever the operations produce, is not counted here)."""
-    owned = keeps.detach().cpu() > 0
-    groups: dict[tuple[bool, ...], int] = {}
-    for owners in map(tuple, owned.t().tolist()):
-        if any(owners):
-            groups[owners] = groups.get(owners, 0) + 1
-    if not groups:
-        return MergeOps()
-    adds = tuple(n for owners, n in groups.items() for _ in range(sum(owners) - 1))
-    feeds = [sum(owners[i] for owners in groups) for i in range(owned.shape[0])]
-    fed = [sum(n for owners, n in groups.items() if owners[i]) for i in range(owned.shape[0])]
-    several = len(groups) > 1
-    return MergeOps(adds, tuple(n for n in feeds if n > 1), len(groups) if several else 0,
-                    tuple(c for n, c in zip(feeds, fed) if n > 1), sum(groups.values()) if several else 0)
-
-
-def explicit_pad(kernel: int, stride: int, h: int, w: int) -> bool:
-    """Whether export writes this conv as PAD + VALID conv: PyTorch pads kernel // 2 on both sides, TF's SAME one
-    less in front when a stride-2 conv meets an even size."""
-    return stride == 2 and kernel > 1 and (h % 2 == 0 or w % 2 == 0)
-
-
-def pad_pixels(spec: ConvSpec) -> int:
-    """The pixels of export's explicit PAD before `spec` (its copies, profiler.ops), 0 when there is none."""
-    if not explicit_pad(spec.kernel, spec.stride, spec.h, spec.w):
-        return 0
-    p = spec.kernel // 2
-    return (spec.h + 2 * p) * (spec.w + 2 * p)
-
-
-def pad_elements(spec: ConvSpec, channels: Count) -> Count:
-    """Output elements of export's explicit PAD in front of `spec` reading `channels` channels (0 when none)."""
-    return pad_pixels(spec) * channels
 
 
 class Resource(ABC):
@@ -233,18 +168,12 @@ class LatencyResource(Resource):
         return self.overhead
 
     def _network(self, weights: Count, activations: Count) -> Count:
-        """NetworkModel.extra_ms for an op with these float32 weight and activation counts (in values)."""
-        model = self.table.network
-        if model is None:
-            return 0.0
-        beyond = activations * FLOAT32_BYTES / 1e6 - model.activation_threshold_mb
-        beyond = beyond.clamp(min=0.0) if isinstance(beyond, Tensor) else max(0.0, beyond)
-        return model.weights_ms_per_mb * weights * FLOAT32_BYTES / 1e6 + model.activation_ms_per_mb * beyond
+        """What an op with these float32 weight and activation counts (values) costs more inside a network
+        (profiler.cost.in_network_ms with the table's NetworkModel; 0 without one)."""
+        return 0.0 if self.table.network is None else in_network_ms(self.table.network, weights, activations)
 
     def conv(self, spec: ConvSpec, cin: Count, cout: Count) -> Count:
-        ho, wo = spec.out_hw
-        network = self._network(spec.kernel * spec.kernel * cin / spec.groups * cout if spec.conv_type != "depthwise"
-                                else spec.kernel * spec.kernel * cout, spec.h * spec.w * cin + ho * wo * cout)
+        network = self._network(conv_weights(spec, cin, cout), conv_activations(spec, cin, cout))
         if isinstance(cin, Tensor) or isinstance(cout, Tensor):
             return self._in_network(self.table.latency_torch(spec, cin, cout)) + network
         return self._in_network(self.table.latency_torch(spec, torch.tensor(float(cin)),
@@ -291,7 +220,7 @@ class LatencyResource(Resource):
 
     def merge(self, h: int, w: int, ops: MergeOps) -> float:
         hw = h * w
-        splits = zip(ops.split_pieces, ops.split_channels or (0,) * len(ops.split_pieces))
+        splits = zip(ops.split_pieces, ops.split_channels)
         return (sum(self._op("ADD", c * hw, 0.0, 3 * c * hw) for c in ops.add_channels)
                 + sum(self._op("SPLIT_V", n * hw, c * hw, 2 * c * hw) for n, c in splits)
                 + (self._op("CONCATENATION", ops.concat_pieces * hw, ops.concat_channels * hw,
@@ -309,9 +238,6 @@ def overlap_surrogate(gates: Tensor) -> Tensor:
     return (gates.sum() - active_channels(gates).sum()).detach() + weighted - weighted.detach()
 
 
-SPLIT, SHARED = "split", "shared"
-
-
 def layer_assembly(resource: Resource, specs: list[ConvSpec | None], cin: Count, gates: Tensor, h: int, w: int,
                    can_share: bool) -> tuple[str, Count]:
     """How export assembles a layer of several operations, and what that costs beyond each operation's own conv:
@@ -320,7 +246,7 @@ def layer_assembly(resource: Resource, specs: list[ConvSpec | None], cin: Count,
     keeps none) and adds them at full width, trading conv work for no SPLIT_V/CONCATENATION. The cheaper one wins
     (SPLIT on a tie, and always for params/FLOPs, which price no assembly). specs: each operation's ConvSpec
     (channel counts unused), None for an operation that keeps nothing; h, w: the conv output's size."""
-    ops = merge_ops(gates)
+    ops = merge_ops((gates.detach() > 0).tolist())
     surrogate = torch.as_tensor(resource.merge_surrogate(h, w, gates, ops))
     split = resource.merge(h, w, ops) + (surrogate - surrogate.detach())
     present = [i for i, spec in enumerate(specs) if spec is not None]
@@ -328,15 +254,11 @@ def layer_assembly(resource: Resource, specs: list[ConvSpec | None], cin: Count,
         return SPLIT, split
     alive = active_channels(gates).sum()
     couts = gamma_out(gates)
-    shared = sum(torch.as_tensor(resource.conv(specs[i], cin, alive)) - torch.as_tensor(resource.conv(specs[i], cin, couts[i]))
-                 for i in present) + (len(present) - 1) * torch.as_tensor(resource.add(h, w, alive))
+    shared = sum(torch.as_tensor(resource.conv(specs[i], cin, alive))
+                 - torch.as_tensor(resource.conv(specs[i], cin, couts[i])) for i in present) \
+        + (len(present) - 1) * torch.as_tensor(resource.add(h, w, alive))
     cheaper = float(torch.as_tensor(shared).detach()) < float(torch.as_tensor(split).detach())
     return (SHARED, shared) if cheaper else (SPLIT, split)
-
-
-def shareable(layer: dict) -> bool:
-    """An arch.json layer SHARED assembly can serve: no skip, normal convs only (a depthwise op reads one channel)."""
-    return layer["skip"] is None and all(op["conv_type"] == "normal" for op in layer["ops"])
 
 
 def arch_layer_assembly(resource: Resource, layer: dict) -> tuple[str, float]:

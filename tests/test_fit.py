@@ -3,6 +3,7 @@ import pytest
 from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import LeaveOneOut
 
+from profiler.cost import conv_weights, megabytes
 from profiler.fit import (
     MIN_NETWORKS,
     NO_KNEE,
@@ -12,7 +13,6 @@ from profiler.fit import (
     WeightKnee,
     detect_shared_tiles,
     detect_tiles,
-    effective_channels,
     fit_condition,
     fit_conditions,
     fit_line,
@@ -21,31 +21,20 @@ from profiler.fit import (
     loo_predictions,
     mape,
     nonneg_line,
-    round_up,
-    tiled_macs,
     tiled_mflops,
 )
-from profiler.model_ops import conv_weights_mb
 from profiler.spec import ConvSpec, flops
 
 
-def test_round_up_to_tile():
-    assert [round_up(c, 32) for c in (1, 32, 33, 64, 65)] == [32, 32, 64, 64, 96]
-    assert round_up(7, 1) == 7
+def conv_weights_mb(spec: ConvSpec) -> float:
+    return megabytes(conv_weights(spec))
 
 
-def test_tiled_macs_rounds_cout_and_cin_of_a_normal_conv():
-    spec = ConvSpec(8, 8, 10, 33, 3)
-    # 8*8 pixels * cout 64 * cin 12 * 3*3
-    assert tiled_macs(spec, 32, 4) == 64 * 64 * 12 * 9 == 442368
-    assert tiled_macs(spec) * 2 == flops(spec)
-
-
-def test_tiled_macs_of_a_depthwise_conv_rounds_only_the_channels():
+def test_tiled_mflops_is_twice_the_tiled_macs_in_millions():
     spec = ConvSpec.depthwise(8, 8, 20, 3, stride=2)
     # 4*4 output pixels * channels 32 * 1 * 3*3; the cin tile does not apply
-    assert tiled_macs(spec, 16, 8) == 16 * 32 * 9 == 4608
     assert tiled_mflops(spec, 16, 8) == pytest.approx(2 * 4608 / 1e6)
+    assert tiled_mflops(ConvSpec(8, 8, 10, 33, 3)) == pytest.approx(flops(ConvSpec(8, 8, 10, 33, 3)) / 1e6)
 
 
 def test_fit_line_recovers_an_exact_line():
@@ -209,18 +198,6 @@ def test_a_condition_uses_its_familys_tiles_and_its_own_only_where_the_family_sh
     assert fit_condition(specs[0].condition, specs, ms, shared_tiles=(1, 1, 1, 1)).cout_tile == 16
 
 
-@pytest.mark.parametrize("channels, small, expected", [(3, 16, 16), (16, 16, 16), (17, 16, 32), (33, 16, 64),
-                                                       (3, None, 32), (32, None, 32)])
-def test_effective_channels_with_a_small_tile_below_a_tile_of_32(channels, small, expected):
-    assert effective_channels(channels, 32, small) == expected
-
-
-def test_tiled_macs_with_a_small_tile():
-    spec = ConvSpec(8, 8, 10, 5, 3)
-    assert tiled_macs(spec, 32, 1, 16) == 8 * 8 * 16 * 10 * 9
-    assert tiled_macs(spec.with_channels(10, 20), 32, 1, 16) == 8 * 8 * 32 * 10 * 9
-
-
 def _ladder_family(truth_small: int | None, with_small: bool = True):
     """Three conditions priced by tile 32 with the given small tile (1..16 channel samples if with_small)."""
     family = []
@@ -355,8 +332,9 @@ def test_no_knee_where_big_weights_cost_the_same_per_flop():
 
 def test_network_model_extra_cost_by_hand():
     model = NetworkModel(0.02, 0.05, 1.0, n=8, ops_only_mape=0.1, mape=0.01, cv_mape=0.02)
-    assert model.extra_ms(2.0, 3.0) == pytest.approx(0.02 * 2.0 + 0.05 * (3.0 - 1.0))
-    assert model.extra_ms(2.0, 0.5) == pytest.approx(0.04)  # activations under the threshold cost nothing more
+    # counts of float32 values: 500,000 are 2 MB, 750,000 are 3 MB
+    assert model.extra_ms(500_000, 750_000) == pytest.approx(0.02 * 2.0 + 0.05 * (3.0 - 1.0))
+    assert model.extra_ms(500_000, 125_000) == pytest.approx(0.04)  # activations under the threshold cost nothing
     assert NetworkModel.from_dict(model.to_dict()) == model
 
 

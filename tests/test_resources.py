@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 from profiler.errors import FgnasError
 from profiler.fit import ConditionModel, LinearFit, OpModel
+from profiler.lowering import SHARED, SPLIT, MergeOps, merge_ops, pad_elements
 from profiler.spec import ConditionKey, ConvSpec, flops, params
 from profiler.table import LatencyTable
 from search.backbones import create_backbone
@@ -11,9 +12,6 @@ from search.layer import LayerNode, Pool
 from search.network import HeadSpec, SearchNetwork
 from search.operations import OpSpec
 from search.resources import (
-    SHARED,
-    SPLIT,
-    MergeOps,
     active_channels,
     conv_flops,
     conv_params,
@@ -21,8 +19,6 @@ from search.resources import (
     gamma_in,
     gamma_out,
     layer_assembly,
-    merge_ops,
-    pad_elements,
 )
 
 ON, OFF = [0.5, -0.5], [-0.5, 0.5]
@@ -109,14 +105,14 @@ def test_latency_adds_the_tables_in_network_cost_as_the_table_prices_it():
     cout = torch.tensor(10.0, requires_grad=True)
     extra = inside.conv(spec, torch.tensor(6.0), cout) - plain.conv(spec, 6, 10)
     op = ConvOp(0, ("CONV_2D",), spec)
-    assert extra.item() == pytest.approx(network.extra_ms(op.weights_mb, op.activation_mb), rel=1e-5)
+    assert extra.item() == pytest.approx(network.extra_ms(op.weights, op.activations), rel=1e-5)
     assert extra.item() == pytest.approx(_table(network.to_dict()).network_ms([op]), rel=1e-5)
     extra.backward()
     # d/dcout: weights 9 * 6 values and activations 4 * 4 values per output channel, 4 bytes each
     assert cout.grad.item() == pytest.approx(0.2 * 2 * 16 * 6 * 9 / 1e6 + (20.0 * 9 * 6 + 50.0 * 16) * 4 / 1e6,
                                              rel=1e-4)
     add = OtherOp(1, "ADD", ((1, 4, 4, 10), (1, 4, 4, 10)), ((1, 4, 4, 10),))
-    assert inside.add(4, 4, 10) - plain.add(4, 4, 10) == pytest.approx(network.extra_ms(0.0, add.activation_mb))
+    assert inside.add(4, 4, 10) - plain.add(4, 4, 10) == pytest.approx(network.extra_ms(0, add.activations))
 
 
 def test_latency_regularizer_by_hand_through_the_table():
@@ -148,11 +144,16 @@ def test_merge_ops_group_channels_by_the_set_of_operations_keeping_them():
     keeps = torch.tensor([[1, 1, 0, 1, 0, 0, 1], [0, 1, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 0, 0.0]])
     # owner sets: c0 and c6 {0}, c1 {0,1}, c2 {1}, c3 {0,1,2}, c4 {2}, c5 none: 1 ADD for c1, 2 for c3; op0 (4
     # channels) and op1 (3) feed 3 groups each, op2 (2) feeds 2; five groups (six channels) concatenated
-    assert merge_ops(keeps) == MergeOps((1, 1, 1), (3, 3, 2), 5, (4, 3, 2), 6)
+    assert _sizes(merge_ops(keeps)) == ((1, 1, 1), (3, 3, 2), 5, (4, 3, 2), 6)
     assert merge_ops(keeps).overlap == 3 == keeps.sum() - active_channels(keeps).sum()
-    assert merge_ops(torch.tensor([[1, 1, 0], [0, 0, 1.0]])) == MergeOps((), (), 2, (), 3)  # disjoint: a concat only
-    assert merge_ops(torch.tensor([[1, 1, 1], [0, 0, 0.0]])) == MergeOps()  # one op: nothing to assemble
-    assert merge_ops(torch.tensor([[1, 1], [1, 1.0]])) == MergeOps((2,), (), 0)  # the same channels: one ADD
+    assert _sizes(merge_ops(torch.tensor([[1, 1, 0], [0, 0, 1.0]]))) == ((), (), 2, (), 3)  # disjoint: a concat only
+    assert merge_ops(torch.tensor([[1, 1, 1], [0, 0, 0.0]])) == MergeOps((((True, False), 3),))
+    assert _sizes(merge_ops(torch.tensor([[1, 1, 1], [0, 0, 0.0]]))) == ((), (), 0, (), 0)  # one op: nothing to do
+    assert _sizes(merge_ops(torch.tensor([[1, 1], [1, 1.0]]))) == ((2,), (), 0, (), 0)  # the same channels: one ADD
+
+
+def _sizes(ops: MergeOps) -> tuple:
+    return ops.add_channels, ops.split_pieces, ops.concat_pieces, ops.split_channels, ops.concat_channels
 
 
 def test_merge_cost_and_its_surrogate_gradient_by_hand():
@@ -201,7 +202,7 @@ def test_published_tables_without_split_or_concat_models_price_the_adds_and_name
     doc = _table()._doc
     table = LatencyTable({**doc, "ops": {k: v for k, v in doc["ops"].items() if k not in ("SPLIT_V", "CONCATENATION")}})
     latency = create_resource("latency", table)
-    assert latency.merge(4, 4, MergeOps((1,), (2,), 2)) == pytest.approx(0.026)
+    assert latency.merge(4, 4, merge_ops([[1, 1], [1, 0]])) == pytest.approx(0.026)  # one ADD, a split, a concat
     assert latency.unpriced_merge_ops == ["SPLIT_V", "CONCATENATION"]
 
 
@@ -220,10 +221,12 @@ def test_split_and_concat_are_priced_on_their_copies_and_the_elements_they_move(
               "cv_mape": 0.0}
     latency = create_resource("latency", LatencyTable({**doc, "ops": {**doc["ops"], "SPLIT_V": copies,
                                                                      "CONCATENATION": copies}}))
-    ops = MergeOps((), (2,), 2, (5,), 7)  # on 4x4: one SPLIT_V of 5 channels in 2 pieces, a concat of 7 channels
-    split = 0.001 * 2 * 16 + 0.0001 * 5 * 16 + 0.002
-    concat = 0.001 * 2 * 16 + 0.0001 * 7 * 16 + 0.002
-    assert latency.merge(4, 4, ops) == pytest.approx(split + concat)
+    # on 4x4: op0 keeps 5 channels, op1 4, two shared: op0 and op1 each split in 2 pieces, one ADD of 2 channels,
+    # 3 pieces (7 channels) concatenated
+    ops = merge_ops([[1, 1, 1, 1, 1, 0, 0], [0, 0, 0, 1, 1, 1, 1]])
+    splits = (0.001 * 2 * 16 + 0.0001 * 5 * 16 + 0.002) + (0.001 * 2 * 16 + 0.0001 * 4 * 16 + 0.002)
+    concat = 0.001 * 3 * 16 + 0.0001 * 7 * 16 + 0.002
+    assert latency.merge(4, 4, ops) == pytest.approx(splits + (0.001 * 2 * 16 + 0.01) + concat)
 
 
 def test_a_network_pays_the_invoke_overhead_once_and_no_op_goes_below_zero():

@@ -5,12 +5,11 @@ import torch
 
 import synthetic_table as syn
 from profiler.errors import FgnasError
-from profiler.fit import effective_channels, tiled_mflops
+from profiler.fit import tiled_mflops
 from profiler.spec import ConditionKey, ConvSpec
 from profiler.table import (
     SCHEMA_VERSION,
     LatencyTable,
-    _straight_through_round_up,
     content_hash,
     lowest_medians,
     sha256_file,
@@ -218,15 +217,6 @@ def test_latency_torch_depthwise_uses_cout_as_channels(built):
     assert float(ms.detach()) == pytest.approx(built.predict_ms(spec), rel=1e-6)
     ms.backward()
     assert float(cout.grad) == pytest.approx(0.02 * 2 * 8 * 8 * 9 / 1e6, rel=1e-5)
-
-
-def test_straight_through_rounding_follows_the_ladder_forward_and_is_the_identity_backward():
-    channels = torch.tensor([3.0, 16.0, 17.0, 33.0], requires_grad=True)
-    rounded = _straight_through_round_up(channels, 32, 16)
-    assert rounded.tolist() == [16.0, 16.0, 32.0, 64.0]
-    assert rounded.tolist() == [effective_channels(int(c), 32, 16) for c in channels.tolist()]
-    rounded.sum().backward()
-    assert channels.grad.tolist() == [1.0, 1.0, 1.0, 1.0]
 
 
 def test_a_table_without_the_invoke_probe_subtracts_nothing(built):
