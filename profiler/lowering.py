@@ -19,6 +19,7 @@ for many architectures).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -231,3 +232,25 @@ def lower_arch(arch: dict, shared: Collection[str] = ()) -> list[Lowered]:
         out_hw[layer["name"]] = ((ho - pool["kernel"]) // pool["stride"] + 1,
                                  (wo - pool["kernel"]) // pool["stride"] + 1) if pool else (ho, wo)
     return ops + lower_head(arch["head"], out_hw[arch["head"]["input"]])
+
+
+# ---- comparing op lists ----------------------------------------------------------------------------------------
+
+def op_key(op: ModelOp) -> tuple:
+    """What two op lists must agree on, op by op: the type (a conv's TFLite ops and spec) and every tensor's shape;
+    the pieces of a SPLIT_V or CONCATENATION in any order (export orders runs by channel order, the rules by group)."""
+    if isinstance(op, ConvOp):
+        return ("CONV", op.ops, op.spec)
+    inputs, outputs = tuple(map(tuple, op.input_shapes)), tuple(map(tuple, op.output_shapes))
+    if op.op == "SPLIT_V":
+        outputs = tuple(sorted(outputs))
+    if op.op == "CONCATENATION":
+        inputs = tuple(sorted(inputs))
+    return (op.op, inputs, outputs)
+
+
+def differences(expected: Sequence[ModelOp], actual: Sequence[ModelOp]) -> tuple[list[tuple], list[tuple]]:
+    """The op keys only `expected` has and those only `actual` has (each as often as it is missing): both empty
+    when the two lists hold the same ops."""
+    want, got = Counter(map(op_key, expected)), Counter(map(op_key, actual))
+    return list((want - got).elements()), list((got - want).elements())
