@@ -4,7 +4,8 @@ this machine and at a share of its FLOPs, against:
 
 - uniform: the widest width multiplier that meets the target, trained from scratch for every epoch of the budget;
 - l1: the pretrained backbone pruned uniformly by filter L1 norm, fine-tuned for the search's epochs;
-- fgnas-p: FGNAS(P), channels only, from the same pretrained backbone;
+- fgnas-p: FGNAS(P), channels only, from the same pretrained backbone (residual streams tied, the default);
+- fgnas-p-free: the same with `--streams free`;
 - fgnas: FGNAS over kernels 1/3/5, from a pretrained kernels supernet.
 
 Every arm gets the same number of epochs: uniform trains for pretrain + search + fine-tune epochs; the others start
@@ -31,8 +32,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ARMS = ("uniform", "l1", "fgnas-p", "fgnas")
-ARM_SPACE = {"uniform": "channels", "l1": "channels", "fgnas-p": "channels", "fgnas": "kernels"}
+ARMS = ("uniform", "l1", "fgnas-p", "fgnas-p-free", "fgnas")
+ARM_SPACE = {"uniform": "channels", "l1": "channels", "fgnas-p": "channels", "fgnas-p-free": "channels",
+             "fgnas": "kernels"}
+# fgnas-p-free: FGNAS(P) with --streams free (each layer adding to a residual stream picks its own channels), the
+# search as it was before streams were tied; the baselines do not search, so their streams setting is moot.
+ARM_STREAMS = {"fgnas-p": "tied", "fgnas": "tied"}
 
 
 def shared_data() -> Path:
@@ -79,7 +84,7 @@ def pretrained(base, seed: int, space: str, out: Path, log) -> str:
 
     run_dir = out / f"pretrain-{space}-s{seed}"
     config = replace(base, target="100%flops", search_space=space, seed=seed, epochs_search=0, epochs_finetune=0,
-                     latency_table=None)
+                     latency_table=None, streams="free")
     if not (run_dir / "model.pt").exists():
         run_search(config, run_dir, resume=(run_dir / "checkpoint.pt").exists(), log=log)
     return str(run_dir / "model.pt")
@@ -90,12 +95,13 @@ def run_arm(base, arm: str, seed: int, target: str, out: Path, log) -> Row:
 
     name = f"{target}-{arm}-s{seed}"
     run_dir = out / name
+    streams = ARM_STREAMS.get(arm, "free")
     if arm == "uniform":
-        config = replace(base, target=target, seed=seed, baseline="uniform", search_space="channels")
+        config = replace(base, target=target, seed=seed, baseline="uniform", search_space="channels", streams=streams)
     else:
         weights = pretrained(base, seed, ARM_SPACE[arm], out, log)
         config = replace(base, target=target, seed=seed, pretrained=weights, search_space=ARM_SPACE[arm],
-                         baseline="l1" if arm == "l1" else None)
+                         baseline="l1" if arm == "l1" else None, streams=streams)
     t0 = time.perf_counter()
     finished = (run_dir / "arch.json").exists()
     result = run_search(config, run_dir, resume=(run_dir / "config.json").exists(), log=log)

@@ -45,27 +45,6 @@ def uniform_width(build: Callable[[float], object], resource: Resource, target: 
     return round(width, 2)
 
 
-def residual_streams(net) -> list[list[str]]:
-    """Searchable layers grouped by the channel space they write: a layer and the one its output is added to, and a
-    depthwise layer with its input (its channels are its input's)."""
-    parent = {node.name: node.name for node in net.nodes}
-
-    def root(name: str) -> str:
-        while parent[name] != name:
-            name = parent[name]
-        return name
-
-    for node in net.nodes:
-        if node.skip is not None:
-            parent[root(node.name)] = root(node.skip)
-        if any(op.conv_type == "depthwise" for op in node.ops) and node.input in parent:
-            parent[root(node.name)] = root(node.input)
-    groups: dict[str, list[str]] = {}
-    for node in net.nodes:
-        groups.setdefault(root(node.name), []).append(node.name)
-    return list(groups.values())
-
-
 def filter_l1(net) -> dict[str, torch.Tensor]:
     """Per searchable layer, each output channel's filter L1 norm summed over its operations, divided by the layer's
     mean so that layers of different fan-in weigh alike in a residual stream."""
@@ -83,7 +62,7 @@ def l1_margins(net, share: float) -> dict[str, torch.Tensor]:
     largest L1 norm: on (+1) for them in every operation, off (-1) for the rest."""
     scores = filter_l1(net)
     margins = {}
-    for stream in residual_streams(net):
+    for stream in net.streams():
         total = sum(scores[name] for name in stream)
         channels = total.numel()
         keep = torch.topk(total, max(1, math.ceil(share * channels - 1e-9))).indices

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           f"(default {d.min_channels})")
     p.add_argument("--max-off-share", type=float, help=f"the most of a layer's channels that may switch off in one "
                                                        f"step (default {d.max_off_share})")
+    p.add_argument("--streams", choices=("tied", "free"), help="tied (default): the layers that write one residual "
+                                                              "stream keep one channel set (exports without SPLIT_V/"
+                                                              "CONCATENATION runs); free: each layer its own subset")
     p.add_argument("--baseline", choices=BASELINES, help="instead of searching, meet the target the simple way: "
                                                          "uniform (the widest width multiplier, trained from scratch "
                                                          "for every epoch) or l1 (prune the pretrained backbone "

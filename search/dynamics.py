@@ -11,15 +11,18 @@ F = E_n[(d loss_n / d g)^2], recorded per sample by the gated layers and average
 lambda * dR/dg (Eq. 8-10, the next layer's input term included), lambda being an exchange rate (loss per unit of the
 resource). Every step each gate's margin psi_on - psi_off moves by
 
-    -gate_lr * clamp(3 * (price - value) / (price + value), -1, 1)
+    -gate_lr * clamp(PRESSURE_GAIN * (price - value) / (price + value), -1, 1)
 
-so a channel worth less than its price drifts off (at full speed once it is worth half its price or less) and one
-worth more drifts back on. Lambda starts from the data, at the rate below which the cheapest-to-lose on channels add up to what the first
-steps of a planned straight descent to the target must shed (the descent reaches the target after `plan_share` of the
-search epochs, as the paper reaches its target within 40 of 400 epochs); then it grows while the resource lags the plan
-(as seen one gate-crossing later: decisions show in the resource only after the gates have moved), at a rate the
-gates can follow, and shrinks when far ahead. No layer
-loses more than `max_off_share` of its channels in one step, and none falls below its floor (`--min-channels`).
+so a channel worth less than its price drifts off (at full speed once value and price differ by a fifth) and one
+worth more drifts back on. Lambda starts from the data, at the rate below which the cheapest-to-lose on channels add
+up to what the first steps of a planned straight descent to the target must shed (the descent reaches the target after
+`plan_share` of the search epochs, as the paper reaches its target within 40 of 400 epochs); then it grows while the
+resource lags the plan (as seen one gate-crossing later: decisions show in the resource only after the gates have
+moved), at a rate the gates can follow, and shrinks when far ahead. No layer loses more than `max_off_share` of its
+channels in one step, and none falls below its floor (`--min-channels`).
+
+The layers that write one residual stream (SearchNetwork.tie_streams, `--streams tied`) move as one gate set: the
+channel's value and price are summed over them.
 """
 from __future__ import annotations
 
@@ -193,10 +196,10 @@ class GateMover:
     def starting_rate(self, costs: dict[str, Tensor], need: float) -> float:
         """The first lambda: the rate below which the cheapest-to-lose on channels add up to `need`."""
         margins = self.net.margins()
-        names = list(costs)
-        lam = threshold_lambda(torch.cat([self.fisher[n].flatten() for n in names]),
-                               torch.cat([costs[n].flatten() for n in names]),
-                               torch.cat([(margins[n] > 0).flatten() for n in names]), need)
+        groups = self._groups(margins)
+        lam = threshold_lambda(torch.cat([sum(self.fisher[n] for n in g).flatten() for g in groups]),
+                               torch.cat([sum(costs[n] for n in g).flatten() for g in groups]),
+                               torch.cat([(margins[g[0]] > 0).flatten() for g in groups]), need)
         if lam is None:
             raise FgnasError("no channel has a cost under this resource: the search cannot trade channels for it")
         return lam
@@ -204,8 +207,20 @@ class GateMover:
     def move(self, lam: float, costs: dict[str, Tensor]) -> None:
         margins = self.net.margins()
         moved = {}
-        for name, m in margins.items():
-            stepped = step_margins(m, pressure(self.fisher[name], costs[name], lam), self.gate_lr)
-            moved[name] = enforce_floor(cap_switch_off(m, stepped, self.max_off_share), self.floors[name])
+        for group in self._groups(margins):
+            # A tied stream's channel is worth what it is worth to all its writers and costs what it costs in all:
+            # the sum of their Fisher information (cross terms between layers left out) against the sum of costs.
+            m = margins[group[0]]
+            fisher = sum(self.fisher[name] for name in group)
+            cost = sum(costs[name] for name in group)
+            stepped = step_margins(m, pressure(fisher, cost, lam), self.gate_lr)
+            floor = max(self.floors[name] for name in group)
+            moved[group[0]] = enforce_floor(cap_switch_off(m, stepped, self.max_off_share), floor)
         self.net.set_margins(moved)
+        self.net.retie()
         self.net.ensure_alive()
+
+    def _groups(self, margins: dict[str, Tensor]) -> list[tuple[str, ...]]:
+        """The network's tied groups, and every other layer on its own."""
+        tied = {name for group in self.net.tied for name in group}
+        return [*self.net.tied, *((name,) for name in margins if name not in tied)]

@@ -10,8 +10,8 @@ from functools import cached_property
 import torch
 from torch import Tensor, nn
 
-from search.gates import init_psi, recorded_gate
 from profiler.spec import ConvSpec
+from search.gates import init_psi, recorded_gate
 from search.operations import ACTIVATION_LAYERS, Operation, OpSpec
 
 

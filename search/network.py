@@ -16,8 +16,7 @@ from profiler.spec import ConvSpec
 from search.arch import ARCH_SCHEMA_VERSION
 from search.gates import gate, hard_gate
 from search.layer import LayerNode, SearchableLayer
-from search.resources import (Count, Resource, active_channels, gamma_out, layer_assembly, pad_elements,
-                              pad_pixels)
+from search.resources import Count, Resource, active_channels, gamma_out, layer_assembly, pad_elements, pad_pixels
 
 MODES = ("pretrain", "search", "finetune")
 
@@ -59,6 +58,8 @@ class SearchNetwork(nn.Module):
         self.layers = nn.ModuleDict({n.name: SearchableLayer(n) for n in self.nodes})
         self.head = Head(head)
         self.mode = "search"
+        # Layers whose gates move as one (tie_streams); the first of each group holds the decision.
+        self.tied: tuple[tuple[str, ...], ...] = ()
 
     def _check_graph(self) -> None:
         names = [n.name for n in self.nodes]
@@ -108,11 +109,49 @@ class SearchNetwork(nn.Module):
             masks[node.name] = active_channels(g, masks[node.skip] if node.skip else None)
         return effective, masks
 
+    def streams(self) -> list[list[str]]:
+        """Layers grouped by the channel space they write: a layer and the one its output is added to, and a
+        depthwise layer with its input (its channels are its input's)."""
+        parent = {node.name: node.name for node in self.nodes}
+
+        def root(name: str) -> str:
+            while parent[name] != name:
+                name = parent[name]
+            return name
+
+        for node in self.nodes:
+            if node.skip is not None:
+                parent[root(node.name)] = root(node.skip)
+            if any(op.conv_type == "depthwise" for op in node.ops) and node.input in parent:
+                parent[root(node.name)] = root(node.input)
+        groups: dict[str, list[str]] = {}
+        for node in self.nodes:
+            groups.setdefault(root(node.name), []).append(node.name)
+        return list(groups.values())
+
+    def tie_streams(self) -> tuple[tuple[str, ...], ...]:
+        """Tie the gates of the layers that write one residual stream (same gate shape), so that they keep one
+        channel set: layers adding different subsets of a stream export as SPLIT_V + ADD + CONCATENATION runs that
+        cost latency and buy no accuracy. A stream whose layers' gates differ in shape stays free. Margins start
+        from the group's first layer."""
+        self.tied = tuple(tuple(group) for group in self.streams() if len(group) > 1
+                          and len({tuple(self.layers[n].psi.shape) for n in group}) == 1)
+        self.retie()
+        return self.tied
+
+    def retie(self) -> None:
+        """Copy each tied group's decision (its first layer's gates) to the others."""
+        with torch.no_grad():
+            for first, *others in self.tied:
+                for name in others:
+                    self.layers[name].psi.copy_(self.layers[first].psi)
+
     def ensure_alive(self) -> list[str]:
         """Switch back on the most nearly-on usable gate of every layer whose operations produce no channel (a
         depthwise gate counts only where its input channel is alive), so the network is never cut in two and the
         hard-gated network always has a physical equivalent. Returns the layers it changed."""
         changed = []
+        group_of = {name: group for group in self.tied for name in group}
         with torch.no_grad():
             masks = {"input": torch.ones(self.in_channels, device=next(self.gate_parameters()).device)}
             for node in self.nodes:
@@ -122,7 +161,9 @@ class SearchNetwork(nn.Module):
                     usable = layer.effective_gates(torch.ones_like(effective), masks[node.input]) > 0
                     margin = (layer.psi[..., 0] - layer.psi[..., 1]).masked_fill(~usable, float("-inf"))
                     op, channel = divmod(int(margin.argmax()), node.cout)
-                    layer.psi[op, channel, 0] = layer.psi[op, channel, 1] + 1e-3
+                    for name in group_of.get(node.name, (node.name,)):  # a tied stream keeps one channel set
+                        psi = self.layers[name].psi
+                        psi[op, channel, 0] = psi[op, channel, 1] + 1e-3
                     effective = layer.effective_gates(hard_gate(layer.psi), masks[node.input])
                     changed.append(node.name)
                 masks[node.name] = active_channels(effective, masks[node.skip] if node.skip else None)

@@ -99,7 +99,7 @@ class RunDir:
             raise FgnasError(f"{self.file(self.CONFIG)} is not valid JSON ({exc}); start a new run") from None
         if not isinstance(config, dict) or "target" not in config:
             raise FgnasError(f"{self.file(self.CONFIG)} is not a fgnas-search config; start a new run")
-        return config
+        return {"streams": "free", **config}  # a run started before --streams existed searched with free streams
 
     def check_same_run(self, identity: dict, stored_identity: dict) -> None:
         """--resume continues only the run that made the directory: the same target, backbone, data, ... ."""

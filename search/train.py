@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -25,16 +26,29 @@ from profiler.spec import ConditionKey
 from search.baselines import BASELINES, l1_prune, uniform_width
 from search.batchnorm import recalibrate_batchnorm
 from search.data import BatchLoader, DataSplits, load_data, make_loaders
-from search.dynamics import (FISHER_WARMUP_STEPS, GateMover, MinChannels, lambda_growth, next_lambda,
-                             parse_min_channels, planned_resource)
+from search.dynamics import (
+    FISHER_WARMUP_STEPS,
+    GateMover,
+    MinChannels,
+    lambda_growth,
+    next_lambda,
+    parse_min_channels,
+    planned_resource,
+)
 from search.precision import Precision, resolve_precision
 from search.resources import Resource, create_resource
 from search.summary import layer_rows, method_line
 from search.targets import Target, format_resource, parse_target
 from search.transforms import eval_transform
 
+if TYPE_CHECKING:  # imported where used: search.rundir is needed only once a run starts
+    from search.rundir import RunDir
+
 PHASES = ("pretrain", "search", "finetune", "done")
 REPORTED_RESOURCES = ("params", "flops", "latency")
+
+
+STREAMS = ("tied", "free")
 
 
 def cosine_lr(base: float, step: int, total: int, floor: float = 0.0) -> float:
@@ -66,6 +80,7 @@ class SearchConfig:
     plan_share: float = 0.5  # the planned descent reaches the target after this share of the search epochs
     min_channels: str = "0.25"  # per-layer floor: a share of its channels (< 1) or a count
     max_off_share: float = 0.1  # the most of a layer's on gates that may switch off in one step
+    streams: str = "tied"  # tied: the layers writing one residual stream keep one channel set; free: each its own
     seed: int = 0
     device: str = "cpu"
     precision: str = "auto"  # search/precision.py
@@ -78,7 +93,7 @@ class SearchConfig:
 
     # What must match for --resume to continue a run (the rest, e.g. epochs or device, may change).
     IDENTITY = ("target", "backbone", "search_space", "data", "width", "seed", "train_subset", "lr", "batch_size",
-                "min_channels", "baseline")
+                "min_channels", "baseline", "streams")
 
     def __post_init__(self) -> None:
         positive = {"lr": self.lr, "gate_lr": self.gate_lr, "width": self.width, "batch_size": self.batch_size,
@@ -104,6 +119,8 @@ class SearchConfig:
         if self.lambda_schedule not in ("auto", "fixed"):
             raise FgnasError(f"--lambda-schedule {self.lambda_schedule!r}: use auto or fixed")
         parse_min_channels(self.min_channels)
+        if self.streams not in STREAMS:
+            raise FgnasError(f"--streams {self.streams!r}: use tied or free")
         if self.baseline is not None and self.baseline not in BASELINES:
             raise FgnasError(f"--baseline {self.baseline!r}: use one of {', '.join(BASELINES)}")
 
@@ -277,6 +294,12 @@ def _gate_switch(net: nn.Module, on: bool, floors: dict[str, int] | None = None
         eligible = margins <= 0 if on else margins > 0
         if not on and floors:
             eligible[_floor_gates(net, floors)] = False
+        offset = 0
+        for name, layer in net.layers.items():  # a tied group's gates move with its first layer's (net.retie)
+            size = layer.psi[..., 0].numel()
+            if any(name in group[1:] for group in net.tied):
+                eligible[offset:offset + size] = False
+            offset += size
         candidates = torch.nonzero(eligible).flatten()
         order = candidates[torch.argsort(margins[candidates], descending=on)].tolist()
     saved = [p.detach().clone() for p in params]
@@ -293,6 +316,7 @@ def _gate_switch(net: nn.Module, on: bool, floors: dict[str, int] | None = None
                 p = params[i]
                 op, ch = divmod(flat - offsets[i], p.shape[-2])
                 p[op, ch, 0] = p[op, ch, 1] + (1e-3 if on else -1e-3)
+            net.retie()
             net.ensure_alive()
             return net.hard_resource(resource)
 
@@ -405,7 +429,7 @@ class _Run:
     """What every phase needs; built once by `_prepare`."""
 
     config: SearchConfig
-    rundir: "RunDir"
+    rundir: RunDir
     target: Target
     resource: Resource
     resources: dict[str, Resource]
@@ -534,6 +558,8 @@ def _prepare(config: SearchConfig, run_dir: str | Path, resume: bool, log: Calla
         net.load_state_dict(_read_pretrained(config.pretrained), strict=False)
         state.phase = "search"
         log(f"weights from {config.pretrained}: skipping pretraining")
+    if config.streams == "tied":
+        net.tie_streams()
     return _Run(config, rundir, target, resource, resources, table, data, net, device, precision, floors,
                 train_loader, val_loader, calibration_loader, state, optimizer_states, log, progress, device_check)
 

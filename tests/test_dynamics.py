@@ -4,9 +4,20 @@ import pytest
 import torch
 
 from profiler.errors import FgnasError
-from search.dynamics import (MAX_MARGIN, ON_EPSILON, MinChannels, cap_switch_off, enforce_floor,
-                             lambda_growth, next_lambda, parse_min_channels, planned_resource, pressure, step_margins,
-                             threshold_lambda)
+from search.dynamics import (
+    MAX_MARGIN,
+    ON_EPSILON,
+    MinChannels,
+    cap_switch_off,
+    enforce_floor,
+    lambda_growth,
+    next_lambda,
+    parse_min_channels,
+    planned_resource,
+    pressure,
+    step_margins,
+    threshold_lambda,
+)
 
 
 def test_min_channels_is_a_share_or_a_count_and_never_above_the_layer():

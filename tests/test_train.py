@@ -8,10 +8,17 @@ from profiler.errors import FgnasError
 from profiler.spec import ConditionKey
 from search.arch import read_arch
 from search.backbones import create_backbone
-from search.rundir import RunDir, operation_types
-from search.train import (SearchConfig, SearchInterrupted, cosine_lr, fill_to_target, missing_conditions_message,
-                          prune_to_target, run_search)
 from search.resources import create_resource
+from search.rundir import RunDir, operation_types
+from search.train import (
+    SearchConfig,
+    SearchInterrupted,
+    cosine_lr,
+    fill_to_target,
+    missing_conditions_message,
+    prune_to_target,
+    run_search,
+)
 
 
 def test_cosine_lr_hand_values():
