@@ -22,8 +22,8 @@ import torch
 
 from export.plan import HOMOGENEOUS_ACTIVATIONS, SKIP, Piece, PrunedConv, PrunedHead, PrunedLayer, PrunedPlan, Selection
 from profiler.errors import FgnasError
-from profiler.registry import registrar
 from profiler.lowering import shareable
+from profiler.registry import registrar
 
 BN_EPS = 1e-5
 
