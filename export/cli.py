@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from export.tflite import QUANTIZE_MODES
 from profiler.cli_parser import OneLineParser
 from profiler.devices import add_device_arguments, add_timing_arguments, device_options, timing_settings
 from profiler.errors import FgnasError
+
+if TYPE_CHECKING:
+    from search.arch import Arch
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _table(args: argparse.Namespace, arch: dict) -> Path | None:
+def _table(args: argparse.Namespace, arch: Arch) -> Path | None:
     """--table when given; else the table the search priced with, only while its content hash is the one arch.json
     recorded (export.assembly.search_table: otherwise one line naming it, exit 2); else, for a run searched without a
     latency table, device_tables/DEVICE.json when it exists."""

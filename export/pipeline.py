@@ -92,7 +92,7 @@ def export_run(run: SearchedRun, options: ExportOptions, log: Callable[[str], No
     data = options.data or run.data
     if data is None:
         raise FgnasError(f"{run.path} does not say which data set the search used: pass --data")
-    size = arch["input"]["height"]
+    size = arch.input.height
     samples = max(options.parity_samples, options.eval_samples)
     x, labels = eval_inputs(data, size, samples)
     if options.round_channels:
@@ -147,7 +147,7 @@ def export_run(run: SearchedRun, options: ExportOptions, log: Callable[[str], No
         with create_device(options.device, **options.device_options) as device:
             settings = device.default_settings.overridden(**options.timing)
             latency = latency_report(plan, tflite_path, device, settings, table, out / "layers",
-                                     arch["predicted"].get("latency_ms"), log)
+                                     arch.predicted.latency_ms, log)
 
     report = {
         "report_version": REPORT_VERSION,
@@ -157,7 +157,7 @@ def export_run(run: SearchedRun, options: ExportOptions, log: Callable[[str], No
         "channels": {layer.name: layer.out_channels for layer in plan.layers},
         "parity": [p.to_dict() for p in parity], "accuracy": acc,
         "latency": latency.to_dict() if latency else None, "settings": settings.to_dict() if settings else None,
-        "rounding": rounding, "predicted": arch["predicted"], "device_check": device_check,
+        "rounding": rounding, "predicted": arch.predicted.to_dict(), "device_check": device_check,
     }
     report_path = atomic_write_json(out / "export_report.json", report)
     return ExportResult(out, files, inventory, tuple(parity), acc, latency, report_path, rounding, device_check)

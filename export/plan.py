@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from search.arch import Pool
+
 HOMOGENEOUS_ACTIVATIONS = ("none", "relu", "prelu")  # act(s * z) == s * act(z) for s > 0: a scale folds through
 
 
@@ -79,7 +81,7 @@ class PrunedLayer:
     runs: tuple[tuple[Piece, ...], ...]  # the layer's output, run after run; each run sums its pieces
     post_activation: str
     post_slope: np.ndarray | None
-    pool: dict | None
+    pool: Pool | None  # max pooling (the layer's arch.json pool)
     order: tuple[int, ...]  # original channel index of each output channel
 
     @property
@@ -92,11 +94,7 @@ class PrunedLayer:
 
     @property
     def out_hw(self) -> tuple[int, int]:
-        h, w = self.conv_hw
-        if not self.pool:
-            return h, w
-        k, s = self.pool["kernel"], self.pool["stride"]
-        return (h - k) // s + 1, (w - k) // s + 1
+        return self.pool.out_hw(*self.conv_hw) if self.pool else self.conv_hw
 
     @property
     def run_sizes(self) -> tuple[int, ...]:

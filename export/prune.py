@@ -24,6 +24,7 @@ from export.plan import HOMOGENEOUS_ACTIVATIONS, SKIP, Piece, PrunedConv, Pruned
 from profiler.errors import FgnasError
 from profiler.lowering import shareable
 from profiler.registry import registrar
+from search.arch import Arch, ArchLayer, ArchOp, as_arch
 
 BN_EPS = 1e-5
 
@@ -50,9 +51,9 @@ class Weights:
 class OpContext:
     """Everything an op pruner needs: where the op sits and which channels it reads and writes, in which order."""
 
-    layer: dict
+    layer: ArchLayer
     index: int
-    op: dict
+    op: ArchOp
     channels: tuple[int, ...]  # output channels (original indices) in emitted order
     in_order: tuple[int, ...]  # the input tensor's channels (original indices) in its order
     in_scale: float  # a pending factor on the input tensor, folded into this conv
@@ -61,7 +62,7 @@ class OpContext:
 
     @property
     def prefix(self) -> str:
-        return f"layers.{self.layer['name']}.ops.{self.index}."
+        return f"layers.{self.layer.name}.ops.{self.index}."
 
 
 OpPruner = Callable[[OpContext, Weights], PrunedConv]
@@ -76,8 +77,8 @@ def _fold(ctx: OpContext, weights: Weights, weight: np.ndarray, depthwise: bool,
     """BN into the conv, the input's pending scale into the weight, 1/M into weight and bias where the activation
     lets it through (relu, prelu, none), after it otherwise."""
     layer, op, keep = ctx.layer, ctx.op, list(ctx.channels)
-    cout = layer["cout"]
-    if op["norm"]:
+    cout = layer.cout
+    if op.norm:
         gamma, beta, mean, var = (weights.get(ctx.prefix + f"bn.{n}", (cout,))[keep]
                                   for n in ("weight", "bias", "running_mean", "running_var"))
         factor = gamma / np.sqrt(var + BN_EPS)
@@ -86,30 +87,30 @@ def _fold(ctx: OpContext, weights: Weights, weight: np.ndarray, depthwise: bool,
     else:
         bias = weights.get(ctx.prefix + "conv.bias", (cout,))[keep]
     weight = weight * ctx.in_scale
-    slope = weights.get(ctx.prefix + "act.weight", (cout,))[keep] if op["activation"] == "prelu" else None
+    slope = weights.get(ctx.prefix + "act.weight", (cout,))[keep] if op.activation == "prelu" else None
     out_scale = ctx.avg_scale
-    if op["activation"] in HOMOGENEOUS_ACTIVATIONS:
+    if op.activation in HOMOGENEOUS_ACTIVATIONS:
         weight, bias, out_scale = weight * ctx.avg_scale, bias * ctx.avg_scale, 1.0
-    return PrunedConv(weight.astype(np.float32), bias.astype(np.float32), op["kernel"], layer["stride"], depthwise,
-                      op["activation"], None if slope is None else slope.astype(np.float32), float(out_scale),
+    return PrunedConv(weight.astype(np.float32), bias.astype(np.float32), op.kernel, layer.stride, depthwise,
+                      op.activation, None if slope is None else slope.astype(np.float32), float(out_scale),
                       select, ctx.splits)
 
 
 @register_op_pruner("normal")
 def prune_normal(ctx: OpContext, weights: Weights) -> PrunedConv:
-    k = ctx.op["kernel"]
-    full = weights.get(ctx.prefix + "conv.weight", (ctx.layer["cout"], ctx.layer["cin"], k, k))
+    k = ctx.op.kernel
+    full = weights.get(ctx.prefix + "conv.weight", (ctx.layer.cout, ctx.layer.cin, k, k))
     return _fold(ctx, weights, full[list(ctx.channels)][:, list(ctx.in_order)], False, Selection())
 
 
 @register_op_pruner("depthwise")
 def prune_depthwise(ctx: OpContext, weights: Weights) -> PrunedConv:
-    k = ctx.op["kernel"]
-    full = weights.get(ctx.prefix + "conv.weight", (ctx.layer["cout"], 1, k, k))
+    k = ctx.op.kernel
+    full = weights.get(ctx.prefix + "conv.weight", (ctx.layer.cout, 1, k, k))
     position = {c: i for i, c in enumerate(ctx.in_order)}
     missing = [c for c in ctx.channels if c not in position]
     if missing:
-        raise FgnasError(f"arch.json: depthwise op {ctx.index} of layer {ctx.layer['name']} keeps channels "
+        raise FgnasError(f"arch.json: depthwise op {ctx.index} of layer {ctx.layer.name} keeps channels "
                          f"{missing} whose input is pruned; re-run the search with this fgnas")
     positions = [position[c] for c in ctx.channels]
     return _fold(ctx, weights, full[list(ctx.channels)], True, _selection(positions, len(ctx.in_order)))
@@ -150,14 +151,14 @@ def _input_order(in_position: dict[int, int]) -> Callable[[int], tuple]:
     return lambda c: (in_position.get(c, 0), c)
 
 
-def _runs(layer: dict, skip_order: tuple[int, ...] | None, key: Callable[[int], tuple],
+def _runs(layer: ArchLayer, skip_order: tuple[int, ...] | None, key: Callable[[int], tuple],
           grouped: bool = True) -> list[tuple[frozenset, list[int]]]:
     """The layer's output as runs of channels with one producer set; skip channels keep the skip tensor's order.
     The other channels form one run per producer set (`grouped`), or follow `key` strictly, a new run wherever the
     producer set changes (which lets `key` make downstream sets contiguous at the price of more runs here)."""
-    producers: dict[int, set] = {c: set() for c in layer["active_out"]}
-    for i, op in enumerate(layer["ops"]):
-        for c in op["keep"]:
+    producers: dict[int, set] = {c: set() for c in layer.active_out}
+    for i, op in enumerate(layer.ops):
+        for c in op.keep:
             producers[c].add(i)
     skip_set = set(skip_order or ())
     for c in skip_set:
@@ -169,7 +170,7 @@ def _runs(layer: dict, skip_order: tuple[int, ...] | None, key: Callable[[int], 
             runs[-1][1].append(c)
         else:
             runs.append((p, [c]))
-    rest = sorted(set(layer["active_out"]) - skip_set, key=key)
+    rest = sorted(set(layer.active_out) - skip_set, key=key)
     if not grouped:
         for c in rest:
             p = frozenset(producers[c])
@@ -208,29 +209,29 @@ def assembly_cost(runs: list[tuple[frozenset, list[int]]], downstream: list[set[
     return cost
 
 
-def _stream_keeps(layers: list[dict]) -> dict[str, list[set[int]]]:
+def _stream_keeps(layers: tuple[ArchLayer, ...]) -> dict[str, list[set[int]]]:
     """Per layer: the channel sets kept by each operation of the layers that add its output downstream, directly
     or through a chain of skips (one residual stream shares one channel index space)."""
-    adders: dict[str, list[dict]] = {}
+    adders: dict[str, list[ArchLayer]] = {}
     for layer in layers:
-        if layer["skip"]:
-            adders.setdefault(layer["skip"], []).append(layer)
+        if layer.skip:
+            adders.setdefault(layer.skip, []).append(layer)
     result: dict[str, list[set[int]]] = {}
     for layer in reversed(layers):
         keeps: list[set[int]] = []
-        for adder in adders.get(layer["name"], []):
-            keeps += [set(op["keep"]) for op in adder["ops"] if op["keep"]] + result.get(adder["name"], [])
-        result[layer["name"]] = keeps
+        for adder in adders.get(layer.name, []):
+            keeps += [set(op.keep) for op in adder.ops if op.keep] + result.get(adder.name, [])
+        result[layer.name] = keeps
     return result
 
 
-def _check_layer(layer: dict, orders: dict[str, tuple[int, ...]]) -> None:
-    name = layer["name"]
-    if set(orders[layer["input"]]) != set(layer["active_in"]):
+def _check_layer(layer: ArchLayer, orders: dict[str, tuple[int, ...]]) -> None:
+    name = layer.name
+    if set(orders[layer.input]) != set(layer.active_in):
         raise FgnasError(f"arch.json: layer {name}'s active_in is not its input layer's active_out; the file is "
                          f"inconsistent: re-run the search")
-    alive = set().union(*(set(op["keep"]) for op in layer["ops"]), set(orders[layer["skip"]]) if layer["skip"] else ())
-    if alive != set(layer["active_out"]):
+    alive = set().union(*(set(op.keep) for op in layer.ops), set(orders[layer.skip]) if layer.skip else ())
+    if alive != set(layer.active_out):
         raise FgnasError(f"arch.json: layer {name}'s active_out is not the union of its operations' and skip's "
                          f"channels; the file is inconsistent: re-run the search")
     if not alive:
@@ -238,67 +239,68 @@ def _check_layer(layer: dict, orders: dict[str, tuple[int, ...]]) -> None:
                          f"search with a looser target")
 
 
-def prune(arch: dict, state_dict: Mapping[str, torch.Tensor], shared: Collection[str] = ()) -> PrunedPlan:
-    """The physically pruned network of a validated arch.json (search.arch.read_arch) and its weights. Layers named
-    in `shared` (export/assembly.py) are assembled SHARED: each operation computes every alive channel of the layer,
-    with zero weights and bias where it keeps none, and the operations are added at full width."""
+def prune(arch: Arch | Mapping, state_dict: Mapping[str, torch.Tensor], shared: Collection[str] = ()) -> PrunedPlan:
+    """The physically pruned network of an architecture (search.arch.Arch; the dict the search writes is parsed and
+    validated first) and its weights. Layers named in `shared` (export/assembly.py) are assembled SHARED: each
+    operation computes every alive channel of the layer, with zero weights and bias where it keeps none, and the
+    operations are added at full width."""
+    arch = as_arch(arch)
     weights = Weights(state_dict)
-    layers = arch["layers"]
-    skip_sources = {layer["skip"] for layer in layers if layer["skip"]}
+    layers = arch.layers
+    skip_sources = {layer.skip for layer in layers if layer.skip}
     dw_readers: dict[str, list[set[int]]] = {}
     for layer in layers:
-        dw_readers.setdefault(layer["input"], []).extend(
-            set(op["keep"]) for op in layer["ops"] if op["conv_type"] == "depthwise" and op["keep"])
+        dw_readers.setdefault(layer.input, []).extend(
+            set(op.keep) for op in layer.ops if op.kind.channelwise and op.keep)
     for readers in dw_readers.values():
         readers.sort(key=len, reverse=True)  # nested sets (the usual case) are then all contiguous in Gray order
     stream_keeps = _stream_keeps(layers)
 
-    orders: dict[str, tuple[int, ...]] = {"input": tuple(range(arch["input"]["channels"]))}
+    orders: dict[str, tuple[int, ...]] = {"input": tuple(range(arch.input.channels))}
     pending: dict[str, float] = {"input": 1.0}
     pruned = []
     for layer in layers:
-        name = layer["name"]
+        name = layer.name
         _check_layer(layer, orders)
-        in_order = orders[layer["input"]]
+        in_order = orders[layer.input]
         in_position = {c: i for i, c in enumerate(in_order)}
-        reads_dw = any(op["conv_type"] == "depthwise" for op in layer["ops"])
         readers = dw_readers.get(name, [])
         downstream = stream_keeps.get(name, [])
-        own = [set(op["keep"]) for op in layer["ops"]]
-        key = _channel_key(readers, downstream, own, in_position if reads_dw else None)
-        skip_order = orders[layer["skip"]] if layer["skip"] else None
+        own = [set(op.keep) for op in layer.ops]
+        key = _channel_key(readers, downstream, own, in_position if layer.channelwise else None)
+        skip_order = orders[layer.skip] if layer.skip else None
         if name in shared:
             if not shareable(layer):
                 raise FgnasError(f"layer {name} has a skip or a depthwise operation: it cannot be assembled shared")
-            kept = frozenset(i for i, op in enumerate(layer["ops"]) if op["keep"])
-            runs = [(kept, sorted(layer["active_out"], key=key))]
+            kept = frozenset(i for i, op in enumerate(layer.ops) if op.keep)
+            runs = [(kept, sorted(layer.active_out, key=key))]
         else:
             candidates = [_runs(layer, skip_order, key, True), _runs(layer, skip_order, key, False)]
-            if reads_dw:
+            if layer.channelwise:
                 candidates.append(_runs(layer, skip_order, _input_order(in_position), False))
-            depthwise_ops = [i for i, op in enumerate(layer["ops"]) if op["conv_type"] == "depthwise" and op["keep"]]
+            depthwise_ops = [i for i, op in enumerate(layer.ops) if op.kind.channelwise and op.keep]
             runs = min(candidates, key=lambda r: assembly_cost(r, downstream, readers, depthwise_ops, in_position))
         # The 1/M average is left for the consumers (convs and the head are linear) when nothing adds this output
         # unscaled to something else; otherwise each op folds it (or multiplies by it after a tanh/relu6).
-        defer = (layer["scale"] != 1.0 and not layer["skip"] and name not in skip_sources
-                 and layer["post_activation"] in HOMOGENEOUS_ACTIVATIONS)
+        defer = (layer.scale != 1.0 and not layer.skip and name not in skip_sources
+                 and layer.post_activation in HOMOGENEOUS_ACTIVATIONS)
         ops = []
         index_of_op: dict[int, int] = {}
-        for i, op in enumerate(layer["ops"]):
-            if not op["keep"]:
+        for i, op in enumerate(layer.ops):
+            if not op.keep:
                 continue
             mine = [run for p, run in runs if i in p]
             index_of_op[i] = len(ops)
-            ctx = OpContext(layer, i, op, tuple(c for run in mine for c in run), in_order, pending[layer["input"]],
-                            1.0 if defer else layer["scale"], tuple(len(run) for run in mine))
+            ctx = OpContext(layer, i, op, tuple(c for run in mine for c in run), in_order, pending[layer.input],
+                            1.0 if defer else layer.scale, tuple(len(run) for run in mine))
             try:
-                pruner = OP_PRUNERS[op["conv_type"]]
+                pruner = OP_PRUNERS[op.conv_type]
             except KeyError:
-                raise FgnasError(f"arch.json: layer {name} has conv type {op['conv_type']!r}, which export cannot "
+                raise FgnasError(f"arch.json: layer {name} has conv type {op.conv_type!r}, which export cannot "
                                  f"prune (known: {', '.join(OP_PRUNERS)})") from None
             conv = pruner(ctx, weights)
             if name in shared:  # the channels this operation does not keep: zero weight and bias, so zero output
-                idle = np.array([c not in set(op["keep"]) for c in ctx.channels])
+                idle = np.array([c not in set(op.keep) for c in ctx.channels])
                 conv.weight[idle] = 0.0
                 conv.bias[idle] = 0.0
             ops.append(conv)
@@ -313,21 +315,19 @@ def prune(arch: dict, state_dict: Mapping[str, torch.Tensor], shared: Collection
             pieces.append(tuple(run_pieces))
         order = tuple(c for _, run in runs for c in run)
         post_slope = None
-        if layer["post_activation"] == "prelu":
-            post_slope = weights.get(f"layers.{name}.post.weight", (layer["cout"],))[list(order)].astype(np.float32)
-        pruned.append(PrunedLayer(name, layer["input"], layer["skip"], tuple(layer["in_hw"]), layer["stride"],
-                                  tuple(ops),
+        if layer.post_activation == "prelu":
+            post_slope = weights.get(f"layers.{name}.post.weight", (layer.cout,))[list(order)].astype(np.float32)
+        pruned.append(PrunedLayer(name, layer.input, layer.skip, layer.in_hw, layer.stride, tuple(ops),
                                   tuple(len(run) for p, run in runs if SKIP in p), tuple(pieces),
-                                  layer["post_activation"], post_slope, layer["pool"], order))
+                                  layer.post_activation, post_slope, layer.pool, order))
         orders[name] = order
-        pending[name] = layer["scale"] if defer else 1.0
+        pending[name] = layer.scale if defer else 1.0
 
-    head = arch["head"]
-    if set(orders[head["input"]]) != set(head["active_in"]):
+    head = arch.head
+    if set(orders[head.input]) != set(head.active_in):
         raise FgnasError("arch.json: the head's active_in is not its input layer's active_out; re-run the search")
-    classes = head["num_classes"]
-    fc_w = weights.get("head.fc.weight", (classes, head["in_channels"]))[:, list(orders[head["input"]])]
+    classes = head.num_classes
+    fc_w = weights.get("head.fc.weight", (classes, head.in_channels))[:, list(orders[head.input])]
     fc_b = weights.get("head.fc.bias", (classes,))
-    plan_head = PrunedHead(head["input"], (fc_w * pending[head["input"]]).astype(np.float32), fc_b.astype(np.float32))
-    return PrunedPlan(arch["input"]["channels"], arch["input"]["height"], arch["input"]["width"], tuple(pruned),
-                      plan_head)
+    plan_head = PrunedHead(head.input, (fc_w * pending[head.input]).astype(np.float32), fc_b.astype(np.float32))
+    return PrunedPlan(arch.input.channels, arch.input.height, arch.input.width, tuple(pruned), plan_head)

@@ -19,6 +19,7 @@ from export.run import SearchedRun
 from profiler.errors import FgnasError
 from profiler.spec import ConvSpec
 from profiler.table import LatencyTable
+from search.arch import Arch
 from search.network import SearchNetwork
 from search.resources import create_resource
 
@@ -38,29 +39,30 @@ def rounded_count(table: LatencyTable, spec: ConvSpec) -> int:
     return spec.cout
 
 
-def round_gates(net: SearchNetwork, arch: dict, table: LatencyTable) -> dict[str, dict[int, tuple[int, int]]]:
-    """Switch off gates so each normal op keeps `rounded_count` channels; returns {layer: {op: (before, after)}}."""
+def round_gates(net: SearchNetwork, arch: Arch, table: LatencyTable) -> dict[str, dict[int, tuple[int, int]]]:
+    """Switch off gates so each op whose channels are its own (not a channelwise op's, tied to its input) keeps
+    `rounded_count` channels; returns {layer: {op: (before, after)}}."""
     changes: dict[str, dict[int, tuple[int, int]]] = {}
     with torch.no_grad():
-        for layer in arch["layers"]:
-            psi = net.layers[layer["name"]].psi
-            for i, op in enumerate(layer["ops"]):
-                if op["conv_type"] != "normal" or not op["keep"]:
+        for layer in arch.layers:
+            psi = net.layers[layer.name].psi
+            for i, op in enumerate(layer.ops):
+                if op.kind.channelwise or not op.keep:
                     continue
-                spec = ConvSpec.from_dict(op["spec"])
+                spec = op.spec
                 target = rounded_count(table, spec)
                 if target == spec.cout:
                     continue
-                keep = torch.tensor(op["keep"])
+                keep = torch.tensor(op.keep)
                 margin = psi[i, keep, 0] - psi[i, keep, 1]
                 drop = keep[torch.argsort(margin)[:spec.cout - target]]
                 psi[i, drop, 0] = psi[i, drop, 1] - 1.0
-                changes.setdefault(layer["name"], {})[i] = (spec.cout, target)
+                changes.setdefault(layer.name, {})[i] = (spec.cout, target)
     return changes
 
 
 def round_run(run: SearchedRun, table_path: Path | None, x: torch.Tensor, labels: np.ndarray
-              ) -> tuple[dict, SearchNetwork, dict]:
+              ) -> tuple[Arch, SearchNetwork, dict]:
     """The rounded architecture, its gated network, and what rounding changed (predicted latency, accuracy)."""
     if table_path is None:
         raise FgnasError("--round-channels needs the device's latency table: pass --table device_tables/DEVICE.json")
@@ -72,8 +74,10 @@ def round_run(run: SearchedRun, table_path: Path | None, x: torch.Tensor, labels
         changes = round_gates(net, run.arch, table)
         net.ensure_alive()
         after = {"latency_ms": net.hard_resource(latency), "accuracy": accuracy(net(x).numpy(), labels)}
-    extra = {k: run.arch[k] for k in ("latency_table", "target", "search") if k in run.arch}
-    arch = net.to_arch({**extra, "predicted": {"latency_ms": after["latency_ms"]}})
+    # the network writes arch.json's dict (search.network.to_arch); the run's records pass through it as they were
+    recorded = run.arch.to_dict()
+    extra = {k: recorded[k] for k in ("latency_table", "target", "search") if k in recorded}
+    arch = Arch.from_dict(net.to_arch({**extra, "predicted": {"latency_ms": after["latency_ms"]}}))
     info = {"table": str(table_path), "before": before, "after": after, "samples": len(labels),
             "changed": {name: {str(i): list(c) for i, c in ops.items()} for name, ops in changes.items()}}
     return arch, net, info

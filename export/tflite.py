@@ -83,7 +83,7 @@ def _layer_fn(tf, layer: PrunedLayer) -> Callable:
         y = tf.concat(runs, axis=3) if len(runs) > 1 else runs[0]
         y = _activation(tf, layer.post_activation, y, post_slope)
         if layer.pool:
-            y = tf.nn.max_pool2d(y, layer.pool["kernel"], layer.pool["stride"], "VALID")
+            y = tf.nn.max_pool2d(y, layer.pool.kernel, layer.pool.stride, "VALID")
         return y
 
     return fn

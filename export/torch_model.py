@@ -66,7 +66,7 @@ class PrunedLayerModule(nn.Module):
         y = torch.cat(runs, dim=1) if len(runs) > 1 else runs[0]
         y = _ACTIVATIONS[self.spec.post_activation](y, self.post_slope)
         pool = self.spec.pool
-        return F.max_pool2d(y, pool["kernel"], pool["stride"]) if pool else y
+        return F.max_pool2d(y, pool.kernel, pool.stride) if pool else y
 
 
 class PrunedNetwork(nn.Module):

@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from profiler.cost import Count, conv_activations
 from profiler.model_ops import ConvOp, ModelOp, OtherOp
 from profiler.spec import ConvSpec
+
+if TYPE_CHECKING:  # the typed arch.json is the search's (search/arch.py), which profiler/ does not import at run time
+    from search.arch import Arch, ArchHead, ArchLayer
 
 SPLIT, SHARED = "split", "shared"
 # A depthwise operation reading some of its input's channels: export orders a tensor's channels so that the first
@@ -114,9 +118,13 @@ def merge_ops(keeps: Sequence[Sequence[float]]) -> MergeOps:
     return MergeOps(tuple(groups.items()))
 
 
-def shareable(layer: dict) -> bool:
-    """An arch.json layer SHARED assembly can serve: no skip, normal convs only (a depthwise op reads one channel)."""
-    return layer["skip"] is None and all(op["conv_type"] == "normal" for op in layer["ops"])
+def shareable(layer: ArchLayer | Mapping) -> bool:
+    """A layer SHARED assembly can serve: no skip, and no operation reading its input channel by channel (a depthwise
+    op cannot compute the channels another op keeps). search.resources.arch_layer_assembly still passes arch.json's
+    dict."""
+    if isinstance(layer, Mapping):
+        return layer["skip"] is None and all(op["conv_type"] == "normal" for op in layer["ops"])
+    return layer.skip is None and not layer.channelwise
 
 
 # ---- the exported graph of a searched architecture -------------------------------------------------------------
@@ -174,64 +182,60 @@ def lower_assembly(h: int, w: int, merge: MergeOps) -> list[Lowered]:
     return ops
 
 
-def lower_layer(layer: dict, shared: bool = False, skip_active: Collection[int] = ()) -> list[Lowered]:
+def lower_layer(layer: ArchLayer, shared: bool = False, skip_active: Collection[int] = ()) -> list[Lowered]:
     """The ops export writes for one arch.json layer (docs/arch-format.md), SPLIT or `shared`; `skip_active`: the
     alive channels of its skip input (the skip layer's active_out)."""
-    h, w = layer["in_hw"]
-    ho, wo = (math.ceil(n / layer["stride"]) for n in layer["in_hw"])
-    cin = len(layer["active_in"])
-    alive = len(layer["active_out"])
-    kept = [op for op in layer["ops"] if op["keep"]]
+    ho, wo = layer.conv_hw
+    cin = len(layer.active_in)
+    alive = len(layer.active_out)
+    kept = [op for op in layer.ops if op.keep]
     ops: list[Lowered] = []
     readers = 0
     for op in kept:
-        spec, depthwise = ConvSpec.from_dict(op["spec"]), op["conv_type"] == "depthwise"
-        cout = alive if shared else len(op["keep"])
+        depthwise = op.kind.channelwise
+        cout = alive if shared else len(op.keep)
         select = None
         if depthwise and cout < cin:
             select = "slice" if readers < CONTIGUOUS_READERS else "gather"
             readers += 1
-        ops += lower_conv(spec, depthwise, cin, cout, select)
+        ops += lower_conv(op.spec, depthwise, cin, cout, select)
     if shared:
         ops += [_other("ADD", ((1, ho, wo, alive), (1, ho, wo, alive)), ((1, ho, wo, alive),), 3 * ho * wo * alive)
                 for _ in kept[1:]]
     else:
-        channels = range(layer["cout"])
-        keeps = [[c in set(op["keep"]) for c in channels] for op in layer["ops"]]
-        if layer["skip"] is not None:
+        channels = range(layer.cout)
+        keeps = [[c in set(op.keep) for c in channels] for op in layer.ops]
+        if layer.skip is not None:
             keeps.append([c in set(skip_active) for c in channels])
         if len(keeps) > 1:
             ops += lower_assembly(ho, wo, merge_ops(keeps))
-    if layer["pool"]:
-        k, s = layer["pool"]["kernel"], layer["pool"]["stride"]
-        out = ((ho - k) // s + 1, (wo - k) // s + 1)
-        ops.append(_other("MAX_POOL_2D", ((1, ho, wo, alive),), ((1, *out, alive),),
+    if layer.pool:
+        ops.append(_other("MAX_POOL_2D", ((1, ho, wo, alive),), ((1, *layer.out_hw, alive),),
                           ho * wo * alive + math.ceil(ho / 2) * math.ceil(wo / 2) * alive))
     return ops
 
 
-def lower_head(head: dict, hw: tuple[int, int]) -> list[Lowered]:
+def lower_head(head: ArchHead, hw: tuple[int, int]) -> list[Lowered]:
     """Global average pooling (MEAN over H and W) and the classifier (FULLY_CONNECTED)."""
-    c, classes = len(head["active_in"]), head["num_classes"]
+    c, classes = len(head.active_in), head.num_classes
     h, w = hw
     return [_other("MEAN", ((1, h, w, c), (2,)), ((1, c),), h * w * c + c),
             _other("FULLY_CONNECTED", ((1, c), (classes, c), (classes,)), ((1, classes),),
                    c + c * classes + classes + classes)]
 
 
-def lower_arch(arch: dict, shared: Collection[str] = ()) -> list[Lowered]:
-    """Every op of the exported network of a validated arch.json (search.arch.read_arch), the layers named in
-    `shared` assembled SHARED (export/assembly.py), in the order export writes them."""
+def lower_arch(arch: Arch | Mapping, shared: Collection[str] = ()) -> list[Lowered]:
+    """Every op of the exported network of an architecture (search.arch.Arch; the dict the search writes is parsed
+    first), the layers named in `shared` assembled SHARED (export/assembly.py), in the order export writes them."""
+    if isinstance(arch, Mapping):
+        from search.arch import as_arch  # only here: the dict's callers (search side, tests) have the search loaded
+
+        arch = as_arch(arch)
     ops: list[Lowered] = []
-    out_hw = {}
-    active = {layer["name"]: layer["active_out"] for layer in arch["layers"]}
-    for layer in arch["layers"]:
-        ops += lower_layer(layer, layer["name"] in shared, active[layer["skip"]] if layer["skip"] else ())
-        ho, wo = (math.ceil(n / layer["stride"]) for n in layer["in_hw"])
-        pool = layer["pool"]
-        out_hw[layer["name"]] = ((ho - pool["kernel"]) // pool["stride"] + 1,
-                                 (wo - pool["kernel"]) // pool["stride"] + 1) if pool else (ho, wo)
-    return ops + lower_head(arch["head"], out_hw[arch["head"]["input"]])
+    active = {layer.name: layer.active_out for layer in arch.layers}
+    for layer in arch.layers:
+        ops += lower_layer(layer, layer.name in shared, active[layer.skip] if layer.skip else ())
+    return ops + lower_head(arch.head, arch.layer(arch.head.input).out_hw)
 
 
 # ---- comparing op lists ----------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from profiler.errors import FgnasError
 from search.baselines import BASELINES
 from search.precision import PRECISIONS
 from search.summary import format_summary
-from search.train import SearchConfig, run_search
+from search.train import STREAMS, SearchConfig, run_search
 
 # CLI flag -> SearchConfig field, for the flags whose names differ.
 FIELD_OF = {"lambda": "lam"}
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           f"(default {d.min_channels})")
     p.add_argument("--max-off-share", type=float, help=f"the most of a layer's channels that may switch off in one "
                                                        f"step (default {d.max_off_share})")
-    p.add_argument("--streams", choices=("tied", "free"), help="tied (default): the layers that write one residual "
+    p.add_argument("--streams", choices=STREAMS, help="tied (default): the layers that write one residual "
                                                               "stream keep one channel set (exports without SPLIT_V/"
                                                               "CONCATENATION runs); free: each layer its own subset")
     p.add_argument("--baseline", choices=BASELINES, help="instead of searching, meet the target the simple way: "

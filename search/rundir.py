@@ -22,7 +22,7 @@ import torch
 
 from profiler.atomic import atomic_write_bytes as _atomic_write_bytes
 from profiler.errors import FgnasError
-from search.arch import write_arch
+from search.arch import CONV_KINDS, write_arch
 from search.targets import Target
 
 _REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+)")
@@ -232,8 +232,7 @@ class RunDir:
 
 
 def _op_label(op: dict) -> str:
-    dw = "dw" if op["conv_type"] == "depthwise" else "conv"
-    return f"{dw}{op['kernel']}x{op['kernel']} {op['activation']}"
+    return f"{CONV_KINDS[op['conv_type']].label}{op['kernel']}x{op['kernel']} {op['activation']}"
 
 
 def _widths(text: str) -> dict[str, int]:

@@ -1,12 +1,32 @@
 """The per-layer summary printed at the end of a search: channels, operations, params, FLOPs, predicted latency."""
 from __future__ import annotations
 
-from profiler.spec import ConvSpec, flops, params
-from search.resources import LatencyResource, arch_layer_assembly, pad_elements, pad_pixels
+from collections.abc import Mapping
+
+import torch
+
+from profiler.lowering import shareable
+from profiler.spec import flops, params
+from search.arch import Arch, ArchLayer, as_arch
+from search.resources import LatencyResource, Resource, layer_assembly, pad_elements, pad_pixels
 from search.targets import Target, format_resource
 
 
-def layer_rows(arch: dict, table=None) -> list[dict]:
+def assembly_of(resource: Resource, layer: ArchLayer) -> tuple[str, float]:
+    """search.resources.layer_assembly of a searched layer: how export assembles it (SPLIT or SHARED) and what that
+    costs beyond its convs."""
+    gates = torch.zeros(len(layer.ops), layer.cout)
+    for i, op in enumerate(layer.ops):
+        gates[i, list(op.keep)] = 1.0
+    specs = [op.spec if op.keep else None for op in layer.ops]
+    h, w = layer.conv_hw
+    with torch.no_grad():
+        kind, cost = layer_assembly(resource, specs, torch.tensor(float(len(layer.active_in))), gates, h, w,
+                                    shareable(layer))
+    return kind, float(cost)
+
+
+def layer_rows(arch: Arch | Mapping, table=None) -> list[dict]:
     """One row per arch.json layer: its kept operations' exact params and FLOPs (profiler.spec) and, with a latency
     table, their predicted latency, including the assembly of several operations (split/add/concat or shared,
     whichever export will build) and the PADs export writes before some stride-2 convs.
@@ -14,18 +34,17 @@ def layer_rows(arch: dict, table=None) -> list[dict]:
     the head, skip adds and that overhead are in the network's totals."""
     rows = []
     latency = LatencyResource(table) if table is not None else None
-    for layer in arch["layers"]:
-        specs = [ConvSpec.from_dict(op["spec"]) for op in layer["ops"] if op["spec"] is not None]
-        kept = {f"{'dw' if op['conv_type'] == 'depthwise' else 'k'}{op['kernel']}"
-                f"{'' if op['activation'] in ('relu', 'none') else '-' + op['activation']}": len(op["keep"])
-                for op in layer["ops"] if op["keep"]}
+    for layer in as_arch(arch).layers:
+        specs = [op.spec for op in layer.ops if op.spec is not None]
+        kept = {f"{op.kind.short}{op.kernel}{'' if op.activation in ('relu', 'none') else '-' + op.activation}":
+                len(op.keep) for op in layer.ops if op.keep}
         rows.append({
-            "layer": layer["name"], "channels": f"{len(layer['active_out'])}/{layer['cout']}",
+            "layer": layer.name, "channels": f"{len(layer.active_out)}/{layer.cout}",
             "ops": " ".join(f"{k}:{v}" for k, v in kept.items()) or "-",
             "params": sum(params(s) for s in specs), "flops": sum(flops(s) for s in specs),
             "latency_ms": (sum(latency.conv(s, s.cin, s.cout) + latency.pad(pad_pixels(s), pad_elements(s, s.cin))
                                for s in specs)
-                           + (arch_layer_assembly(latency, layer)[1] if len(layer["ops"]) > 1 else 0.0)
+                           + (assembly_of(latency, layer)[1] if len(layer.ops) > 1 else 0.0)
                            if latency is not None and specs else None),
         })
     return rows

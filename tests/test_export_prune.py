@@ -7,10 +7,11 @@ from export.prune import gray_rank, prune
 from export.sampling import random_searched
 from export.torch_model import PrunedNetwork
 from profiler.errors import FgnasError
+from profiler.lowering import shareable
+from search.arch import Arch
 from search.layer import LayerNode
 from search.network import HeadSpec, SearchNetwork
 from search.operations import OpSpec
-from search.resources import shareable
 
 BACKBONES = [
     ("digits", {"search_space": "table2"}),
@@ -130,9 +131,8 @@ def test_a_residual_stream_is_ordered_where_it_starts_so_the_adding_layer_splits
 @pytest.mark.parametrize("name,kwargs", BACKBONES[:3], ids=[b[0] for b in BACKBONES[:3]])
 def test_shared_layers_compute_every_alive_channel_per_operation_and_add_them_at_full_width(name, kwargs):
     net = random_searched(name, 2, **kwargs)
-    arch = net.to_arch()
-    shared = [layer["name"] for layer in arch["layers"]
-              if shareable(layer) and sum(bool(op["keep"]) for op in layer["ops"]) > 1]
+    arch = Arch.from_dict(net.to_arch())
+    shared = [layer.name for layer in arch.layers if shareable(layer) and sum(bool(op.keep) for op in layer.ops) > 1]
     assert shared
     plan = prune(arch, net.state_dict(), shared)
     for layer in plan.layers:
@@ -140,10 +140,10 @@ def test_shared_layers_compute_every_alive_channel_per_operation_and_add_them_at
             assert len(layer.runs) == 1 and len(layer.runs[0]) == len(layer.ops) > 1
             assert all(op.cout == layer.out_channels and op.splits == (layer.out_channels,) for op in layer.ops)
     _check_equal(net, plan)
-    skipped = next((layer for layer in arch["layers"] if not shareable(layer)), None)
+    skipped = next((layer for layer in arch.layers if not shareable(layer)), None)
     if skipped is not None:
         with pytest.raises(FgnasError, match="cannot be assembled shared"):
-            prune(arch, net.state_dict(), [skipped["name"]])
+            prune(arch, net.state_dict(), [skipped.name])
 
 
 def test_without_a_table_export_assembles_with_the_searchs_own_table_while_its_content_is_unchanged(tmp_path):
@@ -153,10 +153,14 @@ def test_without_a_table_export_assembles_with_the_searchs_own_table_while_its_c
 
     path = synthetic_table_file(tmp_path / "t.json")
     table = LatencyTable.load(path)
-    arch = {"latency_table": {"path": str(path), "content_hash": table.content_hash}}
+    net = random_searched("digits", 0, search_space="kernels")
+
+    def recorded(latency_table):
+        return Arch.from_dict(net.to_arch({"latency_table": latency_table}))
+
+    arch = recorded({"path": str(path), "content_hash": table.content_hash})
     assert assembly_table(arch, None).content_hash == table.content_hash
     assert assembly_table(arch, table) is table
-    changed = {**arch, "latency_table": {**arch["latency_table"], "content_hash": "sha256:0"}}
-    assert assembly_table(changed, None) is None
-    assert assembly_table({"latency_table": None}, None) is None
-    assert assembly_table({"latency_table": {"path": str(tmp_path / "gone.json")}}, None) is None
+    assert assembly_table(recorded({"path": str(path), "content_hash": "sha256:0"}), None) is None
+    assert assembly_table(recorded(None), None) is None
+    assert assembly_table(recorded({"path": str(tmp_path / "gone.json")}), None) is None

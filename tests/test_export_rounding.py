@@ -15,6 +15,7 @@ from export.torch_model import PrunedNetwork
 from profiler.ops import OpProbe
 from profiler.spec import ConvSpec
 from profiler.table import LatencyTable
+from search.arch import Arch
 
 
 def _table(net, tmp_path) -> Path:
@@ -46,16 +47,15 @@ def test_rounded_count_drops_to_the_tile_only_when_that_is_cheaper(tmp_path):
 
 def test_round_run_lowers_predicted_latency_and_keeps_the_export_exact(tmp_path):
     net = random_searched("digits", 2, max_ops=1, keep=(0.5, 0.9), search_space="kernels")
-    arch = net.to_arch()
-    run = SearchedRun(tmp_path, arch, net.state_dict(), net)
+    run = SearchedRun(tmp_path, Arch.from_dict(net.to_arch()), net.state_dict(), net)
     x, labels = torch.randn(8, 1, 32, 32), np.zeros(8, dtype=np.int64)
     rounded, rounded_net, info = round_run(run, _table(net, tmp_path), x, labels)
     assert info["changed"] and info["after"]["latency_ms"] < info["before"]["latency_ms"]
     for name, ops in info["changed"].items():
-        layer = next(layer for layer in rounded["layers"] if layer["name"] == name)
+        layer = rounded.layer(name)
         for i, (before, after) in ops.items():
             assert after % syn.TILE == 0 and after < before
-            assert len(layer["ops"][int(i)]["keep"]) == after
+            assert len(layer.ops[int(i)].keep) == after
     plan = prune(rounded, rounded_net.state_dict())
     with torch.no_grad():
         assert torch.allclose(rounded_net(x), PrunedNetwork(plan)(x), atol=1e-5)

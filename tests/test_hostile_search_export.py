@@ -263,7 +263,7 @@ def test_the_finished_run_itself_passes_the_checks_the_cases_break(finished_run)
     """The cases fail because of their one edit, not because the run they start from is refused."""
     from export.run import load_run
 
-    assert load_run(finished_run).arch["layers"]
+    assert load_run(finished_run).arch.layers
 
 
 @pytest.mark.slow  # a fresh process importing torch: ~4 s
