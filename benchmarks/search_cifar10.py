@@ -5,6 +5,7 @@ this machine and at a share of its FLOPs, against:
 - uniform: the widest width multiplier that meets the target, trained from scratch for every epoch of the budget;
 - l1: the pretrained backbone pruned uniformly by filter L1 norm, fine-tuned for the search's epochs;
 - fgnas-p: FGNAS(P), channels only, from the same pretrained backbone (residual streams tied, the default);
+- fgnas-p-steps: the same with `--price steps`;
 - fgnas-p-free: the same with `--streams free`;
 - fgnas: FGNAS over kernels 1/3/5, from a pretrained kernels supernet.
 
@@ -32,12 +33,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ARMS = ("uniform", "l1", "fgnas-p", "fgnas-p-free", "fgnas")
-ARM_SPACE = {"uniform": "channels", "l1": "channels", "fgnas-p": "channels", "fgnas-p-free": "channels",
-             "fgnas": "kernels"}
+ARMS = ("uniform", "l1", "fgnas-p", "fgnas-p-steps", "fgnas-p-free", "fgnas")
+ARM_SPACE = {"uniform": "channels", "l1": "channels", "fgnas-p": "channels", "fgnas-p-steps": "channels",
+             "fgnas-p-free": "channels", "fgnas": "kernels"}
 # fgnas-p-free: FGNAS(P) with --streams free (each layer adding to a residual stream picks its own channels), the
 # search as it was before streams were tied; the baselines do not search, so their streams setting is moot.
-ARM_STREAMS = {"fgnas-p": "tied", "fgnas": "tied"}
+ARM_STREAMS = {"fgnas-p": "tied", "fgnas-p-steps": "tied", "fgnas": "tied"}
+# fgnas-p-steps: FGNAS(P) pricing gates by the hard resource's steps (--price steps: output tiles), not its slope.
+ARM_PRICE = {"fgnas-p-steps": "steps"}
 
 
 def shared_data() -> Path:
@@ -101,7 +104,7 @@ def run_arm(base, arm: str, seed: int, target: str, out: Path, log) -> Row:
     else:
         weights = pretrained(base, seed, ARM_SPACE[arm], out, log)
         config = replace(base, target=target, seed=seed, pretrained=weights, search_space=ARM_SPACE[arm],
-                         baseline="l1" if arm == "l1" else None, streams=streams)
+                         baseline="l1" if arm == "l1" else None, streams=streams, price=ARM_PRICE.get(arm, "slope"))
     t0 = time.perf_counter()
     finished = (run_dir / "arch.json").exists()
     result = run_search(config, run_dir, resume=(run_dir / "config.json").exists(), log=log)

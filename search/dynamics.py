@@ -22,7 +22,9 @@ moved), at a rate the gates can follow, and shrinks when far ahead. No layer los
 channels in one step, and none falls below its floor (`--min-channels`).
 
 The layers that write one residual stream (SearchNetwork.tie_streams, `--streams tied`) move as one gate set: the
-channel's value and price are summed over them.
+channel's value and price are summed over them. With `--price steps` (step_costs) a gate's cost is what switching
+it changes in the hard resource rather than the resource's slope: on a latency table whose convs step with output
+tiles, a channel that opens a tile of its own pays for the whole tile.
 """
 from __future__ import annotations
 
@@ -196,7 +198,7 @@ class GateMover:
     def starting_rate(self, costs: dict[str, Tensor], need: float) -> float:
         """The first lambda: the rate below which the cheapest-to-lose on channels add up to `need`."""
         margins = self.net.margins()
-        groups = self._groups(margins)
+        groups = self.groups(margins)
         lam = threshold_lambda(torch.cat([sum(self.fisher[n] for n in g).flatten() for g in groups]),
                                torch.cat([sum(costs[n] for n in g).flatten() for g in groups]),
                                torch.cat([(margins[g[0]] > 0).flatten() for g in groups]), need)
@@ -207,7 +209,7 @@ class GateMover:
     def move(self, lam: float, costs: dict[str, Tensor]) -> None:
         margins = self.net.margins()
         moved = {}
-        for group in self._groups(margins):
+        for group in self.groups(margins):
             # A tied stream's channel is worth what it is worth to all its writers and costs what it costs in all:
             # the sum of their Fisher information (cross terms between layers left out) against the sum of costs.
             m = margins[group[0]]
@@ -220,7 +222,54 @@ class GateMover:
         self.net.retie()
         self.net.ensure_alive()
 
-    def _groups(self, margins: dict[str, Tensor]) -> list[tuple[str, ...]]:
+    def groups(self, margins: dict[str, Tensor]) -> list[tuple[str, ...]]:
         """The network's tied groups, and every other layer on its own."""
         tied = {name for group in self.net.tied for name in group}
         return [*self.net.tied, *((name,) for name in margins if name not in tied)]
+
+
+# Channel counts tried when pricing a layer's on channels by the saving of removing them (step_costs): up to a tile of
+# 16 output channels, the widest tile XNNPACK's f32 kernels use on this project's machines.
+STEP_PRICE_COUNTS = (1, 2, 4, 8, 16)
+
+
+def step_costs(net, resource, groups: list[tuple[str, ...]], counts: tuple[int, ...] = STEP_PRICE_COUNTS
+               ) -> dict[str, Tensor]:
+    """What each gate costs in the hard (tile-rounded) resource, where the straight-through slope sees no tiles.
+
+    An on gate of a group costs the steepest average saving of switching off k of the group's on gates (the least
+    sure first), max over k in `counts` of (R - R_k) / k: a channel that opened a tile of its own costs the whole
+    tile, one in a full tile the tile's average. An off gate costs what switching on the group's surest off gate adds
+    (nothing but its readers' input inside a paid tile, a whole tile past one). Priced on the group's first layer
+    (the others 0), as GateMover.move sums a group's costs. The gates are left as they were."""
+    margins = net.margins()
+    base = net.hard_resource(resource)
+    out = {name: torch.zeros_like(m) for name, m in margins.items()}
+
+    def resource_with(group: tuple[str, ...], m: Tensor) -> float:
+        net.set_margins({name: m for name in group})
+        value = net.hard_resource(resource)
+        net.set_margins({name: margins[name] for name in group})
+        return value
+
+    for group in groups:
+        m = margins[group[0]]
+        flat = m.flatten()
+        on = torch.nonzero(flat > 0).flatten()
+        on = on[torch.argsort(flat[on])]
+        saving = 0.0
+        for k in counts:
+            if k >= len(on):
+                break
+            trial = flat.clone()
+            trial[on[:k]] = -ON_EPSILON
+            saving = max(saving, (base - resource_with(group, trial.view_as(m))) / k)
+        price = torch.where(m > 0, torch.full_like(m, saving), torch.zeros_like(m))
+        off = torch.nonzero(flat <= 0).flatten()
+        if len(off):
+            trial = flat.clone()
+            trial[off[torch.argmax(flat[off])]] = ON_EPSILON
+            added = max(0.0, resource_with(group, trial.view_as(m)) - base)
+            price = torch.where(m > 0, price, torch.full_like(m, added))
+        out[group[0]] = price
+    return out

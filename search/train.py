@@ -34,6 +34,7 @@ from search.dynamics import (
     next_lambda,
     parse_min_channels,
     planned_resource,
+    step_costs,
 )
 from search.precision import Precision, resolve_precision
 from search.resources import Resource, create_resource
@@ -49,6 +50,10 @@ REPORTED_RESOURCES = ("params", "flops", "latency")
 
 
 STREAMS = ("tied", "free")
+PRICES = ("slope", "steps")
+# --price steps re-prices the gates every this many search steps (search/dynamics.step_costs: ~70 hard resource
+# evaluations for a ResNet-20); gates take about 1 / gate_lr steps to cross, so prices this old still lead them.
+STEP_PRICE_EVERY = 10
 
 
 def cosine_lr(base: float, step: int, total: int, floor: float = 0.0) -> float:
@@ -81,6 +86,7 @@ class SearchConfig:
     min_channels: str = "0.25"  # per-layer floor: a share of its channels (< 1) or a count
     max_off_share: float = 0.1  # the most of a layer's on gates that may switch off in one step
     streams: str = "tied"  # tied: the layers writing one residual stream keep one channel set; free: each its own
+    price: str = "slope"  # slope: a gate's cost is dR/dg (straight-through); steps: the hard resource's steps (tiles)
     seed: int = 0
     device: str = "cpu"
     precision: str = "auto"  # search/precision.py
@@ -93,7 +99,7 @@ class SearchConfig:
 
     # What must match for --resume to continue a run (the rest, e.g. epochs or device, may change).
     IDENTITY = ("target", "backbone", "search_space", "data", "width", "seed", "train_subset", "lr", "batch_size",
-                "min_channels", "baseline", "streams")
+                "min_channels", "baseline", "streams", "price")
 
     def __post_init__(self) -> None:
         positive = {"lr": self.lr, "gate_lr": self.gate_lr, "width": self.width, "batch_size": self.batch_size,
@@ -119,6 +125,8 @@ class SearchConfig:
         if self.lambda_schedule not in ("auto", "fixed"):
             raise FgnasError(f"--lambda-schedule {self.lambda_schedule!r}: use auto or fixed")
         parse_min_channels(self.min_channels)
+        if self.price not in PRICES:
+            raise FgnasError(f"--price {self.price!r}: use slope or steps")
         if self.streams not in STREAMS:
             raise FgnasError(f"--streams {self.streams!r}: use tied or free")
         if self.baseline is not None and self.baseline not in BASELINES:
@@ -643,6 +651,7 @@ def _search(run: _Run, scaler: torch.amp.GradScaler) -> None:
     mover = GateMover(net, run.floors, cfg.gate_lr, cfg.max_off_share)
     growth = lambda_growth(plan_steps, cfg.gate_lr)
     reached = net.hard_resource(run.resource) <= target.value
+    priced: list[dict] = []  # --price steps: the last step_costs
 
     def after_step(_: int) -> bool:
         nonlocal reached
@@ -650,7 +659,12 @@ def _search(run: _Run, scaler: torch.amp.GradScaler) -> None:
         state.search_step += 1
         if not mover.ready:
             return False
-        costs = net.cost_gradients(run.resource)
+        if cfg.price == "slope":
+            costs = net.cost_gradients(run.resource)
+        else:
+            if state.search_step % STEP_PRICE_EVERY == 0 or not priced:
+                priced[:] = [step_costs(net, run.resource, mover.groups(net.margins()))]
+            costs = priced[0]
         if state.lam is None:
             first = state.start_resource - planned_resource(state.start_resource, target.value, mover.horizon,
                                                             plan_steps)
