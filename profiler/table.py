@@ -155,6 +155,12 @@ def lowest_medians(records: Iterable[dict], kind: str) -> dict[str, tuple[dict, 
     return lowest
 
 
+# Fewer distinct probes than this cannot fit a condition's line: a one-channel depthwise probe of a depthwise-only
+# sweep condition reads as a normal conv (one channel, one group), and a line through that single point and the
+# origin priced that normal condition at 60-380 ms for 1-4 ms convs. Such a condition is left to the table's fallbacks.
+MIN_CONDITION_PROBES = 2
+
+
 def _group_conv_records(records: Iterable[dict]) -> dict[ConditionKey, tuple[list[ConvSpec], list[float]]]:
     groups: dict[ConditionKey, tuple[list[ConvSpec], list[float]]] = defaultdict(lambda: ([], []))
     for record, median in lowest_medians(records, "conv").values():
@@ -162,7 +168,7 @@ def _group_conv_records(records: Iterable[dict]) -> dict[ConditionKey, tuple[lis
         specs, ms = groups[spec.condition]
         specs.append(spec)
         ms.append(median)
-    return groups
+    return {key: group for key, group in groups.items() if len(group[0]) >= MIN_CONDITION_PROBES}
 
 
 def _op_sizes(record: dict) -> tuple[str, str, int, int | None]:

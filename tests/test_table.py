@@ -277,3 +277,13 @@ def test_build_fits_what_ops_cost_more_inside_calibration_networks(tmp_path):
 def test_a_table_without_calibration_networks_adds_nothing_inside_a_network(built):
     ops, _ = _calibration_nets(1)[0]
     assert built.network is None and built.doc["network"] is None and built.network_ms(ops) == 0.0
+
+
+def test_a_condition_with_a_single_probe_is_left_to_the_fallbacks_not_fitted_through_the_origin(tmp_path):
+    lone = ConvSpec(56, 56, 1, 1, 3, 1, 1, "prelu")  # a one-channel depthwise probe reads as this normal conv
+    recs = syn.records() + [syn.conv_record(lone, 0.05)]
+    table = LatencyTable.build(recs, syn.DEVICE, syn.SETTINGS, syn.write_raw_log(tmp_path / "t.raw.jsonl", recs))
+    keys = {c["key"] for c in table.doc["conditions"]}
+    assert str(lone.condition) == "56x56:k3:s1:normal:prelu" and str(lone.condition) not in keys
+    assert len(keys) == len({str(ConvSpec.from_dict(r["spec"]).condition) for r in syn.records()
+                             if r["kind"] == "conv"})
