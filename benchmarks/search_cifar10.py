@@ -4,8 +4,8 @@ this machine and at a share of its FLOPs, against:
 
 - uniform: the widest width multiplier that meets the target, trained from scratch for every epoch of the budget;
 - l1: the pretrained backbone pruned uniformly by filter L1 norm, fine-tuned for the search's epochs;
-- fgnas-p: FGNAS(P), channels only, from the same pretrained backbone (residual streams tied, the default);
-- fgnas-p-steps: the same with `--price steps`;
+- fgnas-p: FGNAS(P), channels only, from the same pretrained backbone (residual streams tied; `--price slope`);
+- fgnas-p-steps: the same with `--price steps` (what `--price auto`, the default, uses at a latency target);
 - fgnas-p-free: the same with `--streams free`;
 - fgnas: FGNAS over kernels 1/3/5, from a pretrained kernels supernet.
 
@@ -39,7 +39,8 @@ ARM_SPACE = {"uniform": "channels", "l1": "channels", "fgnas-p": "channels", "fg
 # fgnas-p-free: FGNAS(P) with --streams free (each layer adding to a residual stream picks its own channels), the
 # search as it was before streams were tied; the baselines do not search, so their streams setting is moot.
 ARM_STREAMS = {"fgnas-p": "tied", "fgnas-p-steps": "tied", "fgnas": "tied"}
-# fgnas-p-steps: FGNAS(P) pricing gates by the hard resource's steps (--price steps: output tiles), not its slope.
+# fgnas-p-steps: FGNAS(P) pricing gates by the hard resource's steps (--price steps: output tiles), not its slope;
+# every other arm is run with slope prices, as before --price existed (moot for the baselines, which do not search).
 ARM_PRICE = {"fgnas-p-steps": "steps"}
 
 
@@ -87,7 +88,7 @@ def pretrained(base, seed: int, space: str, out: Path, log) -> str:
 
     run_dir = out / f"pretrain-{space}-s{seed}"
     config = replace(base, target="100%flops", search_space=space, seed=seed, epochs_search=0, epochs_finetune=0,
-                     latency_table=None, streams="free")
+                     latency_table=None, streams="free", price="slope")
     if not (run_dir / "model.pt").exists():
         run_search(config, run_dir, resume=(run_dir / "checkpoint.pt").exists(), log=log)
     return str(run_dir / "model.pt")
@@ -100,7 +101,8 @@ def run_arm(base, arm: str, seed: int, target: str, out: Path, log) -> Row:
     run_dir = out / name
     streams = ARM_STREAMS.get(arm, "free")
     if arm == "uniform":
-        config = replace(base, target=target, seed=seed, baseline="uniform", search_space="channels", streams=streams)
+        config = replace(base, target=target, seed=seed, baseline="uniform", search_space="channels", streams=streams,
+                         price="slope")
     else:
         weights = pretrained(base, seed, ARM_SPACE[arm], out, log)
         config = replace(base, target=target, seed=seed, pretrained=weights, search_space=ARM_SPACE[arm],

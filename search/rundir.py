@@ -99,7 +99,8 @@ class RunDir:
             raise FgnasError(f"{self.file(self.CONFIG)} is not valid JSON ({exc}); start a new run") from None
         if not isinstance(config, dict) or "target" not in config:
             raise FgnasError(f"{self.file(self.CONFIG)} is not a fgnas-search config; start a new run")
-        return {"streams": "free", **config}  # a run started before --streams existed searched with free streams
+        # a run started before --streams / --price existed searched with free streams and slope prices
+        return {"streams": "free", "price": "slope", **config}
 
     def check_same_run(self, identity: dict, stored_identity: dict) -> None:
         """--resume continues only the run that made the directory: the same target, backbone, data, ... ."""

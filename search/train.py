@@ -50,10 +50,17 @@ REPORTED_RESOURCES = ("params", "flops", "latency")
 
 
 STREAMS = ("tied", "free")
-PRICES = ("slope", "steps")
+PRICES = ("auto", "slope", "steps")
 # --price steps re-prices the gates every this many search steps (search/dynamics.step_costs: ~70 hard resource
 # evaluations for a ResNet-20); gates take about 1 / gate_lr steps to cross, so prices this old still lead them.
 STEP_PRICE_EVERY = 10
+
+
+def resolve_price(price: str, resource: str) -> str:
+    """--price auto: steps for a latency target (its convs step with output tiles), slope for params and FLOPs."""
+    if price != "auto":
+        return price
+    return "steps" if resource == "latency" else "slope"
 
 
 def cosine_lr(base: float, step: int, total: int, floor: float = 0.0) -> float:
@@ -86,7 +93,9 @@ class SearchConfig:
     min_channels: str = "0.25"  # per-layer floor: a share of its channels (< 1) or a count
     max_off_share: float = 0.1  # the most of a layer's on gates that may switch off in one step
     streams: str = "tied"  # tied: the layers writing one residual stream keep one channel set; free: each its own
-    price: str = "slope"  # slope: a gate's cost is dR/dg (straight-through); steps: the hard resource's steps (tiles)
+    # slope: a gate's cost is dR/dg (straight-through); steps: the hard resource's steps (output tiles); auto: steps
+    # for a latency target (its convs step with output tiles), slope for params and FLOPs (no steps to see)
+    price: str = "auto"
     seed: int = 0
     device: str = "cpu"
     precision: str = "auto"  # search/precision.py
@@ -126,7 +135,7 @@ class SearchConfig:
             raise FgnasError(f"--lambda-schedule {self.lambda_schedule!r}: use auto or fixed")
         parse_min_channels(self.min_channels)
         if self.price not in PRICES:
-            raise FgnasError(f"--price {self.price!r}: use slope or steps")
+            raise FgnasError(f"--price {self.price!r}: use auto, slope or steps")
         if self.streams not in STREAMS:
             raise FgnasError(f"--streams {self.streams!r}: use tied or free")
         if self.baseline is not None and self.baseline not in BASELINES:
@@ -643,10 +652,11 @@ def _search(run: _Run, scaler: torch.amp.GradScaler) -> None:
     weights = make_weight_optimizer(net.weight_parameters(), cfg)
     run.restore([weights])
     steps_per_epoch = len(run.train_loader)
+    price = resolve_price(cfg.price, target.resource)
     if state.start_resource is None:
         state.start_resource = net.hard_resource(run.resource)
         run.log(f"search: from {format_resource(target.resource, state.start_resource)} to {target} "
-                f"(floor {cfg.min_channels}, lambda {cfg.lambda_schedule})")
+                f"(floor {cfg.min_channels}, lambda {cfg.lambda_schedule}, {price} prices)")
     plan_steps = max(1, math.ceil(cfg.plan_share * cfg.epochs_search * steps_per_epoch))
     mover = GateMover(net, run.floors, cfg.gate_lr, cfg.max_off_share)
     growth = lambda_growth(plan_steps, cfg.gate_lr)
@@ -659,7 +669,7 @@ def _search(run: _Run, scaler: torch.amp.GradScaler) -> None:
         state.search_step += 1
         if not mover.ready:
             return False
-        if cfg.price == "slope":
+        if price == "slope":
             costs = net.cost_gradients(run.resource)
         else:
             if state.search_step % STEP_PRICE_EVERY == 0 or not priced:

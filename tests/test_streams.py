@@ -87,4 +87,4 @@ def test_streams_must_be_tied_or_free_and_old_run_directories_read_as_free(tmp_p
         SearchConfig(target="50%flops", streams="loose")
     run = RunDir(tmp_path / "old")
     run.start({"target": "50%flops", "backbone": "digits"})
-    assert run.stored_config()["streams"] == "free"
+    assert run.stored_config()["streams"] == "free" and run.stored_config()["price"] == "slope"
