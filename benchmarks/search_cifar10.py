@@ -5,7 +5,7 @@ this machine and at a share of its FLOPs, against:
 - uniform: the widest width multiplier that meets the target, trained from scratch for every epoch of the budget;
 - l1: the pretrained backbone pruned uniformly by filter L1 norm, fine-tuned for the search's epochs;
 - fgnas-p: FGNAS(P), channels only, from the same pretrained backbone (residual streams tied; `--price slope`);
-- fgnas-p-steps: the same with `--price steps` (what `--price auto`, the default, uses at a latency target);
+- fgnas-p-steps: the same with `--price steps`;
 - fgnas-p-free: the same with `--streams free`;
 - fgnas: FGNAS over kernels 1/3/5, from a pretrained kernels supernet.
 

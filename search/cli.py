@@ -58,10 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--streams", choices=STREAMS, help="tied (default): the layers that write one residual "
                                                               "stream keep one channel set (exports without SPLIT_V/"
                                                               "CONCATENATION runs); free: each layer its own subset")
-    p.add_argument("--price", choices=PRICES, help="steps: a gate costs what switching it changes in the hard "
-                                                   "resource, so that a channel opening an output tile pays for the "
-                                                   "tile; slope: the resource's slope; auto (default): steps for a "
-                                                   "latency target, slope otherwise")
+    p.add_argument("--price", choices=PRICES, help="slope (default): a gate costs the resource's slope; steps: what "
+                                                   "switching it changes in the hard resource, so that a channel "
+                                                   "opening an output tile pays for the tile (channel search spaces)")
     p.add_argument("--baseline", choices=BASELINES, help="instead of searching, meet the target the simple way: "
                                                          "uniform (the widest width multiplier, trained from scratch "
                                                          "for every epoch) or l1 (prune the pretrained backbone "

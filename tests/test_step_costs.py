@@ -7,7 +7,7 @@ import torch
 
 from profiler.errors import FgnasError
 from search.dynamics import step_costs
-from search.train import SearchConfig, resolve_price
+from search.train import SearchConfig
 
 TILE, TILE_COST, PER_CHANNEL = 16, 10.0, 1.0
 
@@ -55,14 +55,8 @@ def test_a_tied_group_is_priced_once_on_its_first_layer_switching_all_its_layers
     assert torch.allclose(costs["free"][on], torch.tensor(TILE_COST + PER_CHANNEL))
 
 
-def test_price_is_auto_slope_or_steps():
-    assert SearchConfig(target="50%flops").price == "auto"
+def test_price_is_slope_or_steps():
+    assert SearchConfig(target="50%flops").price == "slope"
     with pytest.raises(FgnasError, match="--price"):
         SearchConfig(target="50%flops", price="tiles")
 
-
-@pytest.mark.parametrize("price, resource, used", [("auto", "latency", "steps"), ("auto", "flops", "slope"),
-                                                    ("auto", "params", "slope"), ("slope", "latency", "slope"),
-                                                    ("steps", "flops", "steps")])
-def test_auto_prices_latency_by_its_steps_and_smooth_resources_by_their_slope(price, resource, used):
-    assert resolve_price(price, resource) == used
