@@ -241,7 +241,9 @@ def step_costs(net, resource, groups: list[tuple[str, ...]], counts: tuple[int, 
     sure first), max over k in `counts` of (R - R_k) / k: a channel that opened a tile of its own costs the whole
     tile, one in a full tile the tile's average. An off gate costs what switching on the group's surest off gate adds
     (nothing but its readers' input inside a paid tile, a whole tile past one). Priced on the group's first layer
-    (the others 0), as GateMover.move sums a group's costs. The gates are left as they were."""
+    (the others 0), as GateMover.move sums a group's costs. The gates are left as they were. A layer with several
+    operations is priced across all of them, where switching off a few gates spread over its operations empties no
+    tile: for channel search spaces."""
     margins = net.margins()
     base = net.hard_resource(resource)
     out = {name: torch.zeros_like(m) for name, m in margins.items()}
