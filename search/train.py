@@ -300,23 +300,21 @@ def _gate_switch(net: nn.Module, on: bool, floors: dict[str, int] | None = None
     switch(k, resource, also=()) -> the hard resource with the first k and the gates `also` switched (from the
     current gates; ensure_alive keeps every layer producing), and the order (flat gate indices)."""
     params = list(net.gate_parameters())
+    offsets = [0]
+    for p in params:
+        offsets.append(offsets[-1] + p[..., 0].numel())
+    followers = {name for group in net.tied for name in group[1:]}
     with torch.no_grad():
         margins = torch.cat([(p[..., 0] - p[..., 1]).flatten() for p in params])
         eligible = margins <= 0 if on else margins > 0
         if not on and floors:
             eligible[_floor_gates(net, floors)] = False
-        offset = 0
-        for name, layer in net.layers.items():  # a tied group's gates move with its first layer's (net.retie)
-            size = layer.psi[..., 0].numel()
-            if any(name in group[1:] for group in net.tied):
-                eligible[offset:offset + size] = False
-            offset += size
+        for i, name in enumerate(net.layers):  # a tied group's gates move with its first layer's (net.retie)
+            if name in followers:
+                eligible[offsets[i]:offsets[i + 1]] = False
         candidates = torch.nonzero(eligible).flatten()
         order = candidates[torch.argsort(margins[candidates], descending=on)].tolist()
     saved = [p.detach().clone() for p in params]
-    offsets = [0]
-    for p in params:
-        offsets.append(offsets[-1] + p[..., 0].numel())
 
     def switch(k: int, resource: Resource, also: Sequence[int] = ()) -> float:
         with torch.no_grad():
