@@ -59,6 +59,11 @@ class LayerNode:
                 "pool": None if self.pool is None else vars(self.pool).copy(), "scale": 1.0 / len(self.ops)}
 
 
+def depthwise_flags(node: LayerNode) -> Tensor:
+    """[M, 1]: 1 for the layer's depthwise operations (effective_gates ties their channels to their input's)."""
+    return torch.tensor([[float(op.conv_type == "depthwise")] for op in node.ops])
+
+
 class SearchableLayer(nn.Module):
     """Holds the operations and the gate parameters psi ([M, cout, 2]) of one layer; the network supplies gates."""
 
@@ -69,8 +74,7 @@ class SearchableLayer(nn.Module):
         self.psi = nn.Parameter(init_psi(len(node.ops), node.cout))
         self.post = ACTIVATION_LAYERS[node.post_activation](node.cout)
         self.pool = nn.Identity() if node.pool is None else nn.MaxPool2d(node.pool.kernel, node.pool.stride)
-        self.register_buffer("depthwise", torch.tensor([[float(op.conv_type == "depthwise")] for op in node.ops]),
-                             persistent=False)
+        self.register_buffer("depthwise", depthwise_flags(node), persistent=False)
         self.has_depthwise = any(op.conv_type == "depthwise" for op in node.ops)
         # Per gate, the mean over this step's samples of (d loss_n / d g)^2 (the gate's Fisher information), filled
         # by the backward pass while `recording` (search mode) and read by the search (search/dynamics.py).

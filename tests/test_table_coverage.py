@@ -20,6 +20,7 @@ from profiler.spec import ConditionKey
 from profiler.table import LatencyTable
 from search.backbones import BACKBONES, create_backbone
 from search.gates import init_psi
+from search.layer import depthwise_flags
 from search.resources import create_resource
 from search.search_space import SEARCH_SPACES
 
@@ -56,7 +57,7 @@ def _network(backbone: str, search_space: str):
     with torch.no_grad():
         for layer in net.layers.values():
             layer.psi.copy_(init_psi(*layer.psi.shape[:-1]))
-            layer.depthwise.copy_(torch.tensor([[float(op.conv_type == "depthwise")] for op in layer.node.ops]))
+            layer.depthwise.copy_(depthwise_flags(layer.node))
     return net
 
 
