@@ -12,14 +12,13 @@ from pathlib import Path
 
 from profiler.atomic import atomic_write_text
 from profiler.check import CheckResult
+from profiler.device_check import describe
 
 SUITE = "fgnas-check"
 
 
 def summary_lines(result: CheckResult) -> list[str]:
-    name = result.device.get("name", "device")
-    where = result.device.get("cpu_model") or result.device.get("model") or ""
-    lines = [f"{result.model} on {name}{f' ({where})' if where else ''}: {len(result.run.model_ms)} measurements"
+    lines = [f"{result.model} on {describe(result.device)}: {len(result.run.model_ms)} measurements"
              f"{' interleaved with the reference' if result.run.reference_ms else ''} in {result.run.seconds:.1f} s"]
     lines += [f"  {o.name}: {'PASS' if o.passed else 'FAIL'}: {o.message}" for o in result.outcomes]
     if result.baseline_written:

@@ -14,8 +14,10 @@ from profiler.check_baseline import (
 from profiler.errors import FgnasError
 from profiler.reference_model import REFERENCE_SPEC
 
+CPU = {"vendor": "AuthenticAMD", "family": 26, "model": 2, "stepping": 1, "isa": ["avx2", "avx512_bf16"],
+       "cache_kib": {"l2": 1024}}
 HOST = {"name": "host", "hostname": "runner-1", "cpu_model": "AMD EPYC", "machine": "x86_64", "python": "3.11.7",
-        "runtime": "ai-edge-litert", "runtime_version": "2.3.0", "threads": 1, "affinity": [0]}
+        "runtime": "ai-edge-litert", "runtime_version": "2.3.0", "threads": 1, "affinity": [0], "cpu": CPU}
 PHONE = {"name": "pixel1", "serial": "FA123", "model": "Pixel", "manufacturer": "Google", "soc": "Snapdragon 821",
          "platform": "msm8996", "abi": "arm64-v8a", "sdk": "29", "emulator": False,
          "benchmark_tool": {"file": "benchmark_model", "sha256": "ab" * 32, "output_format": "current"},
@@ -31,8 +33,10 @@ def _baseline(device=HOST, settings=SETTINGS) -> Baseline:
 
 def test_host_fingerprint_keeps_cpu_and_runtime_and_drops_hostname_and_pinned_core():
     fp = fingerprint(HOST, SETTINGS)
-    assert fp == {"name": "host", "cpu_model": "AMD EPYC", "machine": "x86_64", "runtime": "ai-edge-litert",
-                  "runtime_version": "2.3.0", "settings.threads": 1, "settings.use_xnnpack": True}
+    assert fp == {"name": "host", "cpu_model": "AMD EPYC", "cpu.vendor": "AuthenticAMD", "cpu.family": 26,
+                  "cpu.model": 2, "cpu.stepping": 1, "cpu.isa": ["avx2", "avx512_bf16"], "machine": "x86_64",
+                  "runtime": "ai-edge-litert", "runtime_version": "2.3.0", "settings.threads": 1,
+                  "settings.use_xnnpack": True}
     assert fingerprint({**HOST, "hostname": "runner-2", "affinity": [1], "python": "3.12"}, SETTINGS) == fp
 
 
@@ -49,6 +53,12 @@ def test_mismatches_name_each_differing_field():
     b = fingerprint({**HOST, "cpu_model": "Intel Xeon"}, {**SETTINGS, "threads": 4})
     assert fingerprint_mismatches(a, b) == {"cpu_model": ("AMD EPYC", "Intel Xeon"), "settings.threads": (1, 4)}
     assert fingerprint_mismatches(a, a) == {}
+
+
+def test_another_micro_architecture_under_the_same_model_name_is_another_device():
+    zen4 = {**HOST, "cpu": {**CPU, "family": 25, "model": 17, "isa": ["avx2"]}}
+    assert fingerprint_mismatches(fingerprint(HOST, SETTINGS), fingerprint(zen4, SETTINGS)) == {
+        "cpu.family": (26, 25), "cpu.isa": (["avx2", "avx512_bf16"], ["avx2"]), "cpu.model": (2, 17)}
 
 
 def test_baseline_from_another_device_is_refused_with_the_fields(tmp_path):

@@ -5,8 +5,10 @@ tests/fixtures/check/demo-host-baseline.json was recorded with
         --pairs 40
 where DEMO.tflite is profiler.demo_model.demo_model() (the same bytes on every machine with the same TensorFlow).
 Relative mode compares model/reference ratios, so a loaded or slower-clocked runner of the same kind still passes;
-a runner of another kind (CPU model, LiteRT version) is refused by the gate, and this test then says how to
-re-record the baseline for it.
+a runner of another kind (CPU family/model/stepping or ISA flags, LiteRT version) is refused by the gate, and this test
+then says how to re-record the baseline for it. Even on one kind of 2-core VM the ratio of a byte-identical model moved
+by up to +9% between runs (neighbours share caches and memory bandwidth, and hit the two networks unequally), so the
+gate is asked for a 15% tolerance here: the byte-identical model must pass it and the 4x slower one must fail it.
 """
 import json
 from pathlib import Path
@@ -47,7 +49,7 @@ def test_demo_model_passes_the_relative_gate_against_the_committed_baseline(comm
                                                                             tmp_path, capsys):
     report = tmp_path / "check.json"
     assert main([str(check_models.demo), "--device", "host", "--baseline", str(committed_baseline),
-                 "--tolerance", "5%", "--cache-dir", str(check_models.cache), "--json", str(report)]) == 0
+                 "--tolerance", "15%", "--cache-dir", str(check_models.cache), "--json", str(report)]) == 0
     checks = json.loads(report.read_text())["checks"]
     assert [c["name"] for c in checks] == ["baseline"] and checks[0]["passed"]
     print(capsys.readouterr().out)  # shown with -s: the ratio, the change and its interval
@@ -56,4 +58,4 @@ def test_demo_model_passes_the_relative_gate_against_the_committed_baseline(comm
 @pytest.mark.slow
 def test_a_much_slower_demo_model_fails_against_the_committed_baseline(committed_baseline, check_models):
     assert main([str(check_models.slower), "--device", "host", "--baseline", str(committed_baseline),
-                 "--tolerance", "5%", "--pairs", "8", "--cache-dir", str(check_models.cache)]) == 1
+                 "--tolerance", "15%", "--pairs", "8", "--cache-dir", str(check_models.cache)]) == 1
