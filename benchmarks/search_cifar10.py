@@ -12,7 +12,8 @@ this machine and at a share of its FLOPs, against:
 Every arm gets the same number of epochs: uniform trains for pretrain + search + fine-tune epochs; the others start
 from a backbone pretrained for `--epochs-pretrain` epochs (cached per seed and search space: one cosine to zero, as a
 user's pretrained network) and get `--epochs-search` + `--epochs-finetune` epochs (the search stops at the target and
-gives what it did not use to the fine-tune). Each run is a run directory under --out; a finished one is read back, an
+gives what it did not use to the fine-tune). With `--pretrain inline` each arm pretrains inside its own run instead,
+one cosine over all its epochs, as uniform's. Each run is a run directory under --out; a finished one is read back, an
 interrupted one resumed, so re-running the command continues where it stopped.
 
 Without --latency-table the benchmark profiles this machine first (`fgnas-profile --device host --space cifar`
@@ -94,7 +95,7 @@ def pretrained(base, seed: int, space: str, out: Path, log) -> str:
     return str(run_dir / "model.pt")
 
 
-def run_arm(base, arm: str, seed: int, target: str, out: Path, log) -> Row:
+def run_arm(base, arm: str, seed: int, target: str, out: Path, log, pretrain: str = "cached") -> Row:
     from search.train import run_search
 
     name = f"{target}-{arm}-s{seed}"
@@ -104,7 +105,7 @@ def run_arm(base, arm: str, seed: int, target: str, out: Path, log) -> Row:
         config = replace(base, target=target, seed=seed, baseline="uniform", search_space="channels", streams=streams,
                          price="slope")
     else:
-        weights = pretrained(base, seed, ARM_SPACE[arm], out, log)
+        weights = pretrained(base, seed, ARM_SPACE[arm], out, log) if pretrain == "cached" else None
         config = replace(base, target=target, seed=seed, pretrained=weights, search_space=ARM_SPACE[arm],
                          baseline="l1" if arm == "l1" else None, streams=streams, price=ARM_PRICE.get(arm, "slope"))
     t0 = time.perf_counter()
@@ -154,11 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs-pretrain", type=int, default=30)
     p.add_argument("--epochs-search", type=int, default=10)
     p.add_argument("--epochs-finetune", type=int, default=20)
+    p.add_argument("--pretrain", choices=("cached", "inline"), default="cached",
+                   help="cached: one pretrained backbone per seed (its own cosine to zero, as a user's pretrained "
+                        "network), forked by every arm; inline: each arm pretrains in its own run, on one cosine "
+                        "over all its epochs, as uniform trains")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--precision", default="auto")
     p.add_argument("--out", default="runs/bench-cifar10")
+    p.add_argument("--allow-other-device", action="store_true",
+                   help="skip the table's reference-probe check: for a second benchmark run on the other core, whose "
+                        "training slows the probe beyond its bound on a 2-core machine (check the table first)")
     args = p.parse_args(argv)
     data = args.data or f"cifar10:{shared_data() / 'cifar10'}"
     if args.data is None and not (shared_data() / "cifar10").exists():
@@ -181,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     base = SearchConfig(target="", backbone="resnet20", data=data, latency_table=table_path,
                         epochs_pretrain=args.epochs_pretrain, epochs_search=args.epochs_search,
                         epochs_finetune=args.epochs_finetune, batch_size=args.batch_size, lr=args.lr,
-                        train_subset=args.train_subset, val_subset=args.val_subset, precision=args.precision)
+                        train_subset=args.train_subset, val_subset=args.val_subset, precision=args.precision,
+                        allow_other_device=args.allow_other_device)
     # Absolute targets from the plain ResNet-20: a relative one would resolve against the kernels supernet's own
     # (3 operations a layer) resource for the FGNAS arm.
     plain = create_backbone("resnet20")
@@ -192,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         full["latency_ms"] = plain.full_resource(create_resource("latency", table))
         texts["latency"] = f"{args.latency_share * full['latency_ms']:.6f}ms"
     header = (f"ResNet-20 on {data}, {cpu_name()}, {args.threads} thread(s), precision {args.precision}; epochs "
-              f"{args.epochs_pretrain} + {args.epochs_search} + {args.epochs_finetune}; table {table_path} "
+              f"{args.epochs_pretrain} + {args.epochs_search} + {args.epochs_finetune} ({args.pretrain} pretraining); "
+              f"table {table_path} "
               f"(unpruned {full.get('latency_ms', float('nan')):.4f} ms, {full['flops'] / 1e6:.2f} MFLOPs); targets "
               f"{', '.join(texts[t] for t in targets)}")
     print(header, flush=True)
@@ -200,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in (int(s) for s in args.seeds.split(",")):
         for target in targets:
             for arm in args.arms.split(","):
-                row = run_arm(base, arm, seed, texts[target], out, lambda line: print("  " + line, flush=True))
+                row = run_arm(base, arm, seed, texts[target], out, lambda line: print("  " + line, flush=True),
+                              args.pretrain)
                 rows.append(row)
                 print(f"{row.target} {row.arm} seed {row.seed}: top-1 {row.top1:.4f}, {row.latency_ms} ms, "
                       f"{row.mflops:.2f} MFLOPs, widths {row.widths} ({row.note})", flush=True)
