@@ -128,7 +128,9 @@ class Space:
         for res, kernel, stride, conv_type, activation in self.conditions():
             for cout in _strata(rng, 1, SMALL_MAX, self.small_samples):
                 if conv_type == "depthwise":
-                    spec = ConvSpec.depthwise(res.hw, res.hw, cout, kernel, stride, activation)
+                    # one channel would be a normal 1->1 conv (ConvSpec.conv_type), a probe of a normal condition
+                    # the space may not sweep; 2 keeps the draws, so the other probes stay and a sweep resumes
+                    spec = ConvSpec.depthwise(res.hw, res.hw, max(2, cout), kernel, stride, activation)
                 else:
                     cin = (3 if res.stem == STEM_ONLY
                            else _channel_samples(rng, res.min_channels, res.max_channels, 1)[0])

@@ -257,6 +257,16 @@ def test_small_channel_probes_are_added_without_changing_the_others():
         assert couts[0] <= 4 <= couts[1] and couts[0] < couts[1]  # one per log stratum of 1..16
 
 
+def test_every_probe_of_a_depthwise_only_space_is_a_depthwise_conv():
+    # a one-channel depthwise conv is a normal 1->1 conv: drawn as one, it became the only probe of a normal condition
+    # nobody swept, and the table fitted that condition's line through it
+    space = Space("t", (Resolution(8, 8, 64), Resolution(16, 8, 64)), kernels=(1, 3, 5), strides=(1, 2),
+                  conv_types=("depthwise",), activations=("prelu", "tanh"), samples_per_condition=2, ops=(),
+                  small_samples=4)
+    kinds = collections.Counter(p.conv_type for seed in range(3) for p in space.conv_probes(seed))
+    assert set(kinds) == {"depthwise"}
+
+
 def test_copy_ops_get_small_channel_probes_and_other_ops_do_not():
     from profiler.spaces import get_space
 
