@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--min-channels", default=None, help="the searches' per-layer floor (fgnas-search --min-channels); "
+                                                         "default: fgnas-search's")
     p.add_argument("--precision", default="auto")
     p.add_argument("--out", default="runs/bench-cifar10")
     p.add_argument("--allow-other-device", action="store_true",
@@ -190,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                         epochs_pretrain=args.epochs_pretrain, epochs_search=args.epochs_search,
                         epochs_finetune=args.epochs_finetune, batch_size=args.batch_size, lr=args.lr,
                         train_subset=args.train_subset, val_subset=args.val_subset, precision=args.precision,
-                        allow_other_device=args.allow_other_device)
+                        allow_other_device=args.allow_other_device,
+                        **({"min_channels": args.min_channels} if args.min_channels else {}))
     # Absolute targets from the plain ResNet-20: a relative one would resolve against the kernels supernet's own
     # (3 operations a layer) resource for the FGNAS arm.
     plain = create_backbone("resnet20")

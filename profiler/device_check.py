@@ -82,17 +82,19 @@ class DeviceCheck:
         """The one line a refusal prints (None when the device is the table's)."""
         if self.same_device:
             return None
-        if self.differences:
-            why = ", ".join(f"{k} {_text(a)} there, {_text(b)} here" for k, (a, b) in self.differences.items())
-        else:
-            p = self.probe
-            why = (f"its reference probe {_conv_text(p.spec)} took {p.table_ms:.3f} ms there, {p.here_ms:.3f} ms "
-                   f"here ({p.ratio:.2f}x, beyond the +-{100 * self.bound:.0f}% bound)")
         then = (f"used anyway (--allow-other-device), so its predictions may be far off; profile this one with "
                 f"`{self.command}`" if self.allowed else
                 f"profile this one with `{self.command}`, or pass --allow-other-device to use it anyway")
-        return (f"latency table {self.table} was profiled on another machine, {describe(self.table_device)}, not on "
-                f"this one, {describe(self.this_device)}: {why}; {then}")
+        if self.differences:
+            why = ", ".join(f"{k} {_text(a)} there, {_text(b)} here" for k, (a, b) in self.differences.items())
+            return (f"latency table {self.table} was profiled on another machine, {describe(self.table_device)}, "
+                    f"not on this one, {describe(self.this_device)}: {why}; {then}")
+        # the same kind of machine at another speed: another unit, or this one with its other cores busy
+        p = self.probe
+        return (f"latency table {self.table} was profiled on a machine of this kind, {describe(self.this_device)}, "
+                f"but not at this speed: its reference probe {_conv_text(p.spec)} took {p.table_ms:.3f} ms there, "
+                f"{p.here_ms:.3f} ms here ({p.ratio:.2f}x, beyond the +-{100 * self.bound:.0f}% bound; another "
+                f"machine, or this one with its other cores busy); {then}")
 
     def to_dict(self) -> dict:
         """The record every output file keeps (arch.json's latency_table block, export_report.json, check JSON)."""
