@@ -1,7 +1,8 @@
 """The physically pruned network as plain data: folded conv weights, channel orders, splits, adds and concats.
 
 Both emitters (export/torch_model.py for PyTorch and ONNX, export/tflite.py for TensorFlow Lite) interpret this one
-plan, so the two exported graphs cannot drift apart. The plan itself is made by export/prune.py.
+plan, so the two exported graphs cannot drift apart. The plan itself is made by export/prune.py, in the channel
+orders and runs of profiler/channel_order.py.
 
 A layer computes each kept operation as one conv on exactly the output channels it owns. Its output channels are
 grouped into *runs*: contiguous channels that share the same producers (a set of operations, plus the skip input).
@@ -15,23 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from profiler.channel_order import SKIP, Selection
 from search.arch import Pool
 
+__all__ = ["HOMOGENEOUS_ACTIVATIONS", "SKIP", "Piece", "PrunedConv", "PrunedHead", "PrunedLayer", "PrunedPlan",
+           "Selection"]
+
 HOMOGENEOUS_ACTIVATIONS = ("none", "relu", "prelu")  # act(s * z) == s * act(z) for s > 0: a scale folds through
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Which channels of its input tensor a depthwise conv reads: all of them, a contiguous slice, or (when no
-    channel order could make them contiguous) a gather."""
-
-    kind: str = "all"  # all | slice | gather
-    start: int = 0
-    indices: tuple[int, ...] = ()
-
-    @property
-    def size(self) -> int:
-        return len(self.indices)
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,9 +55,6 @@ class Piece:
 
     op: int
     part: int
-
-
-SKIP = -1
 
 
 @dataclass(frozen=True, eq=False)

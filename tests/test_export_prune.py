@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from export.plan import SKIP
-from export.prune import gray_rank, prune
+from export.prune import prune
 from export.sampling import random_searched
 from export.torch_model import PrunedNetwork
+from profiler.channel_order import gray_rank
 from profiler.errors import FgnasError
 from profiler.lowering import shareable
 from search.arch import Arch
