@@ -17,8 +17,9 @@ than the stream's start expected pays more runs than one per set of producers: t
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
+from functools import lru_cache
 
 SKIP = -1  # the skip input, as a producer
 
@@ -88,26 +89,28 @@ def selection(positions: Sequence[int], width: int) -> Selection:
     return Selection("gather", 0, tuple(positions))
 
 
-def gray_rank(bits: tuple[bool, ...]) -> int:
-    """Position of `bits` in the reflected binary Gray code: sorting by it makes the True-sets of the first two bits
-    each contiguous (00, 01, 11, 10)."""
-    rank = acc = 0
-    for bit in bits:
-        acc ^= int(bit)
-        rank = rank * 2 + acc
+def gray_ranks(channels: Sequence[int], sets: Sequence[Set[int]]) -> dict[int, int]:
+    """Each channel's position in the reflected binary Gray code of its membership bits (one per set, the first the
+    most significant): sorting by it makes the channels of each of the first two sets contiguous (00, 01, 11, 10).
+    All channels at once: the sort keys of a layer of a thousand channels are computed every time the search
+    prices the network."""
+    rank, acc = dict.fromkeys(channels, 0), dict.fromkeys(channels, 0)
+    for members in sets:
+        for c in channels:
+            acc[c] ^= c in members
+            rank[c] = 2 * rank[c] + acc[c]
     return rank
 
 
-def _channel_key(readers: list[set[int]], downstream: list[set[int]], own: list[set[int]],
-                 in_position: dict[int, int] | None) -> Callable[[int], tuple]:
-    """The sort key of a layer's output channels: by the depthwise readers' sets, then descending Gray rank
+def _channel_keys(channels: Sequence[int], readers: Sequence[Set[int]], downstream: Sequence[Set[int]],
+                  own: Sequence[Set[int]], in_position: dict[int, int] | None) -> dict[int, tuple]:
+    """The sort key of each of a layer's output channels: by the depthwise readers' sets, then descending Gray rank
     downstream (a channel every downstream op keeps comes first), then (for a layer with a depthwise operation) the
-    channel's position in the input, then the layer's own operations' sets. A function of its arguments only, so a
-    key made for one layer never reads another layer's sets."""
-    def key(c: int) -> tuple:
-        return (gray_rank(tuple(c in r for r in readers)), -gray_rank(tuple(c in k for k in downstream)),
-                in_position.get(c, 0) if in_position is not None else 0, -gray_rank(tuple(c in k for k in own)), c)
-    return key
+    channel's position in the input, then the layer's own operations' sets. A function of its arguments only, so
+    keys made for one layer never read another layer's sets."""
+    read, kept, mine = gray_ranks(channels, readers), gray_ranks(channels, downstream), gray_ranks(channels, own)
+    position = in_position if in_position is not None else {}
+    return {c: (read[c], -kept[c], position.get(c, 0), -mine[c], c) for c in channels}
 
 
 def _input_order(in_position: dict[int, int]) -> Callable[[int], tuple]:
@@ -136,9 +139,10 @@ def _runs(layer: LayerChannels, skip_order: tuple[int, ...] | None, key: Callabl
             runs.append((p, [c]))
     rest = sorted(set(layer.active_out) - skip_set, key=key)
     if not grouped:
+        skip_runs = len(runs)  # a run at this index or later is one of `rest`'s, which may grow
         for c in rest:
             p = frozenset(producers[c])
-            if runs and runs[-1][0] == p and runs[-1][1][-1] in rest:
+            if len(runs) > skip_runs and runs[-1][0] == p:
                 runs[-1][1].append(c)
             else:
                 runs.append((p, [c]))
@@ -150,7 +154,7 @@ def _runs(layer: LayerChannels, skip_order: tuple[int, ...] | None, key: Callabl
     return tuple((p, tuple(run)) for p, run in runs)
 
 
-def assembly_cost(runs: Sequence[Run], downstream: list[set[int]], readers: list[set[int]],
+def assembly_cost(runs: Sequence[Run], downstream: Sequence[Set[int]], readers: Sequence[Set[int]],
                   depthwise_ops: list[int], in_position: dict[int, int]) -> int:
     """Ops an order costs: ADDs here, ADDs where the layers downstream add this output (one per operation per run
     of channels they keep alike), a GATHER per depthwise reader whose channels are not contiguous, and a GATHER per
@@ -173,32 +177,56 @@ def assembly_cost(runs: Sequence[Run], downstream: list[set[int]], readers: list
     return cost
 
 
-def _stream_keeps(layers: Sequence[LayerChannels]) -> dict[str, list[set[int]]]:
+def _stream_keeps(layers: Sequence[LayerChannels]) -> dict[str, tuple[frozenset[int], ...]]:
     """Per layer: the channel sets kept by each operation of the layers that add its output downstream, directly
     or through a chain of skips (one residual stream shares one channel index space)."""
     adders: dict[str, list[LayerChannels]] = {}
     for layer in layers:
         if layer.skip:
             adders.setdefault(layer.skip, []).append(layer)
-    result: dict[str, list[set[int]]] = {}
+    result: dict[str, tuple[frozenset[int], ...]] = {}
     for layer in reversed(layers):
-        keeps: list[set[int]] = []
+        keeps: list[frozenset[int]] = []
         for adder in adders.get(layer.name, []):
-            keeps += [set(keep) for keep in adder.keeps if keep] + result.get(adder.name, [])
-        result[layer.name] = keeps
+            keeps += [frozenset(keep) for keep in adder.keeps if keep] + list(result.get(adder.name, ()))
+        result[layer.name] = tuple(keeps)
     return result
 
 
-def _depthwise_readers(layers: Sequence[LayerChannels]) -> dict[str, list[set[int]]]:
+def _depthwise_readers(layers: Sequence[LayerChannels]) -> dict[str, tuple[frozenset[int], ...]]:
     """Per tensor: the channel sets its depthwise readers keep, largest first (nested sets, the usual case, are then
     all contiguous in Gray order)."""
-    readers: dict[str, list[set[int]]] = {}
+    readers: dict[str, list[frozenset[int]]] = {}
     for layer in layers:
         readers.setdefault(layer.input, []).extend(
-            set(keep) for keep, channelwise in zip(layer.keeps, layer.channelwise) if channelwise and keep)
-    for sets in readers.values():
-        sets.sort(key=len, reverse=True)
-    return readers
+            frozenset(keep) for keep, channelwise in zip(layer.keeps, layer.channelwise) if channelwise and keep)
+    return {name: tuple(sorted(sets, key=len, reverse=True)) for name, sets in readers.items()}
+
+
+# The search prices its network tens of times a gate step, most layers' channels unchanged between calls: a layer's
+# runs are kept for the arguments they are a function of.
+@lru_cache(maxsize=4096)
+def _split_runs(layer: LayerChannels, readers: tuple[frozenset[int], ...], downstream: tuple[frozenset[int], ...],
+                in_order: tuple[int, ...] | None, skip_order: tuple[int, ...] | None) -> LayerRuns:
+    """The runs of a SPLIT layer: the cheapest (`assembly_cost`) of its candidate orders. `in_order`: its input's
+    order, for a layer with a depthwise operation (None otherwise: the others' orders do not depend on it)."""
+    in_position = {c: i for i, c in enumerate(in_order or ())}
+    keys = _channel_keys(layer.active_out, readers, downstream, [set(keep) for keep in layer.keeps],
+                         in_position if in_order is not None else None)
+    candidates = [_runs(layer, skip_order, keys.__getitem__, True), _runs(layer, skip_order, keys.__getitem__, False)]
+    if in_order is not None:
+        candidates.append(_runs(layer, skip_order, _input_order(in_position), False))
+    depthwise_ops = [i for i, keep in enumerate(layer.keeps) if layer.channelwise[i] and keep]
+    return LayerRuns(min(candidates, key=lambda r: assembly_cost(r, downstream, readers, depthwise_ops, in_position)))
+
+
+@lru_cache(maxsize=1024)
+def _shared_runs(layer: LayerChannels, readers: tuple[frozenset[int], ...],
+                 downstream: tuple[frozenset[int], ...]) -> LayerRuns:
+    """The one run of a SHARED layer (no skip, no depthwise operation): every kept operation, all alive channels."""
+    keys = _channel_keys(layer.active_out, readers, downstream, [set(keep) for keep in layer.keeps], None)
+    kept = frozenset(i for i, keep in enumerate(layer.keeps) if keep)
+    return LayerRuns(((kept, tuple(sorted(layer.active_out, key=keys.__getitem__))),))
 
 
 # Whether a layer is assembled SHARED, given the runs SPLIT would need (export: the layers it was told; the search:
@@ -216,23 +244,11 @@ def layer_runs(layers: Sequence[LayerChannels], input_channels: int, shared: Sha
     orders: dict[str, tuple[int, ...]] = {"input": tuple(range(input_channels))}
     out: dict[str, LayerRuns] = {}
     for layer in layers:
-        in_position = {c: i for i, c in enumerate(orders[layer.input])}
-        readers = readers_of.get(layer.name, [])
-        downstream = stream_keeps.get(layer.name, [])
-        own = [set(keep) for keep in layer.keeps]
-        channelwise = any(layer.channelwise)
-        key = _channel_key(readers, downstream, own, in_position if channelwise else None)
-        skip_order = orders[layer.skip] if layer.skip else None
-        candidates = [_runs(layer, skip_order, key, True), _runs(layer, skip_order, key, False)]
-        if channelwise:
-            candidates.append(_runs(layer, skip_order, _input_order(in_position), False))
-        depthwise_ops = [i for i, keep in enumerate(layer.keeps) if layer.channelwise[i] and keep]
-        split = LayerRuns(min(candidates, key=lambda r: assembly_cost(r, downstream, readers, depthwise_ops,
-                                                                      in_position)))
-        runs = split
-        if shared(layer, split):
-            kept = frozenset(i for i, keep in enumerate(layer.keeps) if keep)
-            runs = LayerRuns(((kept, tuple(sorted(layer.active_out, key=key))),))
+        readers = readers_of.get(layer.name, ())
+        downstream = stream_keeps.get(layer.name, ())
+        split = _split_runs(layer, readers, downstream, orders[layer.input] if any(layer.channelwise) else None,
+                            orders[layer.skip] if layer.skip else None)
+        runs = _shared_runs(layer, readers, downstream) if shared(layer, split) else split
         out[layer.name] = runs
         orders[layer.name] = runs.order
     return out
