@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from profiler.channel_order import SKIP, Selection
+from profiler.lowering import activation_per_run
 from search.arch import Pool
 
 __all__ = ["HOMOGENEOUS_ACTIVATIONS", "SKIP", "Piece", "PrunedConv", "PrunedHead", "PrunedLayer", "PrunedPlan",
@@ -83,6 +84,11 @@ class PrunedLayer:
     @property
     def out_hw(self) -> tuple[int, int]:
         return self.pool.out_hw(*self.conv_hw) if self.pool else self.conv_hw
+
+    @property
+    def activation_per_run(self) -> bool:
+        """The post activation applied to each run before the concat (profiler.lowering.activation_per_run)."""
+        return activation_per_run(self.post_activation, map(len, self.runs))
 
     @property
     def run_sizes(self) -> tuple[int, ...]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,7 @@ SPLIT, SHARED = "split", "shared"
 # gather.
 CONTIGUOUS_READERS = 2
 _MERGED_ACTIVATION_OPS = {"prelu": "PRELU", "tanh": "TANH"}  # separate ops profiler.tflite_reader merges into the conv
+ADD_FUSED_ACTIVATIONS = ("relu", "relu6")  # TFLite's ADD applies these itself
 
 
 def explicit_pad(kernel: int, stride: int, h: int, w: int) -> bool:
@@ -116,6 +117,14 @@ def merge_ops(keeps: Sequence[Sequence[float]]) -> MergeOps:
         if any(owners):
             groups[owners] = groups.get(owners, 0) + 1
     return MergeOps(tuple(groups.items()))
+
+
+def activation_per_run(post_activation: str, run_producers: Iterable[int]) -> bool:
+    """Whether export applies a layer's post activation to each run before the concat, rather than once after it:
+    where every run is an ADD (of at least two producers, `run_producers` per run) that applies the activation
+    itself, so that it costs no op. Elsewhere a run that is no ADD would need an op of its own, and one op after the
+    concat serves them all."""
+    return post_activation in ADD_FUSED_ACTIVATIONS and all(n > 1 for n in run_producers)
 
 
 def shareable(layer: ArchLayer | Mapping) -> bool:
