@@ -20,10 +20,7 @@ from profiler.channel_order import SKIP, Selection
 from profiler.lowering import activation_per_run
 from search.arch import Pool
 
-__all__ = ["HOMOGENEOUS_ACTIVATIONS", "SKIP", "Piece", "PrunedConv", "PrunedHead", "PrunedLayer", "PrunedPlan",
-           "Selection"]
-
-HOMOGENEOUS_ACTIVATIONS = ("none", "relu", "prelu")  # act(s * z) == s * act(z) for s > 0: a scale folds through
+__all__ = ["SKIP", "Piece", "PrunedConv", "PrunedHead", "PrunedLayer", "PrunedPlan", "Selection"]
 
 
 @dataclass(frozen=True, eq=False)

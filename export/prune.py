@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from export.plan import HOMOGENEOUS_ACTIVATIONS, SKIP, Piece, PrunedConv, PrunedHead, PrunedLayer, PrunedPlan, Selection
+from export.plan import SKIP, Piece, PrunedConv, PrunedHead, PrunedLayer, PrunedPlan, Selection
 from profiler.channel_order import LayerChannels, layer_runs, selection
 from profiler.errors import FgnasError
-from profiler.lowering import shareable
+from profiler.lowering import HOMOGENEOUS_ACTIVATIONS, average_deferred, shareable
 from profiler.registry import registrar
 from search.arch import Arch, ArchLayer, ArchOp, as_arch
 
@@ -151,10 +151,7 @@ def prune(arch: Arch | Mapping, state_dict: Mapping[str, torch.Tensor], shared: 
         name = layer.name
         in_order = orders[layer.input]
         runs = all_runs[name]
-        # The 1/M average is left for the consumers (convs and the head are linear) when nothing adds this output
-        # unscaled to something else; otherwise each op folds it (or multiplies by it after a tanh/relu6).
-        defer = (layer.scale != 1.0 and not layer.skip and name not in skip_sources
-                 and layer.post_activation in HOMOGENEOUS_ACTIVATIONS)
+        defer = average_deferred(layer.scale, layer.skip is not None, name in skip_sources, layer.post_activation)
         ops = []
         index_of_op: dict[int, int] = {}
         for i, op in enumerate(layer.ops):

@@ -3,14 +3,16 @@
 A searched layer (search/layer.py) is M candidate operations on one input, each keeping some output channels, plus
 an optional skip input, a post activation and a pool. Export (export/prune.py, export/tflite.py) writes it as:
   * per kept operation: a STRIDED_SLICE (or GATHER) when a depthwise operation reads only some of its input's
-    channels, or all of them in another order (`read_selections`); a PAD before a stride-2 conv whose SAME padding
-    TF would place differently from PyTorch (`explicit_pad`); one CONV_2D / DEPTHWISE_CONV_2D on exactly the
-    channels it keeps (a PRELU or TANH after it);
+    channels, or all of them in another order; a PAD before a stride-2 conv whose SAME padding TF would place
+    differently from PyTorch (`explicit_pad`), one for the operations reading the same channels with the same
+    kernel (`operation_reads`); one CONV_2D / DEPTHWISE_CONV_2D on exactly the channels it keeps (a PRELU or TANH
+    after it), and a MUL by the layer's 1/M where the activation does not let it fold (`scales_output`);
   * the assembly (`MergeOps`), run by run in the channel order profiler.channel_order chooses: a producer (an
     operation, or the skip) feeding several runs is split (SPLIT_V), a run of k producers sums them (k - 1 ADDs),
     the runs are concatenated (CONCATENATION). Or, where the layer has no skip and only normal convs and the latency
     table finds it cheaper (search.resources.layer_assembly), SHARED: one run, every operation computing all the
     layer's alive channels, added at full width;
+  * the post activation, where it is an op of its own (`post_activation_op`);
   * the pool (MAX_POOL_2D), and for the network a MEAN and a FULLY_CONNECTED head.
 The search lives upstream of export and may not import it, so these rules live here, in profiler/, which both use:
 search/resources.py prices the ops they give, export builds them, and `lower_arch` lists the whole exported graph,
@@ -25,7 +27,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from profiler.channel_order import LayerChannels, LayerRuns, layer_runs, selection
+from profiler.channel_order import LayerChannels, LayerRuns, Selection, layer_runs, selection
 from profiler.cost import Count, conv_activations
 from profiler.model_ops import ConvOp, ModelOp, OtherOp
 from profiler.spec import ConvSpec
@@ -38,6 +40,7 @@ _MERGED_ACTIVATION_OPS = {"prelu": "PRELU", "tanh": "TANH"}  # separate ops prof
 # A layer's post activation (after its skip add) as an op of its own; TFLite's ADD applies relu and relu6 itself.
 POST_ACTIVATION_OPS = {"relu": "RELU", "relu6": "RELU6", "prelu": "PRELU", "tanh": "TANH"}
 ADD_FUSED_ACTIVATIONS = ("relu", "relu6")
+HOMOGENEOUS_ACTIVATIONS = ("none", "relu", "prelu")  # act(s * z) == s * act(z) for s > 0: a scale folds through
 
 
 def explicit_pad(kernel: int, stride: int, h: int, w: int) -> bool:
@@ -159,22 +162,78 @@ def _conv(spec: ConvSpec, depthwise: bool, cin: int, cout: int, layer_cin: int) 
     return Lowered(ConvOp(0, names, exact), conv_activations(spec, layer_cin, cout))
 
 
-def lower_conv(spec: ConvSpec, depthwise: bool, layer_cin: int, cout: int, select: str = "all") -> list[Lowered]:
-    """One kept operation: its channel selection (profiler.channel_order.Selection's kind), its PAD, its conv.
-    `depthwise` is the operation's kind (a depthwise spec of one channel reads as a normal conv)."""
+def average_deferred(scale: float, skip: bool, skip_source: bool, post_activation: str) -> bool:
+    """Whether export leaves a layer's 1/M average (`scale`) to its consumers (convs and the head are linear):
+    where nothing adds the layer's output unscaled to something else (it has no skip input and is none) and its
+    post activation lets a scale through. Otherwise each operation folds it into its weights or, after an activation
+    that does not let it through, multiplies by it (`scales_output`)."""
+    return scale != 1.0 and not skip and not skip_source and post_activation in HOMOGENEOUS_ACTIVATIONS
+
+
+def scales_output(activation: str, scale: float) -> bool:
+    """Whether an operation's output is multiplied by its layer's undeferred 1/M `scale` in an op of its own (MUL):
+    where its activation does not let the scale fold into the conv's weights (tanh, relu6)."""
+    return scale != 1.0 and activation not in HOMOGENEOUS_ACTIVATIONS
+
+
+@dataclass(frozen=True)
+class Read:
+    """How a kept operation reads its layer's input: `select`, the selection op it writes ("all": none, its input
+    whole, or the same channels an earlier operation selected), and whether it writes an explicit PAD of its own.
+    TF's converter merges identical ops on one tensor, so operations reading the same channels with the same kernel
+    share one selection and one PAD."""
+
+    select: str = "all"
+    pad: bool = False
+
+
+def operation_reads(layer: ArchLayer | LayerChannels, runs: LayerRuns, in_order: Sequence[int],
+                    specs: Sequence[ConvSpec | None]) -> dict[int, Read]:
+    """The Read of each kept operation of a layer, by operation index: where a depthwise operation's channels sit in
+    its input's order (`in_order`) and which selections and PADs earlier operations already wrote. `specs`: each
+    operation's ConvSpec (kernel, stride and input size are read)."""
+    if not isinstance(layer, LayerChannels):
+        layer = LayerChannels.of(layer)
+    position = {c: i for i, c in enumerate(in_order)} if any(layer.channelwise) else {}
+    sources: set[tuple] = set()
+    pads: set[tuple] = set()
+    reads = {}
+    for i, (keep, channelwise) in enumerate(zip(layer.keeps, layer.channelwise)):
+        if not keep:
+            continue
+        chosen = selection([position[c] for c in runs.channels(i)], len(in_order)) if channelwise else Selection()
+        source = (chosen.kind, chosen.indices)  # the tensor the conv reads
+        spec = specs[i]
+        padded = explicit_pad(spec.kernel, spec.stride, spec.h, spec.w)
+        reads[i] = Read(chosen.kind if source not in sources else "all", padded and (source, spec.kernel) not in pads)
+        sources.add(source)
+        pads |= {(source, spec.kernel)} if padded else set()
+    return reads
+
+
+def lower_conv(spec: ConvSpec, depthwise: bool, layer_cin: int, cout: int, read: Read = Read(),
+               scale: float = 1.0) -> list[Lowered]:
+    """One kept operation: its channel selection and its PAD (`read`), its conv, and its MUL by the layer's 1/M
+    `scale` where that does not fold (`scales_output`). `depthwise` is the operation's kind (a depthwise spec of
+    one channel reads as a normal conv)."""
     h, w = spec.h, spec.w
-    read = cout if depthwise else layer_cin
+    channels = cout if depthwise else layer_cin
     ops = []
-    if select == "slice":
-        ops.append(_other("STRIDED_SLICE", ((1, h, w, layer_cin), (4,), (4,), (4,)), ((1, h, w, read),),
-                          2 * h * w * read))
-    elif select == "gather":
-        ops.append(_other("GATHER", ((1, h, w, layer_cin), (read,)), ((1, h, w, read),), 2 * h * w * read))
-    if explicit_pad(spec.kernel, spec.stride, h, w):
+    if read.select == "slice":
+        ops.append(_other("STRIDED_SLICE", ((1, h, w, layer_cin), (4,), (4,), (4,)), ((1, h, w, channels),),
+                          2 * h * w * channels))
+    elif read.select == "gather":
+        ops.append(_other("GATHER", ((1, h, w, layer_cin), (channels,)), ((1, h, w, channels),),
+                          2 * h * w * channels))
+    if read.pad:
         p = spec.kernel // 2
-        ops.append(_other("PAD", ((1, h, w, read), (4, 2)), ((1, h + 2 * p, w + 2 * p, read),),
-                          2 * pad_elements(spec, read)))
-    return ops + [_conv(spec, depthwise, read, cout, layer_cin)]
+        ops.append(_other("PAD", ((1, h, w, channels), (4, 2)), ((1, h + 2 * p, w + 2 * p, channels),),
+                          2 * pad_elements(spec, channels)))
+    ops.append(_conv(spec, depthwise, channels, cout, layer_cin))
+    if scales_output(spec.activation, scale):
+        out = (1, -(-h // spec.stride), -(-w // spec.stride), cout)
+        ops.append(_other("MUL", (out, ()), (out,), 2 * math.prod(out)))
+    return ops
 
 
 def lower_assembly(h: int, w: int, merge: MergeOps) -> list[Lowered]:
@@ -196,27 +255,21 @@ def _post_activation(op: str, h: int, w: int, channels: int) -> Lowered:
     return _other(op, (shape, *slopes), (shape,), 2 * h * w * channels)
 
 
-def read_selections(layer: ArchLayer | LayerChannels, runs: LayerRuns, in_order: Sequence[int]) -> dict[int, str]:
-    """How each kept depthwise operation of a layer reads its input (profiler.channel_order.Selection's kind), by
-    operation index: where its channels sit in the input's order."""
-    if not isinstance(layer, LayerChannels):
-        layer = LayerChannels.of(layer)
-    readers = [i for i, (keep, channelwise) in enumerate(zip(layer.keeps, layer.channelwise)) if channelwise and keep]
-    position = {c: i for i, c in enumerate(in_order)} if readers else {}
-    return {i: selection([position[c] for c in runs.channels(i)], len(in_order)).kind for i in readers}
-
-
-def lower_layer(layer: ArchLayer, runs: LayerRuns, in_order: Sequence[int]) -> list[Lowered]:
+def lower_layer(layer: ArchLayer, runs: LayerRuns, in_order: Sequence[int], skip_source: bool = False
+                ) -> list[Lowered]:
     """The ops export writes for one arch.json layer (docs/arch-format.md) assembled from `runs`
-    (profiler.channel_order.layer_runs), its input's channels in `in_order`."""
+    (profiler.channel_order.layer_runs), its input's channels in `in_order`; `skip_source`: whether a later layer
+    adds its output (average_deferred)."""
     ho, wo = layer.conv_hw
     cin = len(layer.active_in)
     alive = len(layer.active_out)
-    selects = read_selections(layer, runs, in_order)
+    reads = operation_reads(layer, runs, in_order, [op.spec for op in layer.ops])
+    scale = 1.0 if average_deferred(layer.scale, layer.skip is not None, skip_source, layer.post_activation) \
+        else layer.scale
     ops: list[Lowered] = []
     for i, op in enumerate(layer.ops):
         if op.keep:
-            ops += lower_conv(op.spec, op.kind.channelwise, cin, len(runs.channels(i)), selects.get(i, "all"))
+            ops += lower_conv(op.spec, op.kind.channelwise, cin, len(runs.channels(i)), reads[i], scale)
     merge = MergeOps.of(runs)
     ops += lower_assembly(ho, wo, merge)
     post = post_activation_op(layer.post_activation, merge)
@@ -247,9 +300,10 @@ def lower_arch(arch: Arch | Mapping, shared: Collection[str] = ()) -> list[Lower
     runs = layer_runs([LayerChannels.of(layer) for layer in arch.layers], arch.input.channels,
                       lambda layer, _split: layer.name in shared)
     orders = {"input": tuple(range(arch.input.channels)), **{name: r.order for name, r in runs.items()}}
+    skip_sources = {layer.skip for layer in arch.layers if layer.skip}
     ops: list[Lowered] = []
     for layer in arch.layers:
-        ops += lower_layer(layer, runs[layer.name], orders[layer.input])
+        ops += lower_layer(layer, runs[layer.name], orders[layer.input], layer.name in skip_sources)
     return ops + lower_head(arch.head, arch.layer(arch.head.input).out_hw)
 
 

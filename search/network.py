@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from profiler.channel_order import LayerChannels, LayerRuns, layer_runs
-from profiler.lowering import post_activation_op, read_selections
+from profiler.lowering import Read, average_deferred, operation_reads, post_activation_op, scales_output
 from profiler.spec import ConvSpec
 from search.arch import ARCH_SCHEMA_VERSION, CONV_KINDS
 from search.gates import gate, hard_gate
@@ -249,17 +249,25 @@ class SearchNetwork(nn.Module):
         channels = {node.name: self._layer_channels(node, effective, masks) for node in self.nodes}
         runs = layer_runs(list(channels.values()), self.in_channels, shared)
         orders = {"input": tuple(range(self.in_channels)), **{name: r.order for name, r in runs.items()}}
+        skip_sources = {node.skip for node in self.nodes if node.skip}
         total: Count = 0.0
         for node in self.nodes:
             cin = masks[node.input].sum()
             couts = gamma_out(effective[node.name])
-            selects = read_selections(channels[node.name], runs[node.name], orders[node.input])
+            reads = operation_reads(channels[node.name], runs[node.name], orders[node.input], node.op_specs)
+            scale = 1.0 / len(node.ops)
+            if average_deferred(scale, node.skip is not None, node.name in skip_sources, node.post_activation):
+                scale = 1.0
             for i, (spec, cout) in enumerate(zip(node.op_specs, couts)):
-                padded = pad_elements(spec, cout if spec.conv_type == "depthwise" else cin)
+                # a removed operation (no Read) is priced with its PAD: for the gradient only, see below
+                read = reads.get(i, Read(pad=True))
+                padded = pad_elements(spec, cout if spec.conv_type == "depthwise" else cin) if read.pad else 0
                 cost = torch.as_tensor(resource.conv(spec, cin, cout)) + (resource.pad(pad_pixels(spec), padded)
                                                                           if padded else 0.0)
-                if selects.get(i, "all") != "all":  # a depthwise operation reading part of its input (export/prune)
-                    cost = cost + resource.select(spec.h, spec.w, cout, contiguous=selects[i] == "slice")
+                if read.select != "all":  # a depthwise operation reading part of its input (export/prune)
+                    cost = cost + resource.select(spec.h, spec.w, cout, contiguous=read.select == "slice")
+                if scales_output(spec.activation, scale):
+                    cost = cost + resource.multiply(*node.conv_hw, cout)
                 # A removed operation costs nothing (a latency intercept included) but keeps its gradient, so
                 # that the regularizer still weighs turning it back on.
                 present = (cout > 0).to(cost.dtype).detach()

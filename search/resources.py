@@ -96,6 +96,10 @@ class Resource(ABC):
         h x w x channels output."""
         return 0.0
 
+    def multiply(self, h: int, w: int, channels: Count) -> Count:
+        """An operation's h x w x channels output multiplied by its layer's 1/M (profiler.lowering.scales_output)."""
+        return 0.0
+
     def base(self) -> float:
         """What the whole network costs once, beyond its ops (latency: one invoke of the model)."""
         return 0.0
@@ -221,6 +225,9 @@ class LatencyResource(Resource):
 
     def activation(self, op: str, h: int, w: int, channels: Count) -> Count:
         return self._op(op, h * w * channels, 0.0, 2 * h * w * channels)
+
+    def multiply(self, h: int, w: int, channels: Count) -> Count:
+        return self._op("MUL", h * w * channels, 0.0, 2 * h * w * channels)
 
     def select(self, h: int, w: int, channels: Count, contiguous: bool) -> Count:
         if contiguous:

@@ -80,6 +80,15 @@ def _post_net(post: str) -> SearchNetwork:
     return _net([a, b, c], {"a": [[0, 1, 2, 3]], "b": [[0]], "c": [[0, 1, 2, 3]]}, 2)
 
 
+def _scaled_net() -> SearchNetwork:
+    """input 2ch 4x4 -> l1 (3ch, stride 2: 3x3 relu keeps 0,1 and 3x3 tanh keeps 1,2) -> l2 (3ch: 1x1 keeps 0,
+    skip from l1) -> head: l1's output is added unscaled, so its 1/2 average is l1's own."""
+    ops = (OpSpec("normal", 3, "relu"), OpSpec("normal", 3, "tanh"))
+    l1 = LayerNode("l1", "input", (4, 4), 2, 3, 2, ops)
+    l2 = LayerNode("l2", "l1", (2, 2), 3, 3, 1, (OpSpec("normal", 1, "none"),), skip="l1")
+    return _net([l1, l2], {"l1": [[0, 1], [1, 2]], "l2": [[0]]}, 2)
+
+
 def _other(op, inputs, outputs):
     return OtherOp(0, op, inputs, outputs)
 
@@ -125,6 +134,14 @@ def test_depthwise_operations_slice_contiguous_channels_gather_the_others_and_ke
         ("GATHER", ((1, 4, 4, 4), (2,))), ("CONV", ("DEPTHWISE_CONV_2D", "TANH"))]
     assert items[0].activations == 2 * 16 * 2  # the search counts a copy's input as large as its output
     assert items[1].activations == 16 * 4 + 16 * 2  # and a depthwise conv's input as the layer's whole input
+
+
+def test_operations_share_a_pad_of_the_same_kernel_and_a_tanh_pays_a_mul_for_the_average():
+    ops = [item.op for item in lower_arch(_scaled_net().to_arch())][:4]
+    assert ops == [_other("PAD", ((1, 4, 4, 2), (4, 2)), ((1, 6, 6, 2),)),  # one PAD: the converter merges the two
+                   ConvOp(0, ("CONV_2D",), ConvSpec(4, 4, 2, 2, 3, 2, 1, "relu")),  # 1/2 folded into the weights
+                   ConvOp(0, ("CONV_2D", "TANH"), ConvSpec(4, 4, 2, 2, 3, 2, 1, "tanh")),
+                   _other("MUL", ((1, 2, 2, 2), ()), ((1, 2, 2, 2),))]  # tanh(z) / 2: no fold through a tanh
 
 
 def test_a_residual_stream_is_assembled_in_the_runs_of_its_one_order_and_relu_fuses_only_into_all_add_layers():
@@ -200,7 +217,7 @@ def _search_priced(resource, items) -> float:
 
 @pytest.mark.parametrize("backbone, space, max_ops, tied", [
     ("resnet20", "kernels", 2, False), ("resnet20", "channels", 1, False), ("resnet20", "kernels", 2, True),
-    ("vgg16", "kernels", 2, False), ("digits", "kernels", 2, False),
+    ("resnet20", "activations", 2, False), ("vgg16", "kernels", 2, False), ("digits", "activations", 2, False),
 ])
 def test_the_search_prices_exactly_the_ops_lower_arch_lists(backbone, space, max_ops, tied):
     from export.assembly import shared_layers
@@ -234,10 +251,10 @@ def _exported_ops(net: SearchNetwork, arch: dict, tmp_path, shared=frozenset()):
 @pytest.mark.parametrize("make, shared", [(_mixed_net, frozenset()), (_mixed_net, frozenset({"l1"})),
                                           (_depthwise_net, frozenset()),
                                           (lambda: _depthwise_net(([0, 1], [], [3])), frozenset()),
-                                          (_residual_net, frozenset()),
+                                          (_residual_net, frozenset()), (_scaled_net, frozenset()),
                                           *((lambda post=post: _post_net(post), frozenset())
                                             for post in ("relu6", "prelu", "tanh"))],
-                         ids=["split", "shared", "depthwise-gather", "depthwise", "residual", "post-relu6",
+                         ids=["split", "shared", "depthwise-gather", "depthwise", "residual", "scaled", "post-relu6",
                               "post-prelu", "post-tanh"])
 def test_the_hand_made_architectures_export_exactly_the_lowered_ops(tmp_path, make, shared):
     net = make()
@@ -251,7 +268,8 @@ def test_the_hand_made_architectures_export_exactly_the_lowered_ops(tmp_path, ma
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone, space, max_ops", [
     ("digits", "channels", 1), ("vgg16", "kernels", 2),
-    ("resnet20", "kernels", 2), ("resnet20", "channels", 1), ("mobilenetv2_cifar", "kernels", 2),
+    ("resnet20", "kernels", 2), ("resnet20", "channels", 1), ("resnet20", "activations", 2),
+    ("mobilenetv2_cifar", "kernels", 2),
 ])
 def test_random_architectures_export_exactly_the_lowered_ops(tmp_path, backbone, space, max_ops):
     """Random searched architectures at small widths, the layers SHARED that the host table picks, as export
