@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 SKIP = -1  # the skip input, as a producer
 
@@ -51,7 +51,7 @@ class LayerRuns:
 
     runs: tuple[Run, ...]
 
-    @property
+    @cached_property
     def order(self) -> tuple[int, ...]:
         """Original index of each output channel."""
         return tuple(c for _, run in self.runs for c in run)

@@ -286,11 +286,10 @@ class SearchNetwork(nn.Module):
     @staticmethod
     def _layer_channels(node: LayerNode, effective: dict[str, Tensor], masks: dict[str, Tensor]) -> LayerChannels:
         """A hard-gated layer as profiler.channel_order reads it."""
-        rows = (effective[node.name].detach() > 0).tolist()
-        keeps = tuple(tuple(c for c, on in enumerate(row) if on) for row in rows)
+        keeps = tuple(tuple(row.nonzero().flatten().tolist()) for row in effective[node.name].detach() > 0)
         return LayerChannels(node.name, node.input, node.skip, keeps,
                              tuple(CONV_KINDS[op.conv_type].channelwise for op in node.ops),
-                             tuple(c for c, on in enumerate((masks[node.name].detach() > 0).tolist()) if on))
+                             tuple((masks[node.name].detach() > 0).nonzero().flatten().tolist()))
 
     @staticmethod
     def _assembly(resource: Resource, node: LayerNode, gates: Tensor, cin: Tensor, split: MergeOps,
