@@ -11,16 +11,17 @@ from profiler.lowering import SHARED
 from profiler.table import LatencyTable
 from search.arch import Arch, TableRef, as_arch
 from search.resources import LatencyResource
-from search.summary import assembly_of
+from search.summary import assemblies
 
 
 def shared_layers(arch: Arch | Mapping, table) -> frozenset[str]:
     """The layers the latency table finds cheaper to assemble SHARED; none without a table."""
     if table is None:
         return frozenset()
-    resource = LatencyResource(table)
-    return frozenset(layer.name for layer in as_arch(arch).layers
-                     if len(layer.ops) > 1 and assembly_of(resource, layer)[0] == SHARED)
+    arch = as_arch(arch)
+    assembled = assemblies(LatencyResource(table), arch)
+    return frozenset(layer.name for layer in arch.layers
+                     if len(layer.ops) > 1 and assembled[layer.name][0] == SHARED)
 
 
 class SearchTableChanged(FgnasError):

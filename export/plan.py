@@ -1,7 +1,8 @@
 """The physically pruned network as plain data: folded conv weights, channel orders, splits, adds and concats.
 
 Both emitters (export/torch_model.py for PyTorch and ONNX, export/tflite.py for TensorFlow Lite) interpret this one
-plan, so the two exported graphs cannot drift apart. The plan itself is made by export/prune.py.
+plan, so the two exported graphs cannot drift apart. The plan itself is made by export/prune.py, in the channel
+orders and runs of profiler/channel_order.py.
 
 A layer computes each kept operation as one conv on exactly the output channels it owns. Its output channels are
 grouped into *runs*: contiguous channels that share the same producers (a set of operations, plus the skip input).
@@ -15,23 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from profiler.channel_order import SKIP, Selection
+from profiler.lowering import activation_per_run
 from search.arch import Pool
 
-HOMOGENEOUS_ACTIVATIONS = ("none", "relu", "prelu")  # act(s * z) == s * act(z) for s > 0: a scale folds through
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Which channels of its input tensor a depthwise conv reads: all of them, a contiguous slice, or (when no
-    channel order could make them contiguous) a gather."""
-
-    kind: str = "all"  # all | slice | gather
-    start: int = 0
-    indices: tuple[int, ...] = ()
-
-    @property
-    def size(self) -> int:
-        return len(self.indices)
+__all__ = ["SKIP", "Piece", "PrunedConv", "PrunedHead", "PrunedLayer", "PrunedPlan", "Selection"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,9 +55,6 @@ class Piece:
     part: int
 
 
-SKIP = -1
-
-
 @dataclass(frozen=True, eq=False)
 class PrunedLayer:
     name: str
@@ -95,6 +81,11 @@ class PrunedLayer:
     @property
     def out_hw(self) -> tuple[int, int]:
         return self.pool.out_hw(*self.conv_hw) if self.pool else self.conv_hw
+
+    @property
+    def activation_per_run(self) -> bool:
+        """The post activation applied to each run before the concat (profiler.lowering.activation_per_run)."""
+        return activation_per_run(self.post_activation, map(len, self.runs))
 
     @property
     def run_sizes(self) -> tuple[int, ...]:

@@ -1,16 +1,10 @@
 """Physical pruning: arch.json + the SearchNetwork's weights -> a PrunedPlan (export/plan.py).
 
 Each layer keeps only its alive channels and each kept operation becomes one conv over exactly the channels it owns,
-with BN and the 1/M average folded into its weights. Channel orders are chosen, layer by layer, so that:
-  * operations' outputs and the skip input assemble into the layer's output by split/add/concat, never a gather
-    (the skip input's order is fixed by its own layer, so runs follow it); the order of a residual stream is chosen
-    once, where the stream starts: within each of its own owner sets a layer orders channels by which operations of
-    the layers that add it downstream keep them, so those layers split the skip into few runs;
-  * a depthwise consumer's kept channels are contiguous in its input (a slice, not a gather) where possible: channels
-    are ordered by which downstream depthwise operations read them, in reflected Gray-code order, which makes the
-    channel sets of two depthwise operations contiguous at once;
-  * the next layer absorbs the order by permuting its input weights.
-Operations are pruned by one function per conv type (the Torch-Pruning pattern), behind `register_op_pruner`.
+with BN and the 1/M average folded into its weights. The layers' channel orders, and so the runs each layer is
+assembled from, are profiler/channel_order.py's (the rules the search prices by); the next layer absorbs an order by
+permuting its input weights. Operations are pruned by one function per conv type (the Torch-Pruning pattern), behind
+`register_op_pruner`.
 """
 from __future__ import annotations
 
@@ -20,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from export.plan import HOMOGENEOUS_ACTIVATIONS, SKIP, Piece, PrunedConv, PrunedHead, PrunedLayer, PrunedPlan, Selection
+from export.plan import SKIP, Piece, PrunedConv, PrunedHead, PrunedLayer, PrunedPlan, Selection
+from profiler.channel_order import LayerChannels, layer_runs, selection
 from profiler.errors import FgnasError
-from profiler.lowering import shareable
+from profiler.lowering import HOMOGENEOUS_ACTIVATIONS, average_deferred, shareable
 from profiler.registry import registrar
 from search.arch import Arch, ArchLayer, ArchOp, as_arch
 
@@ -113,130 +108,24 @@ def prune_depthwise(ctx: OpContext, weights: Weights) -> PrunedConv:
         raise FgnasError(f"arch.json: depthwise op {ctx.index} of layer {ctx.layer.name} keeps channels "
                          f"{missing} whose input is pruned; re-run the search with this fgnas")
     positions = [position[c] for c in ctx.channels]
-    return _fold(ctx, weights, full[list(ctx.channels)], True, _selection(positions, len(ctx.in_order)))
+    return _fold(ctx, weights, full[list(ctx.channels)], True, selection(positions, len(ctx.in_order)))
 
 
-def _selection(positions: list[int], width: int) -> Selection:
-    if positions == list(range(width)):
-        return Selection()
-    if positions == list(range(positions[0], positions[0] + len(positions))):
-        return Selection("slice", positions[0], tuple(positions))
-    return Selection("gather", 0, tuple(positions))
-
-
-def gray_rank(bits: tuple[bool, ...]) -> int:
-    """Position of `bits` in the reflected binary Gray code: sorting by it makes the True-sets of the first two bits
-    each contiguous (00, 01, 11, 10)."""
-    rank = acc = 0
-    for bit in bits:
-        acc ^= int(bit)
-        rank = rank * 2 + acc
-    return rank
-
-
-def _channel_key(readers: list[set[int]], downstream: list[set[int]], own: list[set[int]],
-                 in_position: dict[int, int] | None) -> Callable[[int], tuple]:
-    """The sort key of a layer's output channels: by the depthwise readers' sets, then descending Gray rank
-    downstream (a channel every downstream op keeps comes first), then (for a layer with a depthwise operation) the
-    channel's position in the input, then the layer's own operations' sets. A function of its arguments only, so a
-    key made for one layer never reads another layer's sets."""
-    def key(c: int) -> tuple:
-        return (gray_rank(tuple(c in r for r in readers)), -gray_rank(tuple(c in k for k in downstream)),
-                in_position.get(c, 0) if in_position is not None else 0, -gray_rank(tuple(c in k for k in own)), c)
-    return key
-
-
-def _input_order(in_position: dict[int, int]) -> Callable[[int], tuple]:
-    """The sort key that keeps a layer's output channels in their input's order (a depthwise operation's reads)."""
-    return lambda c: (in_position.get(c, 0), c)
-
-
-def _runs(layer: ArchLayer, skip_order: tuple[int, ...] | None, key: Callable[[int], tuple],
-          grouped: bool = True) -> list[tuple[frozenset, list[int]]]:
-    """The layer's output as runs of channels with one producer set; skip channels keep the skip tensor's order.
-    The other channels form one run per producer set (`grouped`), or follow `key` strictly, a new run wherever the
-    producer set changes (which lets `key` make downstream sets contiguous at the price of more runs here)."""
-    producers: dict[int, set] = {c: set() for c in layer.active_out}
-    for i, op in enumerate(layer.ops):
-        for c in op.keep:
-            producers[c].add(i)
-    skip_set = set(skip_order or ())
-    for c in skip_set:
-        producers[c].add(SKIP)
-    runs: list[tuple[frozenset, list[int]]] = []
-    for c in skip_order or ():
-        p = frozenset(producers[c])
-        if runs and runs[-1][0] == p:
-            runs[-1][1].append(c)
-        else:
-            runs.append((p, [c]))
-    rest = sorted(set(layer.active_out) - skip_set, key=key)
-    if not grouped:
-        for c in rest:
-            p = frozenset(producers[c])
-            if runs and runs[-1][0] == p and runs[-1][1][-1] in rest:
-                runs[-1][1].append(c)
-            else:
-                runs.append((p, [c]))
-        return runs
-    groups: dict[frozenset, list[int]] = {}
-    for c in rest:
-        groups.setdefault(frozenset(producers[c]), []).append(c)
-    runs.extend(sorted(groups.items(), key=lambda g: key(g[1][0])))
-    return runs
-
-
-def assembly_cost(runs: list[tuple[frozenset, list[int]]], downstream: list[set[int]], readers: list[set[int]],
-                  depthwise_ops: list[int], in_position: dict[int, int]) -> int:
-    """Ops an order costs: ADDs here, ADDs where the layers downstream add this output (one per operation per run
-    of channels they keep alike), a GATHER per depthwise reader whose channels are not contiguous, and a GATHER per
-    depthwise operation here whose channels are not emitted as a contiguous slice of the input."""
-    order = [c for _, run in runs for c in run]
-    cost = sum(len(p) - 1 for p, _ in runs)
-    for i in depthwise_ops:
-        places = [in_position.get(c, -1) for p, run in runs if i in p for c in run]
-        cost += int(places != list(range(places[0], places[0] + len(places))))
-    previous = None
-    for c in order:
-        bits = tuple(c in k for k in downstream)
-        if bits != previous:
-            cost += sum(bits)
-            previous = bits
-    position = {c: i for i, c in enumerate(order)}
-    for r in readers:
-        places = sorted(position[c] for c in r if c in position)
-        cost += int(bool(places) and places[-1] - places[0] + 1 != len(places))
-    return cost
-
-
-def _stream_keeps(layers: tuple[ArchLayer, ...]) -> dict[str, list[set[int]]]:
-    """Per layer: the channel sets kept by each operation of the layers that add its output downstream, directly
-    or through a chain of skips (one residual stream shares one channel index space)."""
-    adders: dict[str, list[ArchLayer]] = {}
-    for layer in layers:
-        if layer.skip:
-            adders.setdefault(layer.skip, []).append(layer)
-    result: dict[str, list[set[int]]] = {}
-    for layer in reversed(layers):
-        keeps: list[set[int]] = []
-        for adder in adders.get(layer.name, []):
-            keeps += [set(op.keep) for op in adder.ops if op.keep] + result.get(adder.name, [])
-        result[layer.name] = keeps
-    return result
-
-
-def _check_layer(layer: ArchLayer, orders: dict[str, tuple[int, ...]]) -> None:
+def _check_layer(layer: ArchLayer, alive: dict[str, set[int]], shared: bool) -> None:
+    """The layer against its input's and skip's alive channels (`alive`), before any order is chosen."""
     name = layer.name
-    if set(orders[layer.input]) != set(layer.active_in):
+    if alive[layer.input] != set(layer.active_in):
         raise FgnasError(f"arch.json: layer {name}'s active_in is not its input layer's active_out; the file is "
                          f"inconsistent: re-run the search")
-    alive = set().union(*(set(op.keep) for op in layer.ops), set(orders[layer.skip]) if layer.skip else ())
-    if alive != set(layer.active_out):
+    produced = set().union(*(set(op.keep) for op in layer.ops), alive[layer.skip] if layer.skip else ())
+    if produced != set(layer.active_out):
         raise FgnasError(f"arch.json: layer {name}'s active_out is not the union of its operations' and skip's "
                          f"channels; the file is inconsistent: re-run the search")
-    if not alive:
+    if not produced:
         raise FgnasError(f"arch.json: layer {name} keeps no channel, so the network computes nothing; re-run the "
                          f"search with a looser target")
+    if shared and not shareable(layer):
+        raise FgnasError(f"layer {name} has a skip or a depthwise operation: it cannot be assembled shared")
 
 
 def prune(arch: Arch | Mapping, state_dict: Mapping[str, torch.Tensor], shared: Collection[str] = ()) -> PrunedPlan:
@@ -247,52 +136,30 @@ def prune(arch: Arch | Mapping, state_dict: Mapping[str, torch.Tensor], shared: 
     arch = as_arch(arch)
     weights = Weights(state_dict)
     layers = arch.layers
-    skip_sources = {layer.skip for layer in layers if layer.skip}
-    dw_readers: dict[str, list[set[int]]] = {}
+    alive: dict[str, set[int]] = {"input": set(range(arch.input.channels))}
     for layer in layers:
-        dw_readers.setdefault(layer.input, []).extend(
-            set(op.keep) for op in layer.ops if op.kind.channelwise and op.keep)
-    for readers in dw_readers.values():
-        readers.sort(key=len, reverse=True)  # nested sets (the usual case) are then all contiguous in Gray order
-    stream_keeps = _stream_keeps(layers)
+        _check_layer(layer, alive, layer.name in shared)
+        alive[layer.name] = set(layer.active_out)
+    all_runs = layer_runs([LayerChannels.of(layer) for layer in layers], arch.input.channels,
+                          lambda layer, _split: layer.name in shared)
+    skip_sources = {layer.skip for layer in layers if layer.skip}
 
     orders: dict[str, tuple[int, ...]] = {"input": tuple(range(arch.input.channels))}
     pending: dict[str, float] = {"input": 1.0}
     pruned = []
     for layer in layers:
         name = layer.name
-        _check_layer(layer, orders)
         in_order = orders[layer.input]
-        in_position = {c: i for i, c in enumerate(in_order)}
-        readers = dw_readers.get(name, [])
-        downstream = stream_keeps.get(name, [])
-        own = [set(op.keep) for op in layer.ops]
-        key = _channel_key(readers, downstream, own, in_position if layer.channelwise else None)
-        skip_order = orders[layer.skip] if layer.skip else None
-        if name in shared:
-            if not shareable(layer):
-                raise FgnasError(f"layer {name} has a skip or a depthwise operation: it cannot be assembled shared")
-            kept = frozenset(i for i, op in enumerate(layer.ops) if op.keep)
-            runs = [(kept, sorted(layer.active_out, key=key))]
-        else:
-            candidates = [_runs(layer, skip_order, key, True), _runs(layer, skip_order, key, False)]
-            if layer.channelwise:
-                candidates.append(_runs(layer, skip_order, _input_order(in_position), False))
-            depthwise_ops = [i for i, op in enumerate(layer.ops) if op.kind.channelwise and op.keep]
-            runs = min(candidates, key=lambda r: assembly_cost(r, downstream, readers, depthwise_ops, in_position))
-        # The 1/M average is left for the consumers (convs and the head are linear) when nothing adds this output
-        # unscaled to something else; otherwise each op folds it (or multiplies by it after a tanh/relu6).
-        defer = (layer.scale != 1.0 and not layer.skip and name not in skip_sources
-                 and layer.post_activation in HOMOGENEOUS_ACTIVATIONS)
+        runs = all_runs[name]
+        defer = average_deferred(layer.scale, layer.skip is not None, name in skip_sources, layer.post_activation)
         ops = []
         index_of_op: dict[int, int] = {}
         for i, op in enumerate(layer.ops):
             if not op.keep:
                 continue
-            mine = [run for p, run in runs if i in p]
             index_of_op[i] = len(ops)
-            ctx = OpContext(layer, i, op, tuple(c for run in mine for c in run), in_order, pending[layer.input],
-                            1.0 if defer else layer.scale, tuple(len(run) for run in mine))
+            ctx = OpContext(layer, i, op, runs.channels(i), in_order, pending[layer.input],
+                            1.0 if defer else layer.scale, runs.pieces(i))
             try:
                 pruner = OP_PRUNERS[op.conv_type]
             except KeyError:
@@ -306,25 +173,25 @@ def prune(arch: Arch | Mapping, state_dict: Mapping[str, torch.Tensor], shared: 
             ops.append(conv)
         pieces = []
         seen: dict[int, int] = {}
-        for producers, _ in runs:
+        for producers, _ in runs.runs:
             run_pieces = []
             for p in sorted(producers):
                 part = seen.get(p, 0)
                 seen[p] = part + 1
                 run_pieces.append(Piece(SKIP if p == SKIP else index_of_op[p], part))
             pieces.append(tuple(run_pieces))
-        order = tuple(c for _, run in runs for c in run)
+        order = runs.order
         post_slope = None
         if layer.post_activation == "prelu":
             post_slope = weights.get(f"layers.{name}.post.weight", (layer.cout,))[list(order)].astype(np.float32)
         pruned.append(PrunedLayer(name, layer.input, layer.skip, layer.in_hw, layer.stride, tuple(ops),
-                                  tuple(len(run) for p, run in runs if SKIP in p), tuple(pieces),
+                                  runs.pieces(SKIP), tuple(pieces),
                                   layer.post_activation, post_slope, layer.pool, order))
         orders[name] = order
         pending[name] = layer.scale if defer else 1.0
 
     head = arch.head
-    if set(orders[head.input]) != set(head.active_in):
+    if alive[head.input] != set(head.active_in):
         raise FgnasError("arch.json: the head's active_in is not its input layer's active_out; re-run the search")
     classes = head.num_classes
     fc_w = weights.get("head.fc.weight", (classes, head.in_channels))[:, list(orders[head.input])]

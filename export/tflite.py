@@ -5,6 +5,8 @@ Every tensor is NHWC from the input on, so the graph has no TRANSPOSE. Conv + bi
 CONV_2D / DEPTHWISE_CONV_2D; PReLU is written as profiler/model_builder.py writes it (one PRELU op); tanh is TANH.
 PyTorch pads `kernel // 2` on both sides; TF's SAME pads one less in front when a stride-2 conv meets an even size,
 so those convs get an explicit PAD and VALID padding (the latency table prices a VALID conv after PAD as SAME).
+A layer's post activation is applied to each run where every run is an ADD that fuses it (relu, relu6), else once
+after the concat (profiler.lowering.activation_per_run).
 TensorFlow is imported inside the functions: it costs seconds.
 """
 from __future__ import annotations
@@ -80,8 +82,11 @@ def _layer_fn(tf, layer: PrunedLayer) -> Callable:
             for piece in run[1:]:
                 total = total + parts[piece.op][piece.part]
             runs.append(total)
+        if layer.activation_per_run:  # each run's ADD applies it: no op of its own
+            runs = [_activation(tf, layer.post_activation, run, None) for run in runs]
         y = tf.concat(runs, axis=3) if len(runs) > 1 else runs[0]
-        y = _activation(tf, layer.post_activation, y, post_slope)
+        if not layer.activation_per_run:
+            y = _activation(tf, layer.post_activation, y, post_slope)
         if layer.pool:
             y = tf.nn.max_pool2d(y, layer.pool.kernel, layer.pool.stride, "VALID")
         return y

@@ -63,8 +63,11 @@ class PrunedLayerModule(nn.Module):
             for piece in run[1:]:
                 total = total + parts[piece.op][piece.part]
             runs.append(total)
+        if self.spec.activation_per_run:  # as export/tflite.py writes it
+            runs = [_ACTIVATIONS[self.spec.post_activation](run, None) for run in runs]
         y = torch.cat(runs, dim=1) if len(runs) > 1 else runs[0]
-        y = _ACTIVATIONS[self.spec.post_activation](y, self.post_slope)
+        if not self.spec.activation_per_run:
+            y = _ACTIVATIONS[self.spec.post_activation](y, self.post_slope)
         pool = self.spec.pool
         return F.max_pool2d(y, pool.kernel, pool.stride) if pool else y
 

@@ -3,13 +3,16 @@
 A searched layer (search/layer.py) is M candidate operations on one input, each keeping some output channels, plus
 an optional skip input, a post activation and a pool. Export (export/prune.py, export/tflite.py) writes it as:
   * per kept operation: a STRIDED_SLICE (or GATHER) when a depthwise operation reads only some of its input's
-    channels; a PAD before a stride-2 conv whose SAME padding TF would place differently from PyTorch
-    (`explicit_pad`); one CONV_2D / DEPTHWISE_CONV_2D on exactly the channels it keeps (a PRELU or TANH after it);
-  * the assembly (`merge_ops`): output channels grouped by the set of operations (and the skip) producing them; a
-    producer feeding several groups is split (SPLIT_V), a group of k producers sums them (k - 1 ADDs), the groups are
-    concatenated (CONCATENATION). Or, where the layer has no skip and only normal convs and the latency table finds
-    it cheaper (search.resources.layer_assembly), SHARED: every operation computes all the layer's alive channels
-    and they are added at full width;
+    channels, or all of them in another order; a PAD before a stride-2 conv whose SAME padding TF would place
+    differently from PyTorch (`explicit_pad`), one for the operations reading the same channels with the same
+    kernel (`operation_reads`); one CONV_2D / DEPTHWISE_CONV_2D on exactly the channels it keeps (a PRELU or TANH
+    after it), and a MUL by the layer's 1/M where the activation does not let it fold (`scales_output`);
+  * the assembly (`MergeOps`), run by run in the channel order profiler.channel_order chooses: a producer (an
+    operation, or the skip) feeding several runs is split (SPLIT_V), a run of k producers sums them (k - 1 ADDs),
+    the runs are concatenated (CONCATENATION). Or, where the layer has no skip and only normal convs and the latency
+    table finds it cheaper (search.resources.layer_assembly), SHARED: one run, every operation computing all the
+    layer's alive channels, added at full width;
+  * the post activation, where it is an op of its own (`post_activation_op`);
   * the pool (MAX_POOL_2D), and for the network a MEAN and a FULLY_CONNECTED head.
 The search lives upstream of export and may not import it, so these rules live here, in profiler/, which both use:
 search/resources.py prices the ops they give, export builds them, and `lower_arch` lists the whole exported graph,
@@ -20,10 +23,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from profiler.channel_order import LayerChannels, LayerRuns, Selection, layer_runs, selection
 from profiler.cost import Count, conv_activations
 from profiler.model_ops import ConvOp, ModelOp, OtherOp
 from profiler.spec import ConvSpec
@@ -32,11 +36,11 @@ if TYPE_CHECKING:  # the typed arch.json is the search's (search/arch.py), which
     from search.arch import Arch, ArchHead, ArchLayer
 
 SPLIT, SHARED = "split", "shared"
-# A depthwise operation reading some of its input's channels: export orders a tensor's channels so that the first
-# two such operations of a layer read contiguous slices (reflected Gray code, export/prune.py); others may need a
-# gather.
-CONTIGUOUS_READERS = 2
 _MERGED_ACTIVATION_OPS = {"prelu": "PRELU", "tanh": "TANH"}  # separate ops profiler.tflite_reader merges into the conv
+# A layer's post activation (after its skip add) as an op of its own; TFLite's ADD applies relu and relu6 itself.
+POST_ACTIVATION_OPS = {"relu": "RELU", "relu6": "RELU6", "prelu": "PRELU", "tanh": "TANH"}
+ADD_FUSED_ACTIVATIONS = ("relu", "relu6")
+HOMOGENEOUS_ACTIVATIONS = ("none", "relu", "prelu")  # act(s * z) == s * act(z) for s > 0: a scale folds through
 
 
 def explicit_pad(kernel: int, stride: int, h: int, w: int) -> bool:
@@ -60,28 +64,31 @@ def pad_elements(spec: ConvSpec, channels: Count) -> Count:
 
 @dataclass(frozen=True)
 class MergeOps:
-    """How a layer's producers (its operations, and its skip input as one more) are assembled into its output:
-    `groups` holds, per group of output channels produced by the same producers, (which producers, how many
-    channels), in the order of their first channel. ADDs are sized in channels (times the output's H x W: elements),
-    SPLIT_V and CONCATENATION in pieces (times H x W: the copies profiler.ops counts them in) and channels (times
-    H x W: the elements they move)."""
+    """How a layer's producers (its operations by index, and its skip input as SKIP) are assembled into its output,
+    run by run as export writes it (profiler.channel_order): `runs` holds, per run, (which producers, how many
+    channels). ADDs are sized in channels (times the output's H x W: elements), SPLIT_V and CONCATENATION in pieces
+    (times H x W: the copies profiler.ops counts them in) and channels (times H x W: the elements they move)."""
 
-    groups: tuple[tuple[tuple[bool, ...], int], ...] = ()
+    runs: tuple[tuple[frozenset[int], int], ...] = ()
+
+    @classmethod
+    def of(cls, runs: LayerRuns) -> MergeOps:
+        return cls(tuple((producers, len(run)) for producers, run in runs.runs))
 
     @property
     def add_channels(self) -> tuple[int, ...]:
-        """One entry per ADD: a group of k producers needs k - 1."""
-        return tuple(n for owners, n in self.groups for _ in range(sum(owners) - 1))
+        """One entry per ADD: a run of k producers needs k - 1."""
+        return tuple(n for producers, n in self.runs for _ in range(len(producers) - 1))
 
     def pieces(self, producer: int) -> tuple[int, ...]:
-        """The sizes of the groups `producer` feeds, in group order."""
-        return tuple(n for owners, n in self.groups if owners[producer])
+        """The sizes of the runs `producer` feeds, in run order."""
+        return tuple(n for producers, n in self.runs if producer in producers)
 
     @property
     def splits(self) -> tuple[tuple[int, ...], ...]:
-        """One entry per SPLIT_V, in producer order: the pieces of a producer feeding several groups."""
-        producers = len(self.groups[0][0]) if self.groups else 0
-        return tuple(p for p in map(self.pieces, range(producers)) if len(p) > 1)
+        """One entry per SPLIT_V: the pieces of a producer feeding several runs."""
+        producers = sorted(set().union(*(p for p, _ in self.runs)))
+        return tuple(p for p in map(self.pieces, producers) if len(p) > 1)
 
     @property
     def split_pieces(self) -> tuple[int, ...]:
@@ -93,12 +100,12 @@ class MergeOps:
 
     @property
     def concat_pieces(self) -> int:
-        """Groups concatenated; 0: no CONCATENATION."""
-        return len(self.groups) if len(self.groups) > 1 else 0
+        """Runs concatenated; 0: no CONCATENATION."""
+        return len(self.runs) if len(self.runs) > 1 else 0
 
     @property
     def concat_channels(self) -> int:
-        return sum(n for _, n in self.groups) if self.concat_pieces else 0
+        return sum(n for _, n in self.runs) if self.concat_pieces else 0
 
     @property
     def overlap(self) -> int:
@@ -106,24 +113,27 @@ class MergeOps:
         return sum(self.add_channels)
 
 
-def merge_ops(keeps: Sequence[Sequence[float]]) -> MergeOps:
-    """MergeOps of one layer from its producers' hard channel masks (one row per producer, a channel on where
-    positive or true; a tensor or array is read as nested lists)."""
-    rows = keeps.tolist() if hasattr(keeps, "tolist") else keeps
-    groups: dict[tuple[bool, ...], int] = {}
-    for column in zip(*rows):
-        owners = tuple(bool(o > 0) for o in column)
-        if any(owners):
-            groups[owners] = groups.get(owners, 0) + 1
-    return MergeOps(tuple(groups.items()))
+def activation_per_run(post_activation: str, run_producers: Iterable[int]) -> bool:
+    """Whether export applies a layer's post activation to each run before the concat, rather than once after it:
+    where every run is an ADD (of at least two producers, `run_producers` per run) that applies the activation
+    itself, so that it costs no op. Elsewhere a run that is no ADD would need an op of its own, and one op after the
+    concat serves them all."""
+    return post_activation in ADD_FUSED_ACTIVATIONS and all(n > 1 for n in run_producers)
 
 
-def shareable(layer: ArchLayer | Mapping) -> bool:
+def post_activation_op(post_activation: str, merge: MergeOps) -> str | None:
+    """The op a layer's post activation becomes after its assembly (`POST_ACTIVATION_OPS`), None where it costs none
+    (no activation, or fused into every run's ADD: `activation_per_run`). Not for a layer whose output is one conv's
+    alone (no skip, one operation), whose activation TF's converter would fuse into the conv: no backbone has a post
+    activation without a skip."""
+    if post_activation == "none" or activation_per_run(post_activation, (len(p) for p, _ in merge.runs)):
+        return None
+    return POST_ACTIVATION_OPS[post_activation]
+
+
+def shareable(layer: ArchLayer) -> bool:
     """A layer SHARED assembly can serve: no skip, and no operation reading its input channel by channel (a depthwise
-    op cannot compute the channels another op keeps). search.resources.arch_layer_assembly still passes arch.json's
-    dict."""
-    if isinstance(layer, Mapping):
-        return layer["skip"] is None and all(op["conv_type"] == "normal" for op in layer["ops"])
+    op cannot compute the channels another op keeps)."""
     return layer.skip is None and not layer.channelwise
 
 
@@ -152,63 +162,119 @@ def _conv(spec: ConvSpec, depthwise: bool, cin: int, cout: int, layer_cin: int) 
     return Lowered(ConvOp(0, names, exact), conv_activations(spec, layer_cin, cout))
 
 
-def lower_conv(spec: ConvSpec, depthwise: bool, layer_cin: int, cout: int, select: str | None) -> list[Lowered]:
-    """One kept operation: its channel selection ("slice", "gather" or None), its PAD, its conv. `depthwise` is the
-    operation's kind (a depthwise spec of one channel reads as a normal conv)."""
+def average_deferred(scale: float, skip: bool, skip_source: bool, post_activation: str) -> bool:
+    """Whether export leaves a layer's 1/M average (`scale`) to its consumers (convs and the head are linear):
+    where nothing adds the layer's output unscaled to something else (it has no skip input and is none) and its
+    post activation lets a scale through. Otherwise each operation folds it into its weights or, after an activation
+    that does not let it through, multiplies by it (`scales_output`)."""
+    return scale != 1.0 and not skip and not skip_source and post_activation in HOMOGENEOUS_ACTIVATIONS
+
+
+def scales_output(activation: str, scale: float) -> bool:
+    """Whether an operation's output is multiplied by its layer's undeferred 1/M `scale` in an op of its own (MUL):
+    where its activation does not let the scale fold into the conv's weights (tanh, relu6)."""
+    return scale != 1.0 and activation not in HOMOGENEOUS_ACTIVATIONS
+
+
+@dataclass(frozen=True)
+class Read:
+    """How a kept operation reads its layer's input: `select`, the selection op it writes ("all": none, its input
+    whole, or the same channels an earlier operation selected), and whether it writes an explicit PAD of its own.
+    TF's converter merges identical ops on one tensor, so operations reading the same channels with the same kernel
+    share one selection and one PAD."""
+
+    select: str = "all"
+    pad: bool = False
+
+
+def operation_reads(layer: ArchLayer | LayerChannels, runs: LayerRuns, in_order: Sequence[int],
+                    specs: Sequence[ConvSpec | None]) -> dict[int, Read]:
+    """The Read of each kept operation of a layer, by operation index: where a depthwise operation's channels sit in
+    its input's order (`in_order`) and which selections and PADs earlier operations already wrote. `specs`: each
+    operation's ConvSpec (kernel, stride and input size are read)."""
+    if not isinstance(layer, LayerChannels):
+        layer = LayerChannels.of(layer)
+    position = {c: i for i, c in enumerate(in_order)} if any(layer.channelwise) else {}
+    sources: set[tuple] = set()
+    pads: set[tuple] = set()
+    reads = {}
+    for i, (keep, channelwise) in enumerate(zip(layer.keeps, layer.channelwise)):
+        if not keep:
+            continue
+        chosen = selection([position[c] for c in runs.channels(i)], len(in_order)) if channelwise else Selection()
+        source = (chosen.kind, chosen.indices)  # the tensor the conv reads
+        spec = specs[i]
+        padded = explicit_pad(spec.kernel, spec.stride, spec.h, spec.w)
+        reads[i] = Read(chosen.kind if source not in sources else "all", padded and (source, spec.kernel) not in pads)
+        sources.add(source)
+        pads |= {(source, spec.kernel)} if padded else set()
+    return reads
+
+
+def lower_conv(spec: ConvSpec, depthwise: bool, layer_cin: int, cout: int, read: Read = Read(),
+               scale: float = 1.0) -> list[Lowered]:
+    """One kept operation: its channel selection and its PAD (`read`), its conv, and its MUL by the layer's 1/M
+    `scale` where that does not fold (`scales_output`). `depthwise` is the operation's kind (a depthwise spec of
+    one channel reads as a normal conv)."""
     h, w = spec.h, spec.w
-    read = cout if depthwise else layer_cin
+    channels = cout if depthwise else layer_cin
     ops = []
-    if select == "slice":
-        ops.append(_other("STRIDED_SLICE", ((1, h, w, layer_cin), (4,), (4,), (4,)), ((1, h, w, read),),
-                          2 * h * w * read))
-    elif select == "gather":
-        ops.append(_other("GATHER", ((1, h, w, layer_cin), (read,)), ((1, h, w, read),), 2 * h * w * read))
-    if explicit_pad(spec.kernel, spec.stride, h, w):
+    if read.select == "slice":
+        ops.append(_other("STRIDED_SLICE", ((1, h, w, layer_cin), (4,), (4,), (4,)), ((1, h, w, channels),),
+                          2 * h * w * channels))
+    elif read.select == "gather":
+        ops.append(_other("GATHER", ((1, h, w, layer_cin), (channels,)), ((1, h, w, channels),),
+                          2 * h * w * channels))
+    if read.pad:
         p = spec.kernel // 2
-        ops.append(_other("PAD", ((1, h, w, read), (4, 2)), ((1, h + 2 * p, w + 2 * p, read),),
-                          2 * pad_elements(spec, read)))
-    return ops + [_conv(spec, depthwise, read, cout, layer_cin)]
+        ops.append(_other("PAD", ((1, h, w, channels), (4, 2)), ((1, h + 2 * p, w + 2 * p, channels),),
+                          2 * pad_elements(spec, channels)))
+    ops.append(_conv(spec, depthwise, channels, cout, layer_cin))
+    if scales_output(spec.activation, scale):
+        out = (1, -(-h // spec.stride), -(-w // spec.stride), cout)
+        ops.append(_other("MUL", (out, ()), (out,), 2 * math.prod(out)))
+    return ops
 
 
 def lower_assembly(h: int, w: int, merge: MergeOps) -> list[Lowered]:
-    """The SPLIT_Vs, ADDs and CONCATENATION that assemble a layer's producers on an h x w output (SPLIT)."""
+    """The SPLIT_Vs, ADDs and CONCATENATION that assemble a layer's producers on an h x w output."""
     ops = [_other("SPLIT_V", ((1, h, w, sum(p)), (len(p),), ()), tuple((1, h, w, n) for n in p), 2 * h * w * sum(p))
            for p in merge.splits]
     ops += [_other("ADD", ((1, h, w, n), (1, h, w, n)), ((1, h, w, n),), 3 * h * w * n) for n in merge.add_channels]
     if merge.concat_pieces:
         c = merge.concat_channels
-        ops.append(_other("CONCATENATION", tuple((1, h, w, n) for _, n in merge.groups), ((1, h, w, c),),
+        ops.append(_other("CONCATENATION", tuple((1, h, w, n) for _, n in merge.runs), ((1, h, w, c),),
                           2 * h * w * c))
     return ops
 
 
-def lower_layer(layer: ArchLayer, shared: bool = False, skip_active: Collection[int] = ()) -> list[Lowered]:
-    """The ops export writes for one arch.json layer (docs/arch-format.md), SPLIT or `shared`; `skip_active`: the
-    alive channels of its skip input (the skip layer's active_out)."""
+def _post_activation(op: str, h: int, w: int, channels: int) -> Lowered:
+    """A post activation's own op on an h x w output; PRELU also reads its per-channel slopes."""
+    shape = (1, h, w, channels)
+    slopes = ((1, 1, channels),) if op == "PRELU" else ()
+    return _other(op, (shape, *slopes), (shape,), 2 * h * w * channels)
+
+
+def lower_layer(layer: ArchLayer, runs: LayerRuns, in_order: Sequence[int], skip_source: bool = False
+                ) -> list[Lowered]:
+    """The ops export writes for one arch.json layer (docs/arch-format.md) assembled from `runs`
+    (profiler.channel_order.layer_runs), its input's channels in `in_order`; `skip_source`: whether a later layer
+    adds its output (average_deferred)."""
     ho, wo = layer.conv_hw
     cin = len(layer.active_in)
     alive = len(layer.active_out)
-    kept = [op for op in layer.ops if op.keep]
+    reads = operation_reads(layer, runs, in_order, [op.spec for op in layer.ops])
+    scale = 1.0 if average_deferred(layer.scale, layer.skip is not None, skip_source, layer.post_activation) \
+        else layer.scale
     ops: list[Lowered] = []
-    readers = 0
-    for op in kept:
-        depthwise = op.kind.channelwise
-        cout = alive if shared else len(op.keep)
-        select = None
-        if depthwise and cout < cin:
-            select = "slice" if readers < CONTIGUOUS_READERS else "gather"
-            readers += 1
-        ops += lower_conv(op.spec, depthwise, cin, cout, select)
-    if shared:
-        ops += [_other("ADD", ((1, ho, wo, alive), (1, ho, wo, alive)), ((1, ho, wo, alive),), 3 * ho * wo * alive)
-                for _ in kept[1:]]
-    else:
-        channels = range(layer.cout)
-        keeps = [[c in set(op.keep) for c in channels] for op in layer.ops]
-        if layer.skip is not None:
-            keeps.append([c in set(skip_active) for c in channels])
-        if len(keeps) > 1:
-            ops += lower_assembly(ho, wo, merge_ops(keeps))
+    for i, op in enumerate(layer.ops):
+        if op.keep:
+            ops += lower_conv(op.spec, op.kind.channelwise, cin, len(runs.channels(i)), reads[i], scale)
+    merge = MergeOps.of(runs)
+    ops += lower_assembly(ho, wo, merge)
+    post = post_activation_op(layer.post_activation, merge)
+    if post is not None:
+        ops.append(_post_activation(post, ho, wo, alive))
     if layer.pool:
         ops.append(_other("MAX_POOL_2D", ((1, ho, wo, alive),), ((1, *layer.out_hw, alive),),
                           ho * wo * alive + math.ceil(ho / 2) * math.ceil(wo / 2) * alive))
@@ -231,10 +297,13 @@ def lower_arch(arch: Arch | Mapping, shared: Collection[str] = ()) -> list[Lower
         from search.arch import as_arch  # only here: the dict's callers (search side, tests) have the search loaded
 
         arch = as_arch(arch)
+    runs = layer_runs([LayerChannels.of(layer) for layer in arch.layers], arch.input.channels,
+                      lambda layer, _split: layer.name in shared)
+    orders = {"input": tuple(range(arch.input.channels)), **{name: r.order for name, r in runs.items()}}
+    skip_sources = {layer.skip for layer in arch.layers if layer.skip}
     ops: list[Lowered] = []
-    active = {layer.name: layer.active_out for layer in arch.layers}
     for layer in arch.layers:
-        ops += lower_layer(layer, layer.name in shared, active[layer.skip] if layer.skip else ())
+        ops += lower_layer(layer, runs[layer.name], orders[layer.input], layer.name in skip_sources)
     return ops + lower_head(arch.head, arch.layer(arch.head.input).out_hw)
 
 

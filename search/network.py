@@ -12,11 +12,23 @@ from datetime import datetime, timezone
 import torch
 from torch import Tensor, nn
 
+from profiler.channel_order import LayerChannels, LayerRuns, layer_runs
+from profiler.lowering import Read, average_deferred, operation_reads, post_activation_op, scales_output
 from profiler.spec import ConvSpec
-from search.arch import ARCH_SCHEMA_VERSION
+from search.arch import ARCH_SCHEMA_VERSION, CONV_KINDS
 from search.gates import gate, hard_gate
 from search.layer import LayerNode, SearchableLayer
-from search.resources import Count, Resource, active_channels, gamma_out, layer_assembly, pad_elements, pad_pixels
+from search.resources import (
+    SHARED,
+    Count,
+    MergeOps,
+    Resource,
+    active_channels,
+    gamma_out,
+    layer_assembly,
+    pad_elements,
+    pad_pixels,
+)
 
 MODES = ("pretrain", "search", "finetune")
 
@@ -219,29 +231,52 @@ class SearchNetwork(nn.Module):
     # ---- resources ---------------------------------------------------------------------------------------------
 
     def _resource(self, resource: Resource, gates: dict[str, Tensor]) -> Count:
-        """R(psi) of Eq. 8 over the whole network, plus the head and the non-conv ops the resource prices."""
+        """R(psi) of Eq. 8 over the whole network, plus the head and the non-conv ops the resource prices: the ops
+        profiler.lowering lists for the hard-gated network, in the channel orders export will write
+        (profiler.channel_order), each layer SPLIT or SHARED as layer_assembly finds cheaper."""
         effective, masks = self._propagate(gates)
+        assemblies: dict[str, Count] = {}
+
+        def shared(layer: LayerChannels, split: LayerRuns) -> bool:
+            node = self.layers[layer.name].node
+            if len(node.ops) == 1 and node.skip is None:
+                return False
+            kind, assemblies[node.name] = self._assembly(resource, node, effective[node.name],
+                                                         masks[node.input].sum(), MergeOps.of(split),
+                                                         masks[node.skip] if node.skip else None)
+            return kind == SHARED
+
+        channels = {node.name: self._layer_channels(node, effective, masks) for node in self.nodes}
+        runs = layer_runs(list(channels.values()), self.in_channels, shared)
+        orders = {"input": tuple(range(self.in_channels)), **{name: r.order for name, r in runs.items()}}
+        skip_sources = {node.skip for node in self.nodes if node.skip}
         total: Count = 0.0
         for node in self.nodes:
             cin = masks[node.input].sum()
             couts = gamma_out(effective[node.name])
-            selections = 0
-            for spec, cout in zip(node.op_specs, couts):
-                padded = pad_elements(spec, cout if spec.conv_type == "depthwise" else cin)
+            reads = operation_reads(channels[node.name], runs[node.name], orders[node.input], node.op_specs)
+            scale = 1.0 / len(node.ops)
+            if average_deferred(scale, node.skip is not None, node.name in skip_sources, node.post_activation):
+                scale = 1.0
+            for i, (spec, cout) in enumerate(zip(node.op_specs, couts)):
+                # a removed operation (no Read) is priced with its PAD: for the gradient only, see below
+                read = reads.get(i, Read(pad=True))
+                padded = pad_elements(spec, cout if spec.conv_type == "depthwise" else cin) if read.pad else 0
                 cost = torch.as_tensor(resource.conv(spec, cin, cout)) + (resource.pad(pad_pixels(spec), padded)
                                                                           if padded else 0.0)
-                if spec.conv_type == "depthwise" and 0 < float(cout.detach()) < float(cin.detach()):
-                    # export orders channels so that two depthwise operations read contiguous slices (export/prune)
-                    cost = cost + resource.select(spec.h, spec.w, cout, contiguous=selections < 2)
-                    selections += 1
+                if read.select != "all":  # a depthwise operation reading part of its input (export/prune)
+                    cost = cost + resource.select(spec.h, spec.w, cout, contiguous=read.select == "slice")
+                if scales_output(spec.activation, scale):
+                    cost = cost + resource.multiply(*node.conv_hw, cout)
                 # A removed operation costs nothing (a latency intercept included) but keeps its gradient, so
                 # that the regularizer still weighs turning it back on.
                 present = (cout > 0).to(cost.dtype).detach()
                 total = total + present * cost + (1.0 - present) * (cost - cost.detach())
-            skip_mask = masks[node.skip] if node.skip else None
-            if len(node.ops) > 1 or skip_mask is not None:
-                total = total + self._assembly(resource, node, effective[node.name], cin, skip_mask)[1]
+            total = total + assemblies.get(node.name, 0.0)
             alive = masks[node.name].sum()
+            post = post_activation_op(node.post_activation, MergeOps.of(runs[node.name]))
+            if post is not None:
+                total = total + resource.activation(post, *node.conv_hw, alive)
             if node.pool:
                 total = total + resource.max_pool(*node.conv_hw, alive)
         head_in = masks[self.head_spec.input].sum()
@@ -249,17 +284,24 @@ class SearchNetwork(nn.Module):
         return total + resource.linear(head_in, self.head_spec.num_classes) + resource.base()
 
     @staticmethod
-    def _assembly(resource: Resource, node: LayerNode, gates: Tensor, cin: Tensor,
+    def _layer_channels(node: LayerNode, effective: dict[str, Tensor], masks: dict[str, Tensor]) -> LayerChannels:
+        """A hard-gated layer as profiler.channel_order reads it."""
+        keeps = tuple(tuple(row.nonzero().flatten().tolist()) for row in effective[node.name].detach() > 0)
+        return LayerChannels(node.name, node.input, node.skip, keeps,
+                             tuple(CONV_KINDS[op.conv_type].channelwise for op in node.ops),
+                             tuple((masks[node.name].detach() > 0).nonzero().flatten().tolist()))
+
+    @staticmethod
+    def _assembly(resource: Resource, node: LayerNode, gates: Tensor, cin: Tensor, split: MergeOps,
                   skip_mask: Tensor | None = None) -> tuple[str, Count]:
         """Assembling the layer's operations, and its skip input, as export does (search.resources.layer_assembly):
-        export groups the output channels by their producers, the skip input being one more (export/plan.py), so
-        the skip is split, added and concatenated with the operations' pieces like another operation."""
+        `split`, the runs export would write the layer in (the skip input one more producer), or SHARED."""
         specs = [spec if bool(g.sum() > 0) else None for spec, g in zip(node.op_specs, gates)]
         if skip_mask is not None:
             gates = torch.cat([gates, skip_mask.detach().to(gates.dtype)[None]])
             specs = specs + [None]
         can_share = node.skip is None and all(op.conv_type == "normal" for op in node.ops)
-        return layer_assembly(resource, specs, cin, gates, *node.conv_hw, can_share)
+        return layer_assembly(resource, specs, cin, gates, *node.conv_hw, can_share, split)
 
     def soft_resource(self, resource: Resource) -> Tensor:
         """R(psi): its value is the hard-gated resource, its gradient flows to psi through Eq. 5 and Eq. 10."""

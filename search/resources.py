@@ -16,16 +16,16 @@ from torch import Tensor
 
 from profiler.cost import conv_activations, conv_flops, conv_params, conv_weights, in_network_ms
 from profiler.errors import FgnasError
-from profiler.lowering import SHARED, SPLIT, MergeOps, explicit_pad, merge_ops, pad_elements, pad_pixels, shareable
+from profiler.lowering import SHARED, SPLIT, MergeOps, explicit_pad, pad_elements, pad_pixels, shareable
 from profiler.ops import unit_of
 from profiler.spec import ConvSpec
 from search.gates import binarize
 
 # conv_flops, conv_params: phi of params and FLOPs; the lowering rules: what search.network prices a layer as
 __all__ = ["SHARED", "SPLIT", "Count", "FlopsResource", "LatencyResource", "MergeOps", "ParamsResource", "RESOURCES",
-           "Resource", "active_channels", "arch_layer_assembly", "conv_flops", "conv_params", "create_resource",
-           "explicit_pad", "gamma_in", "gamma_out", "layer_assembly", "merge_ops", "overlap_surrogate", "pad_elements",
-           "pad_pixels", "register_resource", "shareable"]
+           "Resource", "active_channels", "conv_flops", "conv_params", "create_resource", "explicit_pad", "gamma_in",
+           "gamma_out", "layer_assembly", "overlap_surrogate", "pad_elements", "pad_pixels", "register_resource",
+           "shareable"]
 
 Count = Tensor | float
 
@@ -89,6 +89,15 @@ class Resource(ABC):
         """A differentiable stand-in for `merge` (its gradient is used, its value is not): the per-element cost of
         the overlap (sum_i G_i - h(sum_i G_i)). SPLIT_V and CONCATENATION cost per piece, a count with no gradient:
         they are in the hard resource the search stops on."""
+        return 0.0
+
+    def activation(self, op: str, h: int, w: int, channels: Count) -> Count:
+        """A layer's post activation as an op of its own (`op`: profiler.lowering.post_activation_op) over an
+        h x w x channels output."""
+        return 0.0
+
+    def multiply(self, h: int, w: int, channels: Count) -> Count:
+        """An operation's h x w x channels output multiplied by its layer's 1/M (profiler.lowering.scales_output)."""
         return 0.0
 
     def base(self) -> float:
@@ -196,7 +205,8 @@ class LatencyResource(Resource):
                 + self._network(0.0, h * w * channels + math.ceil(h / 2) * math.ceil(w / 2) * channels))
 
     def _op(self, name: str, units: Count, elements: Count = 0.0, activations: Count = 0.0) -> Count:
-        # published phone tables lack SPLIT_V/CONCATENATION models: those merge ops are left out (see unpriced)
+        # published phone tables lack SPLIT_V/CONCATENATION models, and none has PRELU or TANH on their own: those
+        # ops are left out (see unpriced_merge_ops)
         if not self._prices(name):
             return 0.0
         return self._in_network(self.table.predict_op_ms(name, units, elements)) + self._network(0.0, activations)
@@ -212,6 +222,12 @@ class LatencyResource(Resource):
     # reads from is wider, but the search does not know by how much.
     def pad(self, pixels: int, elements: Count) -> Count:
         return self._op("PAD", pixels, elements, 2 * elements)
+
+    def activation(self, op: str, h: int, w: int, channels: Count) -> Count:
+        return self._op(op, h * w * channels, 0.0, 2 * h * w * channels)
+
+    def multiply(self, h: int, w: int, channels: Count) -> Count:
+        return self._op("MUL", h * w * channels, 0.0, 2 * h * w * channels)
 
     def select(self, h: int, w: int, channels: Count, contiguous: bool) -> Count:
         if contiguous:
@@ -239,39 +255,27 @@ def overlap_surrogate(gates: Tensor) -> Tensor:
 
 
 def layer_assembly(resource: Resource, specs: list[ConvSpec | None], cin: Count, gates: Tensor, h: int, w: int,
-                   can_share: bool) -> tuple[str, Count]:
-    """How export assembles a layer of several operations, and what that costs beyond each operation's own conv:
-    SPLIT computes each operation on its own channels and reassembles them (`merge`); SHARED, where the layer has
-    no skip or depthwise operation, lets every operation compute all the layer's alive channels (zeros where it
-    keeps none) and adds them at full width, trading conv work for no SPLIT_V/CONCATENATION. The cheaper one wins
-    (SPLIT on a tie, and always for params/FLOPs, which price no assembly). specs: each operation's ConvSpec
-    (channel counts unused), None for an operation that keeps nothing; h, w: the conv output's size."""
-    ops = merge_ops((gates.detach() > 0).tolist())
-    surrogate = torch.as_tensor(resource.merge_surrogate(h, w, gates, ops))
-    split = resource.merge(h, w, ops) + (surrogate - surrogate.detach())
+                   can_share: bool, split: MergeOps) -> tuple[str, Count]:
+    """How export assembles a layer of several producers, and what that costs beyond each operation's own conv:
+    SPLIT computes each operation on its own channels and reassembles them run by run (`split`: the runs
+    profiler.channel_order gives the layer); SHARED, where the layer has no skip or depthwise operation, lets every
+    operation compute all the layer's alive channels (zeros where it keeps none) and adds them at full width, trading
+    conv work for no SPLIT_V/CONCATENATION. The cheaper one wins (SPLIT on a tie, and always for params/FLOPs, which
+    price no assembly). specs: each producer's ConvSpec (channel counts unused), None for an operation that keeps
+    nothing and for the skip; gates: each producer's channel gates (their overlap is the gradient's surrogate);
+    h, w: the conv output's size."""
+    surrogate = torch.as_tensor(resource.merge_surrogate(h, w, gates, split))
+    split_cost = resource.merge(h, w, split) + (surrogate - surrogate.detach())
     present = [i for i, spec in enumerate(specs) if spec is not None]
-    if not can_share or len(present) < 2 or not (ops.split_pieces or ops.concat_pieces):
-        return SPLIT, split
+    if not can_share or len(present) < 2 or not (split.split_pieces or split.concat_pieces):
+        return SPLIT, split_cost
     alive = active_channels(gates).sum()
     couts = gamma_out(gates)
     shared = sum(torch.as_tensor(resource.conv(specs[i], cin, alive))
                  - torch.as_tensor(resource.conv(specs[i], cin, couts[i])) for i in present) \
         + (len(present) - 1) * torch.as_tensor(resource.add(h, w, alive))
-    cheaper = float(torch.as_tensor(shared).detach()) < float(torch.as_tensor(split).detach())
-    return (SHARED, shared) if cheaper else (SPLIT, split)
-
-
-def arch_layer_assembly(resource: Resource, layer: dict) -> tuple[str, float]:
-    """`layer_assembly` of an arch.json layer: how export assembles it and what that costs beyond its convs."""
-    gates = torch.zeros(len(layer["ops"]), layer["cout"])
-    for i, op in enumerate(layer["ops"]):
-        gates[i, op["keep"]] = 1.0
-    specs = [ConvSpec.from_dict(op["spec"]) if op["keep"] else None for op in layer["ops"]]
-    h, w = (math.ceil(n / layer["stride"]) for n in layer["in_hw"])
-    with torch.no_grad():
-        kind, cost = layer_assembly(resource, specs, torch.tensor(float(len(layer["active_in"]))), gates, h, w,
-                                    shareable(layer))
-    return kind, float(cost)
+    cheaper = float(torch.as_tensor(shared).detach()) < float(torch.as_tensor(split_cost).detach())
+    return (SHARED, shared) if cheaper else (SPLIT, split_cost)
 
 
 def create_resource(name: str, table: Any = None) -> Resource:

@@ -5,36 +5,50 @@ from collections.abc import Mapping
 
 import torch
 
-from profiler.lowering import shareable
+from profiler.channel_order import LayerChannels, LayerRuns, layer_runs
+from profiler.lowering import SHARED, MergeOps, shareable
 from profiler.spec import flops, params
-from search.arch import Arch, ArchLayer, as_arch
+from search.arch import Arch, as_arch
 from search.resources import LatencyResource, Resource, layer_assembly, pad_elements, pad_pixels
 from search.targets import Target, format_resource
 
 
-def assembly_of(resource: Resource, layer: ArchLayer) -> tuple[str, float]:
-    """search.resources.layer_assembly of a searched layer: how export assembles it (SPLIT or SHARED) and what that
-    costs beyond its convs."""
-    gates = torch.zeros(len(layer.ops), layer.cout)
-    for i, op in enumerate(layer.ops):
-        gates[i, list(op.keep)] = 1.0
-    specs = [op.spec if op.keep else None for op in layer.ops]
-    h, w = layer.conv_hw
-    with torch.no_grad():
-        kind, cost = layer_assembly(resource, specs, torch.tensor(float(len(layer.active_in))), gates, h, w,
-                                    shareable(layer))
-    return kind, float(cost)
+def assemblies(resource: Resource, arch: Arch | Mapping) -> dict[str, tuple[str, float]]:
+    """search.resources.layer_assembly of every layer of a searched architecture with several producers (operations,
+    and a skip input), in the channel orders export writes (profiler.channel_order): how export assembles it (SPLIT
+    or SHARED) and what that costs beyond its convs."""
+    arch = as_arch(arch)
+    found: dict[str, tuple[str, float]] = {}
+
+    def shared(channels: LayerChannels, split: LayerRuns) -> bool:
+        layer = arch.layer(channels.name)
+        if len(layer.ops) == 1 and layer.skip is None:
+            return False
+        gates = torch.zeros(len(layer.ops), layer.cout)
+        for i, op in enumerate(layer.ops):
+            gates[i, list(op.keep)] = 1.0
+        specs = [op.spec if op.keep else None for op in layer.ops]
+        with torch.no_grad():
+            kind, cost = layer_assembly(resource, specs, torch.tensor(float(len(layer.active_in))), gates,
+                                        *layer.conv_hw, shareable(layer), MergeOps.of(split))
+        found[layer.name] = kind, float(cost)
+        return kind == SHARED
+
+    layer_runs([LayerChannels.of(layer) for layer in arch.layers], arch.input.channels, shared)
+    return found
 
 
 def layer_rows(arch: Arch | Mapping, table=None) -> list[dict]:
     """One row per arch.json layer: its kept operations' exact params and FLOPs (profiler.spec) and, with a latency
-    table, their predicted latency, including the assembly of several operations (split/add/concat or shared,
-    whichever export will build) and the PADs export writes before some stride-2 convs.
+    table, their predicted latency, including the assembly of several producers (split/add/concat of its operations
+    and skip input, or shared, whichever export will build) and the PADs export writes before some stride-2 convs.
     Layer figures are in-network costs (without the model's one invoke overhead, search.resources.LatencyResource);
-    the head, skip adds and that overhead are in the network's totals."""
+    the head and that overhead are in the network's totals."""
     rows = []
+    arch = as_arch(arch)
     latency = LatencyResource(table) if table is not None else None
-    for layer in as_arch(arch).layers:
+    assembled = assemblies(latency, arch) if latency is not None else {}
+    for layer in arch.layers:
         specs = [op.spec for op in layer.ops if op.spec is not None]
         kept = {f"{op.kind.short}{op.kernel}{'' if op.activation in ('relu', 'none') else '-' + op.activation}":
                 len(op.keep) for op in layer.ops if op.keep}
@@ -44,7 +58,7 @@ def layer_rows(arch: Arch | Mapping, table=None) -> list[dict]:
             "params": sum(params(s) for s in specs), "flops": sum(flops(s) for s in specs),
             "latency_ms": (sum(latency.conv(s, s.cin, s.cout) + latency.pad(pad_pixels(s), pad_elements(s, s.cin))
                                for s in specs)
-                           + (assembly_of(latency, layer)[1] if len(layer.ops) > 1 else 0.0)
+                           + (assembled[layer.name][1] if layer.name in assembled else 0.0)
                            if latency is not None and specs else None),
         })
     return rows

@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from export.plan import SKIP
-from export.prune import gray_rank, prune
+from export.prune import prune
 from export.sampling import random_searched
 from export.torch_model import PrunedNetwork
+from profiler.channel_order import gray_ranks
 from profiler.errors import FgnasError
 from profiler.lowering import shareable
 from search.arch import Arch
@@ -30,8 +31,10 @@ def _check_equal(net, plan, batch=3):
 
 
 def test_gray_rank_orders_two_bits_so_that_each_bit_set_is_contiguous():
-    assert [gray_rank(b) for b in [(0, 0), (0, 1), (1, 1), (1, 0)]] == [0, 1, 2, 3]
-    assert gray_rank((True, False, False)) == 7
+    # channels 0..3 in {2, 3} and {1, 2}: bits 00, 01, 11, 10
+    assert gray_ranks([0, 1, 2, 3], [{2, 3}, {1, 2}]) == {0: 0, 1: 1, 2: 2, 3: 3}
+    assert gray_ranks([5], [{5}, set(), set()]) == {5: 7}  # bits 100
+    assert gray_ranks([0, 1], []) == {0: 0, 1: 0}
 
 
 @pytest.mark.parametrize("name,kwargs", BACKBONES, ids=[b[0] for b in BACKBONES])

@@ -2,9 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from profiler.channel_order import LayerChannels, layer_runs
 from profiler.errors import FgnasError
 from profiler.fit import ConditionModel, LinearFit, OpModel
-from profiler.lowering import SHARED, SPLIT, MergeOps, merge_ops, pad_elements
+from profiler.lowering import SHARED, SPLIT, MergeOps, pad_elements
 from profiler.spec import ConditionKey, ConvSpec, flops, params
 from profiler.table import LatencyTable
 from search.backbones import create_backbone
@@ -140,14 +141,23 @@ def test_latency_regularizer_by_hand_through_the_table():
     assert convs + 0.195 + 0.116 + 0.076 + merge == pytest.approx(expected, rel=1e-6)
 
 
-def test_merge_ops_group_channels_by_the_set_of_operations_keeping_them():
+def merge_ops(keeps) -> MergeOps:
+    """The runs export writes a lone layer in (no skip, no reader downstream: one run per set of producers) from its
+    operations' channel masks (one row per operation)."""
+    rows = torch.as_tensor(keeps).tolist()
+    kept = tuple(tuple(c for c, on in enumerate(row) if on) for row in rows)
+    layer = LayerChannels("l", "input", None, kept, (False,) * len(rows), tuple(sorted(set().union(*kept))))
+    return MergeOps.of(layer_runs([layer], 1, lambda *_: False)["l"])
+
+
+def test_a_lone_layer_is_assembled_in_one_run_per_set_of_operations_keeping_channels():
     keeps = torch.tensor([[1, 1, 0, 1, 0, 0, 1], [0, 1, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 0, 0.0]])
     # owner sets: c0 and c6 {0}, c1 {0,1}, c2 {1}, c3 {0,1,2}, c4 {2}, c5 none: 1 ADD for c1, 2 for c3; op0 (4
-    # channels) and op1 (3) feed 3 groups each, op2 (2) feeds 2; five groups (six channels) concatenated
+    # channels) and op1 (3) feed 3 runs each, op2 (2) feeds 2; five runs (six channels) concatenated
     assert _sizes(merge_ops(keeps)) == ((1, 1, 1), (3, 3, 2), 5, (4, 3, 2), 6)
     assert merge_ops(keeps).overlap == 3 == keeps.sum() - active_channels(keeps).sum()
     assert _sizes(merge_ops(torch.tensor([[1, 1, 0], [0, 0, 1.0]]))) == ((), (), 2, (), 3)  # disjoint: a concat only
-    assert merge_ops(torch.tensor([[1, 1, 1], [0, 0, 0.0]])) == MergeOps((((True, False), 3),))
+    assert merge_ops(torch.tensor([[1, 1, 1], [0, 0, 0.0]])) == MergeOps(((frozenset({0}), 3),))
     assert _sizes(merge_ops(torch.tensor([[1, 1, 1], [0, 0, 0.0]]))) == ((), (), 0, (), 0)  # one op: nothing to do
     assert _sizes(merge_ops(torch.tensor([[1, 1], [1, 1.0]]))) == ((2,), (), 0, (), 0)  # the same channels: one ADD
 
@@ -171,14 +181,16 @@ def test_a_layer_is_assembled_the_cheaper_way_and_never_shared_across_a_skip():
     latency = create_resource("latency", _table())
     gates = torch.tensor([[1, 0, 1], [0, 0, 1.0]])
     specs = [ConvSpec(4, 4, 2, 3, 1, activation="relu"), ConvSpec(4, 4, 2, 3, 3, activation="relu")]
-    kind, cost = layer_assembly(latency, specs, torch.tensor(2.0), gates, 4, 4, can_share=True)
+    split = merge_ops(gates)
+    kind, cost = layer_assembly(latency, specs, torch.tensor(2.0), gates, 4, 4, True, split)
     assert kind == SHARED and float(cost) == pytest.approx(0.2 * 576e-6 + 0.042)
-    kind, cost = layer_assembly(latency, specs, torch.tensor(2.0), gates, 4, 4, can_share=False)
+    kind, cost = layer_assembly(latency, specs, torch.tensor(2.0), gates, 4, 4, False, split)
     assert kind == SPLIT and float(cost) == pytest.approx(0.383)
     # the same channels in both: one ADD either way, nothing to split, so split
-    kind, cost = layer_assembly(latency, specs, torch.tensor(2.0), torch.ones(2, 3), 4, 4, can_share=True)
+    same = torch.ones(2, 3)
+    kind, cost = layer_assembly(latency, specs, torch.tensor(2.0), same, 4, 4, True, merge_ops(same))
     assert kind == SPLIT and float(cost) == pytest.approx(0.001 * 48 + 0.01)
-    assert layer_assembly(create_resource("flops"), specs, 2, gates, 4, 4, True) == (SPLIT, 0.0)
+    assert layer_assembly(create_resource("flops"), specs, 2, gates, 4, 4, True, split) == (SPLIT, 0.0)
 
 
 def test_stride_two_convs_on_even_sizes_pay_exports_explicit_pad():
@@ -335,7 +347,8 @@ def test_the_per_layer_summary_includes_the_assembly_export_builds():
     # l1: its two convs, then shared assembly (op1 on both alive channels + a 32-element ADD), as priced above
     convs = (0.5 * 128e-6 + 0.1) + (0.2 * 576e-6 + 0.3)
     assert rows[0]["latency_ms"] == pytest.approx(convs + 0.2 * 576e-6 + 0.042)
-    assert rows[1]["latency_ms"] == pytest.approx(1.0 * 64e-6 + 0.05)  # one op: nothing to assemble
+    # l2: its conv on channel 1, concatenated with the skip's channels 0 and 2 (2 pieces of 16 pixels)
+    assert rows[1]["latency_ms"] == pytest.approx(1.0 * 64e-6 + 0.05 + 0.006 * 32 + 0.003)
 
 
 def test_depthwise_operations_reading_part_of_their_input_pay_a_slice_or_a_gather():
