@@ -121,6 +121,12 @@ class SearchNetwork(nn.Module):
             masks[node.name] = active_channels(g, masks[node.skip] if node.skip else None)
         return effective, masks
 
+    def hard_channels(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """The hard-gated network's effective gates per layer [M, C] and every tensor's alive-channel mask [C]: what
+        arch.json, the summaries and the sliced fine-tune (search/sliced.py) keep."""
+        with torch.no_grad():
+            return self._propagate(self._gates(soft=False))
+
     def streams(self) -> list[list[str]]:
         """Layers grouped by the channel space they write: a layer and the one its output is added to, and a
         depthwise layer with its input (its channels are its input's)."""
@@ -224,8 +230,7 @@ class SearchNetwork(nn.Module):
 
     def produced_channels(self) -> dict[str, int]:
         """Channels each layer's own operations produce in the hard-gated network (its skip input not counted)."""
-        with torch.no_grad():
-            effective, _ = self._propagate(self._gates(soft=False))
+        effective, _ = self.hard_channels()
         return {name: int((g.sum(dim=0) > 0).sum()) for name, g in effective.items()}
 
     # ---- resources ---------------------------------------------------------------------------------------------
@@ -353,8 +358,7 @@ class SearchNetwork(nn.Module):
 
     def layer_summary(self) -> list[dict]:
         """The current hard-gated architecture per layer: channels kept by each operation and alive outputs."""
-        with torch.no_grad():
-            effective, masks = self._propagate(self._gates(soft=False))
+        effective, masks = self.hard_channels()
         return [{"name": node.name, "cout": node.cout, "active_in": int(masks[node.input].sum()),
                  "active_out": int(masks[node.name].sum()),
                  "produced": int((effective[node.name].sum(dim=0) > 0).sum()),
@@ -367,8 +371,7 @@ class SearchNetwork(nn.Module):
         from search.resources import create_resource
 
         extra = dict(extra or {})
-        with torch.no_grad():
-            effective, masks = self._propagate(self._gates(soft=False))
+        effective, masks = self.hard_channels()
         layers = []
         for node in self.nodes:
             active_in = _indices(masks[node.input])

@@ -38,6 +38,7 @@ from search.dynamics import (
 )
 from search.precision import Precision, resolve_precision
 from search.resources import Resource, create_resource
+from search.sliced import NetShapedOptimizer, SlicedNetwork, write_back
 from search.summary import layer_rows, method_line
 from search.targets import Target, format_resource, parse_target
 from search.transforms import eval_transform
@@ -433,6 +434,10 @@ def _state_from_dict(d: dict) -> SearchState:
     return SearchState(**{**d, "metrics": [EpochMetrics(**m) for m in d["metrics"]]})
 
 
+# An optimizer as checkpoints save and restore it (its state_dict); the fine-tune's is in the SearchNetwork's shapes.
+Checkpointed = torch.optim.Optimizer | NetShapedOptimizer
+
+
 @dataclass
 class _Run:
     """What every phase needs; built once by `_prepare`."""
@@ -457,25 +462,29 @@ class _Run:
     progress: bool
     device_check: dict | None = None  # profiler.device_check's record of the table against this machine
 
-    def checkpoint(self, optimizers: list[torch.optim.Optimizer], scaler: torch.amp.GradScaler) -> None:
+    def checkpoint(self, optimizers: list[Checkpointed], scaler: torch.amp.GradScaler) -> None:
         self.rundir.save_checkpoint({
             "config": self.config.to_dict(), "state": _state_to_dict(self.state), "model": self.net.state_dict(),
             "optimizers": [o.state_dict() for o in optimizers], "scaler": scaler.state_dict(),
         })
         self.rundir.write_metrics(self.state.metrics)
 
-    def restore(self, optimizers: list[torch.optim.Optimizer]) -> None:
+    def restore(self, optimizers: list[Checkpointed]) -> None:
         """Optimizer states saved mid-phase are loaded into the phase's fresh optimizers, once."""
         if self.optimizer_states is not None and len(self.optimizer_states) == len(optimizers):
             for opt, sd in zip(optimizers, self.optimizer_states):
                 opt.load_state_dict(sd)
         self.optimizer_states = None
 
-    def end_epoch(self, phase: str, loss: float, acc: float, lr: float, seconds: float) -> EpochMetrics:
+    def end_epoch(self, phase: str, loss: float, acc: float, lr: float, seconds: float,
+                  model: nn.Module | None = None) -> EpochMetrics:
+        """Validate `model` (the network being trained: the SearchNetwork, or the fine-tune's sliced network, which
+        computes the same function) and record the epoch."""
+        model = self.net if model is None else model
         # Eval mode must see the statistics of the current weights and architecture, not a lagging average (a short
         # run, and every search step that prunes, leaves them stale); the checkpoint keeps the recalibrated ones.
-        recalibrate_batchnorm(self.net, self.calibration_loader, self.config.bn_calibration_images)
-        val_loss, val_acc = evaluate(self.net, self.val_loader, self.device, self.precision)
+        recalibrate_batchnorm(model, self.calibration_loader, self.config.bn_calibration_images)
+        val_loss, val_acc = evaluate(model, self.val_loader, self.device, self.precision)
         res = measure(self.net, self.resources)
         row = EpochMetrics(phase, self.state.epoch + 1, self.state.step, loss, acc, val_loss, val_acc,
                            res["params"], res["flops"], res.get("latency"),
@@ -551,7 +560,7 @@ def _prepare(config: SearchConfig, run_dir: str | Path, resume: bool, log: Calla
     if not resume:
         rundir.start({**config.to_dict(), "latency_table_hash": table_hash})
     torch.manual_seed(config.seed)
-    net.to(device, memory_format=torch.channels_last if precision.channels_last else torch.preserve_format)
+    net.to(device, memory_format=_memory_format(precision))
     train_loader, val_loader = make_loaders(data, config.batch_size, seed=config.seed, device=device)
     calibration_loader = BatchLoader(data.train.subset(config.bn_calibration_images, config.seed), config.batch_size,
                                      eval_transform(data.input_size, data.mean, data.std), shuffle=False,
@@ -591,28 +600,48 @@ def _next_phase(run: _Run, phase: str) -> None:
     run.optimizer_states = None
 
 
+def _memory_format(precision: Precision) -> torch.memory_format:
+    return torch.channels_last if precision.channels_last else torch.preserve_format
+
+
 def _train_weights(run: _Run, scaler: torch.amp.GradScaler, phase: str, epochs: int, next_phase: str) -> None:
-    """Pretraining (gates ignored) and fine-tuning (gates fixed): weights only, on the run's cosine."""
+    """Pretraining (gates ignored) and fine-tuning (gates fixed): weights only, on the run's cosine. The fine-tune
+    trains the network sliced to the channels the gates keep (search/sliced.py: the same function at the pruned
+    network's cost) and writes it back into the SearchNetwork after every epoch, so that checkpoints, and all that
+    follows the fine-tune, read the SearchNetwork as before."""
     state, net = run.state, run.net
     net.set_search_mode(phase)
-    opt = make_weight_optimizer(net.weight_parameters(), run.config)
-    run.restore([opt])
+    if phase == "finetune":
+        model = SlicedNetwork(net).to(memory_format=_memory_format(run.precision))
+        opt = make_weight_optimizer(model.parameters(), run.config)
+        saved = NetShapedOptimizer(opt, model, net)  # checkpoints keep the optimizer state in the network's shapes
+    else:
+        model = net
+        opt = saved = make_weight_optimizer(net.weight_parameters(), run.config)
+
+    def sync() -> None:
+        if model is not net:
+            write_back(model, net)
+
+    run.restore([saved])
     phase_start = state.step - state.epoch * len(run.train_loader)
     try:
         while state.epoch < epochs:
             run.train_loader.set_epoch(len(state.metrics))
             t0 = time.perf_counter()
             with run.bar(phase, state.epoch + 1, epochs) as bar:
-                loss, acc = train_epoch(net, run.train_loader, opt, run.lr_at, state, scaler, run.device,
+                loss, acc = train_epoch(model, run.train_loader, opt, run.lr_at, state, scaler, run.device,
                                         run.precision, f"{phase} epoch {state.epoch + 1}", progress=bar)
-            run.end_epoch(phase, loss, acc, run.lr_at(state.step), time.perf_counter() - t0)
-            run.checkpoint([opt], scaler)
+            run.end_epoch(phase, loss, acc, run.lr_at(state.step), time.perf_counter() - t0, model)
+            sync()
+            run.checkpoint([saved], scaler)
     except KeyboardInterrupt:
         state.step = phase_start + state.epoch * len(run.train_loader)
-        run.checkpoint([opt], scaler)
+        sync()
+        run.checkpoint([saved], scaler)
         raise
     _next_phase(run, next_phase)
-    run.checkpoint([opt], scaler)
+    run.checkpoint([saved], scaler)
 
 
 def _pretrain(run: _Run, scaler: torch.amp.GradScaler) -> None:

@@ -192,6 +192,37 @@ def test_ctrl_c_leaves_a_checkpoint_that_resumes_to_the_end(tmp_path):
     assert phases.count("pretrain") == 1 and phases[-1] == "finetune"
 
 
+@pytest.mark.slow
+def test_a_fine_tune_interrupted_between_epochs_resumes_to_the_uninterrupted_weights(tmp_path):
+    # l1: pretraining, then the fine-tune gets the search's epoch: two fine-tune epochs of the sliced network
+    config = _tiny("9MFLOPs", baseline="l1", epochs_search=1)
+    # run_search builds the backbone before it seeds torch: two runs in one process start alike only if seeded here
+    torch.manual_seed(0)
+    straight = run_search(config, tmp_path / "straight")
+
+    def interrupt_after_the_first_fine_tune_epoch(line: str) -> None:
+        if line.startswith("finetune 1:"):
+            raise KeyboardInterrupt
+
+    run = tmp_path / "interrupted"
+    torch.manual_seed(0)
+    with pytest.raises(SearchInterrupted):
+        run_search(config, run, log=interrupt_after_the_first_fine_tune_epoch)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert (ckpt["state"]["phase"], ckpt["state"]["epoch"]) == ("finetune", 1)
+    # the checkpoint holds the SearchNetwork's state and its optimizer's, in the SearchNetwork's shapes
+    net = create_backbone("digits", num_classes=10, input_size=32, in_channels=1)
+    net.load_state_dict(ckpt["model"])
+    weights = list(net.weight_parameters())
+    for i, per_param in ckpt["optimizers"][0]["state"].items():
+        assert per_param["momentum_buffer"].shape == weights[i].shape
+    resumed = run_search(config, run, resume=True)
+    assert resumed.val_accuracy == straight.val_accuracy
+    expected = torch.load(tmp_path / "straight" / "model.pt")
+    for key, value in torch.load(run / "model.pt").items():
+        assert torch.equal(value, expected[key]), key
+
+
 def test_the_summary_says_plainly_when_the_fallback_pruned_or_a_baseline_was_trained():
     from search.summary import method_line
 
