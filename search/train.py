@@ -538,6 +538,7 @@ def _prepare(config: SearchConfig, run_dir: str | Path, resume: bool, log: Calla
     data = load_data(config.data, train_subset=config.train_subset, val_subset=config.val_subset, seed=config.seed)
     def build(width: float):
         space = "channels" if config.baseline else config.search_space
+        torch.manual_seed(config.seed)  # the initial weights are the seed's, whatever was built before
         return create_backbone(config.backbone, search_space=space, num_classes=data.num_classes,
                                input_size=data.input_size, in_channels=data.in_channels, width=width)
 

@@ -113,6 +113,20 @@ def test_missing_conditions_message_lists_them_and_the_profile_command():
     assert "\n" not in msg
 
 
+def test_the_seed_sets_the_initial_weights(tmp_path):
+    from search.train import _prepare
+
+    def first_weights(seed: int, name: str) -> torch.Tensor:
+        run = _prepare(_tiny(seed=seed), tmp_path / name, resume=False, log=lambda line: None, progress=False)
+        return next(run.net.weight_parameters()).detach().clone()
+
+    torch.manual_seed(123)  # what ran before must not matter
+    a = first_weights(0, "a")
+    torch.rand(7)
+    assert torch.equal(a, first_weights(0, "b"))
+    assert not torch.equal(a, first_weights(1, "c"))
+
+
 def _tiny(target: str = "9MFLOPs", **kw) -> SearchConfig:
     base = dict(target=target, backbone="digits", search_space="channels", data="digits", epochs_pretrain=1,
                 epochs_search=4, epochs_finetune=1, batch_size=32, train_subset=512, val_subset=128, lr=0.05,
