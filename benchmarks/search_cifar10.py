@@ -6,6 +6,7 @@ this machine and at a share of its FLOPs, against:
 - l1: the pretrained backbone pruned uniformly by filter L1 norm, fine-tuned for the search's epochs;
 - fgnas-p: FGNAS(P), channels only, from the same pretrained backbone (residual streams tied; `--price slope`);
 - fgnas-p-steps: the same with `--price steps`;
+- fgnas-p-relative: fgnas-p-steps with `--value relative` (a channel's Fisher value over its layer's mean);
 - fgnas-p-free: the same with `--streams free`;
 - fgnas: FGNAS over kernels 1/3/5, from a pretrained kernels supernet.
 
@@ -34,15 +35,18 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ARMS = ("uniform", "l1", "fgnas-p", "fgnas-p-steps", "fgnas-p-free", "fgnas")
+ARMS = ("uniform", "l1", "fgnas-p", "fgnas-p-steps", "fgnas-p-relative", "fgnas-p-free", "fgnas")
 ARM_SPACE = {"uniform": "channels", "l1": "channels", "fgnas-p": "channels", "fgnas-p-steps": "channels",
+             "fgnas-p-relative": "channels",
              "fgnas-p-free": "channels", "fgnas": "kernels"}
 # fgnas-p-free: FGNAS(P) with --streams free (each layer adding to a residual stream picks its own channels), the
 # search as it was before streams were tied; the baselines do not search, so their streams setting is moot.
-ARM_STREAMS = {"fgnas-p": "tied", "fgnas-p-steps": "tied", "fgnas": "tied"}
+ARM_STREAMS = {"fgnas-p": "tied", "fgnas-p-steps": "tied", "fgnas-p-relative": "tied", "fgnas": "tied"}
 # fgnas-p-steps: FGNAS(P) pricing gates by the hard resource's steps (--price steps: output tiles), not its slope;
 # every other arm is run with slope prices, as before --price existed (moot for the baselines, which do not search).
-ARM_PRICE = {"fgnas-p-steps": "steps"}
+ARM_PRICE = {"fgnas-p-steps": "steps", "fgnas-p-relative": "steps"}
+# fgnas-p-relative: fgnas-p-steps valuing a channel by its Fisher information over its layer's mean (--value relative)
+ARM_VALUE = {"fgnas-p-relative": "relative"}
 
 
 def shared_data() -> Path:
@@ -107,7 +111,8 @@ def run_arm(base, arm: str, seed: int, target: str, out: Path, log, pretrain: st
     else:
         weights = pretrained(base, seed, ARM_SPACE[arm], out, log) if pretrain == "cached" else None
         config = replace(base, target=target, seed=seed, pretrained=weights, search_space=ARM_SPACE[arm],
-                         baseline="l1" if arm == "l1" else None, streams=streams, price=ARM_PRICE.get(arm, "slope"))
+                         baseline="l1" if arm == "l1" else None, streams=streams, price=ARM_PRICE.get(arm, "slope"),
+                         value=ARM_VALUE.get(arm, "fisher"))
     t0 = time.perf_counter()
     finished = (run_dir / "arch.json").exists()
     result = run_search(config, run_dir, resume=(run_dir / "config.json").exists(), log=log)

@@ -10,6 +10,7 @@ from dataclasses import fields
 from profiler.cli_parser import OneLineParser
 from profiler.errors import FgnasError
 from search.baselines import BASELINES
+from search.dynamics import VALUES
 from search.precision import PRECISIONS
 from search.summary import format_summary
 from search.train import PRICES, STREAMS, SearchConfig, run_search
@@ -61,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--price", choices=PRICES, help="slope (default): a gate costs the resource's slope; steps: what "
                                                    "switching it changes in the hard resource, so that a channel "
                                                    "opening an output tile pays for the tile (channel search spaces)")
+    p.add_argument("--value", choices=VALUES, help="fisher (default): a channel is worth the loss its removal adds "
+                                                   "(Fisher information); relative: that over its layer's mean, so a "
+                                                   "residual block's inner convs are not emptied for the stream")
     p.add_argument("--baseline", choices=BASELINES, help="instead of searching, meet the target the simple way: "
                                                          "uniform (the widest width multiplier, trained from scratch "
                                                          "for every epoch) or l1 (prune the pretrained backbone "

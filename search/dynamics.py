@@ -76,6 +76,18 @@ def parse_min_channels(text: str | float | int) -> MinChannels:
     return MinChannels(count=int(value))
 
 
+# What a channel is worth (--value): fisher, the loss its removal adds; relative, its Fisher value over its layer's
+# mean (Molchanov et al. 2017's layer-wise normalisation), so every layer's channels are worth 1 on average: channels
+# compete with their layer's by value and layers with each other by cost. Raw Fisher ranks a residual block's inner
+# convs below the stream it adds to (the stream carries the signal), and the search empties them.
+VALUES = ("fisher", "relative")
+
+
+def relative_values(fisher: Tensor) -> Tensor:
+    """A layer's gate values divided by their mean ([M, C] -> [M, C]); all zeros stay zeros."""
+    return fisher / fisher.mean().clamp(min=1e-30)
+
+
 def pressure(fisher: Tensor, cost: Tensor, lam: float) -> Tensor:
     """PRESSURE_GAIN * (price - value) / (price + value) per gate, clamped to [-1, 1], with price = lambda * dR/dg and
     value = F/2: +1 (off at full speed) for a channel worth half its price or less, 0 for one worth exactly its
@@ -171,16 +183,19 @@ class GateMover:
     keeps the resource on its planned descent and moves the margins, capping what a layer loses and keeping its
     floor."""
 
-    def __init__(self, net, floors: dict[str, int], gate_lr: float, max_off_share: float) -> None:
+    def __init__(self, net, floors: dict[str, int], gate_lr: float, max_off_share: float,
+                 value: str = "fisher") -> None:
         self.net = net
         self.floors = floors
         self.gate_lr = gate_lr
         self.max_off_share = max_off_share
+        self.value = value
         self.fisher: dict[str, Tensor] = {}
         self.observed = 0
 
     def observe(self) -> None:
         for name, f in self.net.take_fisher().items():
+            f = relative_values(f) if self.value == "relative" else f
             old = self.fisher.get(name)
             self.fisher[name] = f if old is None else FISHER_DECAY * old + (1 - FISHER_DECAY) * f
         self.observed += 1

@@ -99,8 +99,9 @@ class RunDir:
             raise FgnasError(f"{self.file(self.CONFIG)} is not valid JSON ({exc}); start a new run") from None
         if not isinstance(config, dict) or "target" not in config:
             raise FgnasError(f"{self.file(self.CONFIG)} is not a fgnas-search config; start a new run")
-        # a run started before --streams / --price existed searched with free streams and slope prices
-        return {"streams": "free", "price": "slope", **config}
+        # a run started before --streams / --price / --value existed searched with free streams, slope prices and
+        # Fisher values
+        return {"streams": "free", "price": "slope", "value": "fisher", **config}
 
     def check_same_run(self, identity: dict, stored_identity: dict) -> None:
         """--resume continues only the run that made the directory: the same target, backbone, data, ... ."""

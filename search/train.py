@@ -28,6 +28,7 @@ from search.batchnorm import recalibrate_batchnorm
 from search.data import BatchLoader, DataSplits, load_data, make_loaders
 from search.dynamics import (
     FISHER_WARMUP_STEPS,
+    VALUES,
     GateMover,
     MinChannels,
     lambda_growth,
@@ -91,6 +92,7 @@ class SearchConfig:
     # the default: it prices a multi-operation layer's gates across its operations, where removing a few channels of
     # each empties no tile (the digits demo's kernels search stalled at 0.26 of 0.18 ms and fell back)
     price: str = "slope"
+    value: str = "fisher"  # fisher | relative (search/dynamics.VALUES)
     seed: int = 0
     device: str = "cpu"
     precision: str = "auto"  # search/precision.py
@@ -103,7 +105,7 @@ class SearchConfig:
 
     # What must match for --resume to continue a run (the rest, e.g. epochs or device, may change).
     IDENTITY = ("target", "backbone", "search_space", "data", "width", "seed", "train_subset", "lr", "batch_size",
-                "min_channels", "baseline", "streams", "price")
+                "min_channels", "baseline", "streams", "price", "value")
 
     def __post_init__(self) -> None:
         positive = {"lr": self.lr, "gate_lr": self.gate_lr, "width": self.width, "batch_size": self.batch_size,
@@ -131,6 +133,8 @@ class SearchConfig:
         parse_min_channels(self.min_channels)
         if self.price not in PRICES:
             raise FgnasError(f"--price {self.price!r}: use slope or steps")
+        if self.value not in VALUES:
+            raise FgnasError(f"--value {self.value!r}: use {' or '.join(VALUES)}")
         if self.streams not in STREAMS:
             raise FgnasError(f"--streams {self.streams!r}: use tied or free")
         if self.baseline is not None and self.baseline not in BASELINES:
@@ -678,9 +682,9 @@ def _search(run: _Run, scaler: torch.amp.GradScaler) -> None:
     if state.start_resource is None:
         state.start_resource = net.hard_resource(run.resource)
         run.log(f"search: from {format_resource(target.resource, state.start_resource)} to {target} "
-                f"(floor {cfg.min_channels}, lambda {cfg.lambda_schedule}, {price} prices)")
+                f"(floor {cfg.min_channels}, lambda {cfg.lambda_schedule}, {price} prices, {cfg.value} values)")
     plan_steps = max(1, math.ceil(cfg.plan_share * cfg.epochs_search * steps_per_epoch))
-    mover = GateMover(net, run.floors, cfg.gate_lr, cfg.max_off_share)
+    mover = GateMover(net, run.floors, cfg.gate_lr, cfg.max_off_share, cfg.value)
     growth = lambda_growth(plan_steps, cfg.gate_lr)
     reached = net.hard_resource(run.resource) <= target.value
     priced: list[dict] = []  # --price steps: the last step_costs

@@ -7,6 +7,7 @@ from profiler.errors import FgnasError
 from search.dynamics import (
     MAX_MARGIN,
     ON_EPSILON,
+    GateMover,
     MinChannels,
     cap_switch_off,
     enforce_floor,
@@ -15,6 +16,7 @@ from search.dynamics import (
     parse_min_channels,
     planned_resource,
     pressure,
+    relative_values,
     step_margins,
     threshold_lambda,
 )
@@ -107,7 +109,6 @@ def _searched_channels(seed: int = 0) -> list[int]:
     GateMover under a FLOPs target that leaves room for 2 of its 8 channels. Returns the channels it keeps."""
     import torch.nn.functional as F
 
-    from search.dynamics import GateMover
     from search.layer import LayerNode
     from search.network import HeadSpec, SearchNetwork
     from search.operations import OpSpec
@@ -152,3 +153,37 @@ def test_the_search_keeps_the_channels_that_carry_the_signal():
     # Every channel of the layer costs the same: only their value to the task can tell them apart.
     for seed in (0, 1):
         assert _searched_channels(seed) == [6, 7]
+
+
+def test_relative_values_divide_a_layer_by_its_mean():
+    assert torch.allclose(relative_values(torch.tensor([[1.0, 3.0], [0.0, 4.0]])),
+                          torch.tensor([[0.5, 1.5], [0.0, 2.0]]))
+    assert torch.equal(relative_values(torch.zeros(1, 3)), torch.zeros(1, 3))
+
+
+class _FisherNet:
+    """take_fisher only: two layers whose Fisher values differ by a factor of 100 in scale, not in shape."""
+
+    def take_fisher(self):
+        return {"inner": torch.tensor([[1.0, 3.0]]), "stream": torch.tensor([[100.0, 300.0]])}
+
+
+def test_relative_values_put_layers_of_any_fisher_scale_on_one_footing():
+    fisher, relative = (GateMover(_FisherNet(), {}, 0.1, 0.1, value) for value in ("fisher", "relative"))
+    for mover in (fisher, relative):
+        mover.observe()
+    assert torch.equal(fisher.fisher["stream"], 100 * fisher.fisher["inner"])
+    assert torch.equal(relative.fisher["stream"], relative.fisher["inner"])
+
+
+def test_value_is_fisher_or_relative_and_old_runs_read_as_fisher(tmp_path):
+    from profiler.errors import FgnasError
+    from search.rundir import RunDir
+    from search.train import SearchConfig
+
+    assert SearchConfig(target="50%flops").value == "fisher"
+    with pytest.raises(FgnasError, match="--value 'l2': use fisher or relative"):
+        SearchConfig(target="50%flops", value="l2")
+    run = RunDir(tmp_path)
+    run.file(run.CONFIG).write_text('{"target": "50%flops"}')
+    assert run.stored_config()["value"] == "fisher"
