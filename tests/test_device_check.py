@@ -176,8 +176,21 @@ def test_another_machines_table_is_refused_by_predict_with_both_machines_and_the
     assert "--space imagenet" in err[0] and "--allow-other-device" in err[0]
 
 
+def test_a_slow_probe_is_timed_again_and_the_lowest_kept():
+    times, slept = iter([0.40, 0.33, 0.22, 0.9]), []
+    assert device_check.lowest_probe(lambda: next(times), 0.20, bound=0.25, retries=3, gap_s=2.0,
+                                     sleep=slept.append) == 0.22
+    assert slept == [2.0, 2.0]  # stopped once within the bound
+    fast = iter([0.10, 0.05])
+    assert device_check.lowest_probe(lambda: next(fast), 0.20, sleep=slept.append) == 0.10  # faster: not retried
+    slow = iter([0.5, 0.6, 0.45, 0.55, 0.1])
+    assert device_check.lowest_probe(lambda: next(slow), 0.20, retries=3, sleep=lambda s: None) == 0.45
+
+
 def test_a_2x_reference_probe_difference_is_refused(tmp_path, here, monkeypatch, capsys):
     from profiler.cli_table import main
+
+    monkeypatch.setattr(device_check, "PROBE_RETRY_GAP_S", 0.0)
 
     monkeypatch.setattr(device_check, "time_reference_probe", timer_of(PROBE_MS / 2))
     table = fabricated_table(tmp_path, here)
