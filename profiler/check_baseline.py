@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from profiler.atomic import atomic_write_text
-from profiler.device_check import lookup
+from profiler.device_check import CPU_FIELDS, lookup
 from profiler.errors import FgnasError
 from profiler.spec import ConvSpec
 
@@ -23,12 +23,10 @@ FORMAT = "fgnas-check-baseline"
 FORMAT_VERSION = 1
 
 # Device-info fields (dotted paths into Device.info()) that decide whether two runs' ratios are comparable; a field
-# is compared when either side has it. Host: CPU (the model name alone is "AMD EPYC" for several micro-architectures,
-# so family/model/stepping and the ISA flags XNNPACK dispatches on) and runtime. Phones: model, SoC, ABI, OS and the
-# benchmark binary.
+# is compared when either side has it. Host: CPU (its model name and device_check.CPU_FIELDS) and runtime. Phones:
+# model, SoC, ABI, OS and the benchmark binary.
 FINGERPRINT_FIELDS = (
-    "name", "cpu_model", "cpu.vendor", "cpu.family", "cpu.model", "cpu.stepping", "cpu.isa", "machine", "runtime",
-    "runtime_version",
+    "name", "cpu_model", *CPU_FIELDS, "machine", "runtime", "runtime_version",
     "manufacturer", "model", "soc", "platform", "abi", "sdk", "emulator", "benchmark_tool.sha256",
 )
 # Benchmark settings that change the ratio as much as the hardware does.
