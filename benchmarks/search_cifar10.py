@@ -35,18 +35,22 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ARMS = ("uniform", "l1", "fgnas-p", "fgnas-p-steps", "fgnas-p-relative", "fgnas-p-free", "fgnas")
+ARMS = ("uniform", "l1", "fgnas-p", "fgnas-p-steps", "fgnas-p-relative", "fgnas-p-free", "fgnas", "fgnas-relative")
 ARM_SPACE = {"uniform": "channels", "l1": "channels", "fgnas-p": "channels", "fgnas-p-steps": "channels",
              "fgnas-p-relative": "channels",
-             "fgnas-p-free": "channels", "fgnas": "kernels"}
+             "fgnas-p-free": "channels", "fgnas": "kernels", "fgnas-relative": "kernels"}
 # fgnas-p-free: FGNAS(P) with --streams free (each layer adding to a residual stream picks its own channels), the
 # search as it was before streams were tied; the baselines do not search, so their streams setting is moot.
-ARM_STREAMS = {"fgnas-p": "tied", "fgnas-p-steps": "tied", "fgnas-p-relative": "tied", "fgnas": "tied"}
+ARM_STREAMS = {"fgnas-p": "tied", "fgnas-p-steps": "tied", "fgnas-p-relative": "tied", "fgnas": "tied",
+               "fgnas-relative": "tied"}
 # fgnas-p-steps: FGNAS(P) pricing gates by the hard resource's steps (--price steps: output tiles), not its slope;
 # every other arm is run with slope prices, as before --price existed (moot for the baselines, which do not search).
 ARM_PRICE = {"fgnas-p-steps": "steps", "fgnas-p-relative": "steps"}
-# fgnas-p-relative: fgnas-p-steps valuing a channel by its Fisher information over its layer's mean (--value relative)
-ARM_VALUE = {"fgnas-p-relative": "relative"}
+# fgnas-p-relative: fgnas-p-steps valuing a channel by its Fisher information over its layer's mean (--value relative,
+# fgnas-search's default since it won here); fgnas-relative: FGNAS (kernels 1/3/5) with relative values and slope
+# prices (steps prices stall with several operations a layer). The other arms keep the raw Fisher value they were run
+# with, so that their finished runs stay theirs.
+ARM_VALUE = {"fgnas-p-relative": "relative", "fgnas-relative": "relative"}
 
 
 def shared_data() -> Path:

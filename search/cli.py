@@ -62,9 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--price", choices=PRICES, help="slope (default): a gate costs the resource's slope; steps: what "
                                                    "switching it changes in the hard resource, so that a channel "
                                                    "opening an output tile pays for the tile (channel search spaces)")
-    p.add_argument("--value", choices=VALUES, help="fisher (default): a channel is worth the loss its removal adds "
-                                                   "(Fisher information); relative: that over its layer's mean, so a "
-                                                   "residual block's inner convs are not emptied for the stream")
+    p.add_argument("--value", choices=VALUES, help="relative (default): a channel is worth the loss its removal adds "
+                                                   "(Fisher information) over its layer's mean, so a residual block's "
+                                                   "inner convs are not emptied for the stream; fisher: the loss "
+                                                   "itself")
     p.add_argument("--baseline", choices=BASELINES, help="instead of searching, meet the target the simple way: "
                                                          "uniform (the widest width multiplier, trained from scratch "
                                                          "for every epoch) or l1 (prune the pretrained backbone "
