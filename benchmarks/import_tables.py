@@ -6,8 +6,8 @@
    block of the 16 other resolutions predicted; ProxylessNAS with each interior level (56, 28, 14) left out, its
    blocks predicted by interpolating between the remaining levels.
 4. The 7 reference models (keras.applications, weights=None, classifier_activation=None, converted through
-   profiler.model_builder.convert_function) priced with device_tables/pixel1.json against their published Pixel 1
-   latencies (profiler.importers.reference_models; never fitted to them).
+   profiler.measure.model_builder.convert_function) priced with device_tables/pixel1.json against their published
+   Pixel 1 latencies (profiler.importers.reference_models; never fitted to them).
 5. --coverage full|representative: every model of the grid priced without error (count of ops per provenance).
 
 Usage: taskset -c 1 nice -n 5 .venv/bin/python benchmarks/import_tables.py [--shared-data DIR] [--cache DIR]

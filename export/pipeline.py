@@ -76,7 +76,7 @@ def check_device(table: LatencyTable | None, options: ExportOptions) -> dict | N
     if table is None or not options.device:
         return None
     from profiler.device_check import check_record, check_table_device
-    from profiler.devices import create_device
+    from profiler.measure.devices import create_device
 
     with create_device(options.device, **options.device_options) as device:
         return check_record(check_table_device(table, device, options.allow_other_device))
@@ -142,7 +142,7 @@ def export_run(run: SearchedRun, options: ExportOptions, log: Callable[[str], No
 
     latency, settings = None, None
     if options.device:
-        from profiler.devices import create_device
+        from profiler.measure.devices import create_device
 
         with create_device(options.device, **options.device_options) as device:
             settings = device.default_settings.overridden(**options.timing)

@@ -14,7 +14,7 @@ from pathlib import Path
 from export.files import atomic_write_bytes
 from export.plan import PrunedLayer, PrunedPlan
 from export.tflite import layer_model
-from profiler.devices.base import BenchmarkSettings, Device
+from profiler.measure.devices.base import BenchmarkSettings, Device
 from profiler.spec import ConvSpec, flops
 from profiler.table import LatencyTable
 
@@ -102,9 +102,10 @@ def latency_report(plan: PrunedPlan, model_path: Path, device: Device, settings:
                    table: LatencyTable | None, work_dir: Path, arch_predicted_ms: float | None = None,
                    progress=lambda message: None) -> LatencyReport:
     """Measure the whole model and each layer alone on `device` (the lowest median of MEASURE_PASSES interleaved
-    passes over all of them, as the sweep measures: profiler.interleaved); price the same graphs with `table`."""
-    from profiler.interleaved import lowest_of_passes
-    from profiler.model_builder import build_model
+    passes over all of them, as the sweep measures: profiler.measure.interleaved); price the same graphs with
+    `table`."""
+    from profiler.measure.interleaved import lowest_of_passes
+    from profiler.measure.model_builder import build_model
     from profiler.tflite_reader import read_ops
 
     work_dir = Path(work_dir)

@@ -23,10 +23,10 @@ from profiler.check_stats import (
     log_ratios,
     ratio_interval,
 )
-from profiler.devices.base import BenchmarkSettings, Device
 from profiler.errors import FgnasError
-from profiler.model_builder import DEFAULT_CACHE_DIR
-from profiler.reference_model import REFERENCE_SPEC, file_sha256, reference_model
+from profiler.measure.devices.base import BenchmarkSettings, Device
+from profiler.measure.model_builder import DEFAULT_CACHE_DIR
+from profiler.measure.reference_model import REFERENCE_SPEC, file_sha256, reference_model
 from profiler.spec import ConvSpec
 
 WARMUP_PAIRS = 1

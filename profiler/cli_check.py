@@ -11,11 +11,17 @@ from profiler.check import CheckOptions, run_check
 from profiler.check_stats import INTERVAL_METHODS
 from profiler.cli_parser import OneLineParser
 from profiler.device_check import check_table_device
-from profiler.devices import add_device_arguments, add_timing_arguments, create_device, device_options, timing_settings
-from profiler.devices.base import BenchmarkSettings
 from profiler.errors import FgnasError
-from profiler.model_builder import DEFAULT_CACHE_DIR
-from profiler.reference_model import REFERENCE_SPEC
+from profiler.measure.devices import (
+    add_device_arguments,
+    add_timing_arguments,
+    create_device,
+    device_options,
+    timing_settings,
+)
+from profiler.measure.devices.base import BenchmarkSettings
+from profiler.measure.model_builder import DEFAULT_CACHE_DIR
+from profiler.measure.reference_model import REFERENCE_SPEC
 from profiler.spec import ConvSpec
 
 PROG = "fgnas-check"

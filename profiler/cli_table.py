@@ -148,7 +148,7 @@ def plot_table(table: LatencyTable, out_dir: Path) -> list[Path]:
     import numpy as np
 
     from profiler.fit import tiled_mflops
-    from profiler.rawlog import read_records
+    from profiler.measure.rawlog import read_records
     from profiler.table import lowest_medians
 
     if table.source.get("kind") == "imported":
@@ -157,7 +157,7 @@ def plot_table(table: LatencyTable, out_dir: Path) -> list[Path]:
     if raw is None or not raw.is_file():
         raise FgnasError(f"raw log {raw} not found: plot needs the measurements the table was fitted to")
     if table.path is not None and not raw.is_relative_to(Path(table.path).parent.resolve()):
-        # a table is data, not a licence to read any file: its raw log sits beside it (profiler.rawlog)
+        # a table is data, not a licence to read any file: its raw log sits beside it (profiler.measure.rawlog)
         raise FgnasError(f"{table.path}: raw_log.path {table.doc['raw_log']['path']!r} points outside the table's "
                          f"folder: restore the table from git or re-profile the device")
     samples: dict = {}

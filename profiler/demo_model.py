@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from profiler.atomic import atomic_write_bytes
-from profiler.model_builder import DEFAULT_CACHE_DIR, convert_function
+from profiler.measure.model_builder import DEFAULT_CACHE_DIR, convert_function
 
 BASE_CHANNELS = (16, 32, 64, 128)
 INPUT_SHAPE = (1, 32, 32, 1)

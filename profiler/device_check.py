@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from profiler.devices.base import BenchmarkSettings, Device
 from profiler.errors import FgnasError
+from profiler.measure.devices.base import BenchmarkSettings, Device
 from profiler.spec import ConvSpec
 
 PROBE_BOUND = 0.25  # |here / table - 1| of the reference probe beyond which a table is another machine's
@@ -34,7 +34,7 @@ PROBE_PASSES = 5  # the lowest of this many medians (each `runs` invocations, ~2
 # training on the other core slowed it by 1.26-1.35x for a moment (the table was this machine's)
 PROBE_RETRIES = 3
 PROBE_RETRY_GAP_S = 2.0
-HOST = "host"  # profiler.devices.host.HostDevice.name
+HOST = "host"  # profiler.measure.devices.host.HostDevice.name
 # Fields (dotted paths into Device.info()) that decide how fast a model runs
 # What tells two x86/ARM micro-architectures apart (a model name such as "AMD EPYC" spans several); check baselines
 # compare these too (profiler.check_baseline)
@@ -175,7 +175,7 @@ def recorded_probe(doc: dict) -> tuple[ConvSpec, float] | None:
     probe = doc.get("reference_probe")
     if isinstance(probe, dict) and probe.get("lowest_median_ms"):
         return ConvSpec.from_dict(probe["spec"]), float(probe["lowest_median_ms"])
-    from profiler.reference_model import REFERENCE_SPEC
+    from profiler.measure.reference_model import REFERENCE_SPEC
 
     drift = doc.get("drift") or {}
     lows = [d.get("min_ms") for d in (drift.get("devices") or {}).values() if isinstance(d, dict)]
@@ -243,8 +243,8 @@ def assess(table_path: str, table_doc: dict, here: dict, probe_ms: float | None,
 def time_reference_probe(device: Device, spec: ConvSpec, settings: BenchmarkSettings,
                          cache_dir: Path | None = None, passes: int = PROBE_PASSES) -> float:
     """The lowest of `passes` medians of the reference conv on `device` (the edge: builds it if not cached)."""
-    from profiler.interleaved import lowest_of_passes
-    from profiler.model_builder import DEFAULT_CACHE_DIR, build_model
+    from profiler.measure.interleaved import lowest_of_passes
+    from profiler.measure.model_builder import DEFAULT_CACHE_DIR, build_model
 
     path = build_model(spec, cache_dir or DEFAULT_CACHE_DIR)
     return lowest_of_passes(device, [path], settings, passes)[0]
@@ -265,7 +265,7 @@ def _host_for(doc: dict) -> Device:
     probe on its own core, not on the busy one."""
     import os
 
-    from profiler.devices.host import HostDevice
+    from profiler.measure.devices.host import HostDevice
 
     allowed = sorted(os.sched_getaffinity(0))
     recorded = (doc["device"].get("affinity") or [None])[0]

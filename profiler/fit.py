@@ -562,7 +562,7 @@ def fit_op(op: str, unit: str, units: list[float], ms: list[float], elements: li
     return OpModel(op, unit, a, b, len(y), mape(pred, y), cv, c)
 
 
-# Calibration networks (profiler.networks) needed to fit a NetworkModel: two coefficients and a threshold
+# Calibration networks (profiler.measure.networks) needed to fit a NetworkModel: two coefficients and a threshold
 MIN_NETWORKS = 4
 ACTIVATION_THRESHOLDS_MB = (0.25, 0.5, 1.0, 2.0, 4.0)  # cache-sized: the activations of one op that stay cached
 

@@ -143,7 +143,8 @@ def lowest_medians(records: Iterable[dict], kind: str) -> dict[str, tuple[dict, 
     """Per probe id of `kind`: (one of its records, the lowest median over its records, i.e. its passes).
 
     Interference only ever adds time, so of several medians of the same model taken a pass apart the lowest is the
-    one least touched by it; the sweep measures every probe in `passes` separate passes for this (profiler.sweep).
+    one least touched by it; the sweep measures every probe in `passes` separate passes for this
+    (profiler.measure.sweep).
     """
     lowest: dict[str, tuple[dict, float]] = {}
     for record in records:
@@ -207,9 +208,9 @@ def _network_samples(table: LatencyTable, records: Iterable[dict]) -> tuple[list
 
 
 def reference_probe(records: Iterable[dict]) -> dict | None:
-    """The sweep's reference conv (measured first and every few probes, profiler.sweep): its id, spec, how often it
-    was measured and its lowest median, the speed of the machine at its best during the sweep; None when the sweep
-    measured none. profiler.device_check times it again before a table prices anything for this machine."""
+    """The sweep's reference conv (measured first and every few probes, profiler.measure.sweep): its id, spec, how
+    often it was measured and its lowest median, the speed of the machine at its best during the sweep; None when the
+    sweep measured none. profiler.device_check times it again before a table prices anything for this machine."""
     records = [r for r in records if r.get("kind") == "reference"]
     if not records:
         return None
@@ -245,7 +246,7 @@ class LatencyTable:
     @classmethod
     def build(cls, records: list[dict], device_info: dict, settings: dict, raw_log_path: Path,
               source: dict | None = None, drift: dict | None = None) -> LatencyTable:
-        """Fit every condition and op in `records` (raw-log dicts, see profiler.rawlog)."""
+        """Fit every condition and op in `records` (raw-log dicts, see profiler.measure.rawlog)."""
         raw_log_path = Path(raw_log_path)
         if not raw_log_path.is_file():
             raise FgnasError(f"raw log {raw_log_path} not found: the table must point at the measurements it came from")

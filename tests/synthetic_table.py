@@ -73,7 +73,7 @@ def write_raw_log(path: Path, recs: list[dict]) -> Path:
 
 
 def net_record(name: str, ops: list, ms: float) -> dict:
-    """A calibration network's record (profiler.sweep.make_record): its ops as profiler.model_ops dicts."""
+    """A calibration network's record (profiler.measure.sweep.make_record): its ops as profiler.model_ops dicts."""
     return {"v": 1, "kind": "net", "id": name, "spec": {"family": "vgg", "hw": 16, "layers": [], "stem": 0, "head": 0,
                                                         "classes": 10},
             "ops": [op.to_dict() for op in ops], "m": _measurement(ms), "device": "synthetic", "serial": None,

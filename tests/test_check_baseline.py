@@ -12,7 +12,7 @@ from profiler.check_baseline import (
     save_baseline,
 )
 from profiler.errors import FgnasError
-from profiler.reference_model import REFERENCE_SPEC
+from profiler.measure.reference_model import REFERENCE_SPEC
 
 CPU = {"vendor": "AuthenticAMD", "family": 26, "model": 2, "stepping": 1, "isa": ["avx2", "avx512_bf16"],
        "cache_kib": {"l2": 1024}}

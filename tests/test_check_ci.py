@@ -17,8 +17,8 @@ import pytest
 
 from profiler.check_baseline import fingerprint, fingerprint_mismatches, load_baseline
 from profiler.cli_check import main
-from profiler.devices import create_device
-from profiler.devices.base import BenchmarkSettings
+from profiler.measure.devices import create_device
+from profiler.measure.devices.base import BenchmarkSettings
 
 BASELINE = Path(__file__).parent / "fixtures" / "check" / "demo-host-baseline.json"
 

@@ -22,10 +22,10 @@ from profiler.device_check import (
     compare_fingerprints,
     recorded_probe,
 )
-from profiler.devices import create_device
-from profiler.devices.host import HostDevice, parse_cache_sizes, parse_cpuinfo
+from profiler.measure.devices import create_device
+from profiler.measure.devices.host import HostDevice, parse_cache_sizes, parse_cpuinfo
+from profiler.measure.reference_model import REFERENCE_SPEC
 from profiler.ops import OpProbe
-from profiler.reference_model import REFERENCE_SPEC
 from profiler.spec import ConvSpec
 from profiler.table import LatencyTable
 

@@ -43,7 +43,7 @@ def _network():
 
 @pytest.fixture(scope="module")
 def net_path(tmp_path_factory):
-    from profiler.model_builder import convert_function
+    from profiler.measure.model_builder import convert_function
 
     path = tmp_path_factory.mktemp("net") / "net.tflite"
     path.write_bytes(convert_function(_network(), [(1, 32, 32, 3)]))

@@ -34,7 +34,7 @@ def summary_text(table, out: Path) -> str:
 def check_out(out: Path, force: bool) -> None:
     """Refuse, before any work, an --out that is a raw log or a directory, or an existing file without --force."""
     from profiler.errors import FgnasError
-    from profiler.rawlog import RAW_LOG_SUFFIX
+    from profiler.measure.rawlog import RAW_LOG_SUFFIX
 
     if out.name.endswith(RAW_LOG_SUFFIX) or out.is_dir():
         raise FgnasError(f"--out {out} is {'a directory' if out.is_dir() else 'a raw log name'}: pass a table path, "

@@ -2,8 +2,9 @@
 is validated on (never fitted to).
 
 Each model is `keras.applications.<family>(weights=None, alpha=WIDTH, input_shape=(SIZE, SIZE, 3),
-classifier_activation=None or "softmax")`, converted to float32 TFLite through profiler.model_builder.convert_function
-(the path export takes). TensorFlow is imported only by `convert` (in the process that calls it).
+classifier_activation=None or "softmax")`, converted to float32 TFLite through
+profiler.measure.model_builder.convert_function (the path export takes). TensorFlow is imported only by `convert` (in
+the process that calls it).
 """
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def representative_grid() -> list[KerasModel]:
 def convert(models: list[KerasModel], directory: Path) -> list[Path]:
     """Convert each model not already in `directory` (one TensorFlow import for all); the paths, in order."""
     from profiler.atomic import atomic_write_bytes
-    from profiler.model_builder import convert_function, load_tensorflow
+    from profiler.measure.model_builder import convert_function, load_tensorflow
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

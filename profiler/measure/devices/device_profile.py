@@ -1,4 +1,4 @@
-"""Phone profiles as data (profiler/devices/profiles/*.json): which phones a `--device` name accepts and how to
+"""Phone profiles as data (profiler/measure/devices/profiles/*.json): which phones a `--device` name accepts and how to
 measure on them (default threads/runs/warm-up, big-core fallback mask, cool-down thresholds)."""
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from profiler.atomic import atomic_write_bytes
-from profiler.networks import SMALL_INPUT, NetProbe
+from profiler.measure.networks import SMALL_INPUT, NetProbe
 from profiler.ops import OpProbe
 from profiler.spec import ConvSpec
 

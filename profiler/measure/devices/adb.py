@@ -1,6 +1,6 @@
 """Android phones and emulators over ADB: TFLite's `benchmark_model` pushed to the phone and run on its big cores.
 
-One registered device per profile in profiler/devices/profiles/ (`pixel1`, `galaxy-s8`, `emulator`, `android`).
+One registered device per profile in profiler/measure/devices/profiles/ (`pixel1`, `galaxy-s8`, `emulator`, `android`).
 `benchmark_model` prints no per-run times, only count/first/curr/min/max/avg/std of the timed runs, so a
 Measurement's median_ms and mean_ms both hold the tool's average (extra["median_source"] says so). The tool times in
 whole microseconds: an op whose every run took under 1 us averages 0, which we report as 0.5 us (the middle of
@@ -16,12 +16,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from profiler.benchmark_output import BenchmarkOutput, BenchmarkOutputError, parse_benchmark_output
-from profiler.devices import register_device
-from profiler.devices.adb_link import AdbLink
-from profiler.devices.base import BenchmarkSettings, Device, Measurement
-from profiler.devices.device_profile import Cooldown, DeviceProfile, big_core_mask, load_profile, profile_names
-from profiler.devices.phone_readings import (
+from profiler.errors import DeviceFault, FgnasError
+from profiler.measure.benchmark_output import BenchmarkOutput, BenchmarkOutputError, parse_benchmark_output
+from profiler.measure.devices import register_device
+from profiler.measure.devices.adb_link import AdbLink
+from profiler.measure.devices.base import BenchmarkSettings, Device, Measurement
+from profiler.measure.devices.device_profile import Cooldown, DeviceProfile, big_core_mask, load_profile, profile_names
+from profiler.measure.devices.phone_readings import (
     CPU_GLOBS,
     THERMAL_GLOBS,
     ThermalReading,
@@ -31,7 +32,6 @@ from profiler.devices.phone_readings import (
     parse_grep_files,
     thermal_readings,
 )
-from profiler.errors import DeviceFault, FgnasError
 
 RESOLUTION_US = 1.0  # benchmark_model's clock: whole microseconds
 REMOTE_DIR = "/data/local/tmp/fgnas"

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from profiler.devices import register_device
-from profiler.devices.base import BenchmarkSettings, Device, Measurement
 from profiler.errors import DeviceFault, FgnasError
+from profiler.measure.devices import register_device
+from profiler.measure.devices.base import BenchmarkSettings, Device, Measurement
 
 RUNTIME = "ai-edge-litert"
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
+_REPO_ROOT = str(Path(__file__).resolve().parents[3])
 
 
 def time_model(model_path: str, threads: int, runs: int, warmup: int, use_xnnpack: bool) -> list[float]:
@@ -157,7 +157,7 @@ class HostDevice(Device):
         self._stop_worker()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_REPO_ROOT, os.environ.get("PYTHONPATH")])),
                    TF_CPP_MIN_LOG_LEVEL="2")
-        self._process = subprocess.Popen([sys.executable, "-m", "profiler.devices.host", str(self.cpu),
+        self._process = subprocess.Popen([sys.executable, "-m", "profiler.measure.devices.host", str(self.cpu),
                                           str(os.getpid())],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                          text=True, env=env)
@@ -172,7 +172,7 @@ class HostDevice(Device):
             self._process = None
 
 
-# The name profiler.model_builder.model_path gives the models this tool converts into its cache:
+# The name profiler.measure.model_builder.model_path gives the models this tool converts into its cache:
 # <16 hex config hash>.b<builder version>-tf<TF version>.tflite. Only such a file may be deleted to be rebuilt; any
 # other file is the user's model (fgnas-check's argument, an export), which deleting would lose.
 _BUILT_MODEL = re.compile(r"[0-9a-f]{16}\.b\d+-tf[\w.+-]*\.tflite")

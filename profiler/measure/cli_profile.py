@@ -12,12 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from profiler.cli_parser import OneLineParser
-from profiler.devices import add_device_arguments, add_timing_arguments, create_device, device_options, timing_settings
 from profiler.errors import DeviceFault, FgnasError
-from profiler.model_builder import DEFAULT_CACHE_DIR
-from profiler.rawlog import RAW_LOG_SUFFIX, RESUME_ADVICE, RawLog, raw_log_path, read_records
-from profiler.spaces import SPACES, Space, get_space
-from profiler.sweep import (
+from profiler.measure.devices import (
+    add_device_arguments,
+    add_timing_arguments,
+    create_device,
+    device_options,
+    timing_settings,
+)
+from profiler.measure.model_builder import DEFAULT_CACHE_DIR
+from profiler.measure.rawlog import RAW_LOG_SUFFIX, RESUME_ADVICE, RawLog, raw_log_path, read_records
+from profiler.measure.spaces import SPACES, Space, get_space
+from profiler.measure.sweep import (
     NETWORK_MEASUREMENTS,
     PASS_GAP_S,
     PASSES,

@@ -20,12 +20,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from profiler.devices.base import BenchmarkSettings, Device, Measurement
 from profiler.errors import DeviceFault
-from profiler.model_builder import DEFAULT_CACHE_DIR, build_model
-from profiler.networks import NetProbe
+from profiler.measure.devices.base import BenchmarkSettings, Device, Measurement
+from profiler.measure.model_builder import DEFAULT_CACHE_DIR, build_model
+from profiler.measure.networks import NetProbe
+from profiler.measure.rawlog import RECORD_VERSION, RawLog, check_resume, read_records
 from profiler.ops import OpProbe
-from profiler.rawlog import RECORD_VERSION, RawLog, check_resume, read_records
 from profiler.spec import ConvSpec
 
 Probe = ConvSpec | OpProbe | NetProbe

@@ -68,7 +68,7 @@ class Measurement:
 
 
 class Device(ABC):
-    """A place to run models. Implementations: profiler.devices.host.HostDevice, the ADB device."""
+    """A place to run models. Implementations: profiler.measure.devices.host.HostDevice, the ADB device."""
 
     name: str
     # What a measurement on this device uses unless the user says otherwise (a phone's profile sets its own).

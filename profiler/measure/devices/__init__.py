@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from profiler.devices.base import BenchmarkSettings, Device, Measurement
 from profiler.errors import FgnasError
+from profiler.measure.devices.base import BenchmarkSettings, Device, Measurement
 from profiler.registry import registrar
 
 _FACTORIES: dict[str, Callable[..., Device]] = {}
@@ -27,7 +27,7 @@ def create_device(name: str, **options) -> Device:
 
 
 def add_device_arguments(parser, farm: bool = False, default: str | None = None,
-                         device_help: str = "device name, e.g. host or pixel1 (see profiler.devices)") -> None:
+                         device_help: str = "device name, e.g. host or pixel1 (see profiler.measure.devices)") -> None:
     """The options every CLI that measures on a device takes: --device (required unless a default is given) and
     the phone's --serial (repeatable for a farm), --benchmark-binary and --force."""
     parser.add_argument("--device", required=default is None, default=default, help=device_help)
@@ -75,7 +75,7 @@ def _load_builtin() -> None:
         importlib.import_module(module)
 
 
-_BUILTIN_MODULES: list[str] = ["profiler.devices.host", "profiler.devices.adb"]
+_BUILTIN_MODULES: list[str] = ["profiler.measure.devices.host", "profiler.measure.devices.adb"]
 
 __all__ = ["BenchmarkSettings", "Device", "Measurement", "register_device", "create_device", "device_names",
            "add_device_arguments", "device_options", "add_timing_arguments", "timing_settings"]

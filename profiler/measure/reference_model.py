@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from profiler.model_builder import DEFAULT_CACHE_DIR, build_model
+from profiler.measure.model_builder import DEFAULT_CACHE_DIR, build_model
 from profiler.spec import ConvSpec
 
 # The sweep's drift probe: a mid-sized 3x3 conv that every runtime has a tuned kernel for.
