@@ -34,6 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from profiler.errors import FgnasError  # noqa: E402
+from profiler.latency.table import LatencyTable  # noqa: E402
+from profiler.latency.tflite_reader import conv_text, predict_model  # noqa: E402
 from profiler.measure.devices import create_device  # noqa: E402
 from profiler.measure.devices.base import BenchmarkSettings  # noqa: E402
 from profiler.measure.interleaved import lowest_of_passes  # noqa: E402
@@ -42,8 +44,6 @@ from profiler.measure.networks import GENERATORS, NetProbe  # noqa: E402
 from profiler.measure.rawlog import read_records  # noqa: E402
 from profiler.measure.spaces import SPACES  # noqa: E402
 from profiler.spec import ConvSpec, flops  # noqa: E402
-from profiler.table import LatencyTable  # noqa: E402
-from profiler.tflite_reader import conv_text, predict_model  # noqa: E402
 
 MAX_MFLOPS = 1200.0  # as the sweep: bigger convs take seconds each and add nothing new
 WITHIN = 0.10

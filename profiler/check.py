@@ -93,7 +93,7 @@ class CheckResult:
     outcomes: tuple[Outcome, ...]
     baseline_written: Path | None = None
     notes: tuple[str, ...] = ()
-    device_check: dict | None = None  # --table: profiler.device_check's record of that table against this device
+    device_check: dict | None = None  # --table: profiler.latency.device_check's record of the table against this device
 
     @property
     def passed(self) -> bool:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from profiler.atomic import atomic_write_text
-from profiler.device_check import CPU_FIELDS, lookup
 from profiler.errors import FgnasError
+from profiler.latency.device_check import CPU_FIELDS, lookup
 from profiler.spec import ConvSpec
 
 FORMAT = "fgnas-check-baseline"

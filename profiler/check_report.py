@@ -12,7 +12,7 @@ from pathlib import Path
 
 from profiler.atomic import atomic_write_text
 from profiler.check import CheckResult
-from profiler.device_check import describe
+from profiler.latency.device_check import describe
 
 SUITE = "fgnas-check"
 

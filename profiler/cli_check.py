@@ -10,8 +10,8 @@ from pathlib import Path
 from profiler.check import CheckOptions, run_check
 from profiler.check_stats import INTERVAL_METHODS
 from profiler.cli_parser import OneLineParser
-from profiler.device_check import check_table_device
 from profiler.errors import FgnasError
+from profiler.latency.device_check import check_table_device
 from profiler.measure.devices import (
     add_device_arguments,
     add_timing_arguments,
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "relu); a stored baseline names its own")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="where the reference model is cached")
     p.add_argument("--table", type=Path, help="the latency table the --budget came from (a search's target): "
-                   "refused, exit 2, when it was profiled on another device (profiler.device_check)")
+                   "refused, exit 2, when it was profiled on another device (profiler.latency.device_check)")
     p.add_argument("--allow-other-device", action="store_true",
                    help="check anyway against a --table of another device; the warning goes into the reports")
     p.add_argument("--junit", type=Path, help="write a JUnit XML report here")
@@ -122,7 +122,7 @@ def _check(args: argparse.Namespace) -> int:
     try:
         options = options_from(args, timing_settings(args))
         options.validate()
-        from profiler.table import LatencyTable
+        from profiler.latency.table import LatencyTable
 
         table = LatencyTable.load(args.table) if args.table is not None else None
         with create_device(args.device, **device_options(args)) as device:

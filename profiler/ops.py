@@ -239,5 +239,5 @@ class OpProbe:
 
 # The cheapest model there is: one ADD of two 1-element tensors. Its latency is the runtime's cost of one invoke (here
 # ~0.5 us), which every single-op probe's latency contains once, but a whole model pays once for all its ops; see
-# profiler.table (invoke_overhead_ms) and profiler.tflite_reader.ModelPrediction.
+# profiler.latency.table (invoke_overhead_ms) and profiler.latency.tflite_reader.ModelPrediction.
 INVOKE_PROBE = OpProbe.for_feature_map("ADD", 1, 1, 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from profiler.fit import tiled_mflops
+from profiler.latency.fit import tiled_mflops
 from profiler.ops import OpProbe
 from profiler.spec import ConvSpec
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from profiler.errors import DeviceFault
+from profiler.latency.table import LatencyTable
 from profiler.measure.cli_profile import build_parser, main, make_space
 from profiler.measure.devices import register_device
 from profiler.measure.devices.base import BenchmarkSettings, Device, Measurement
 from profiler.measure.model_builder import build_model
 from profiler.measure.rawlog import read_records
 from profiler.measure.sweep import PASSES, measurements_of
-from profiler.table import LatencyTable
 
 TINY = ["--device", "host", "--space", "quick", "--resolutions", "4", "--kernels", "1,3", "--strides", "1",
         "--samples-per-condition", "3", "--ops", "ADD,MEAN", "--networks", "1", "--warmup", "2",

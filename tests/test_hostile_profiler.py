@@ -21,8 +21,10 @@ import pytest
 
 import synthetic_table as syn
 from helpers import console, refuses_in_one_line, set_at, snapshot, synthetic_table_file
-from profiler import cli_check, cli_table
+from profiler import cli_check
 from profiler.errors import FgnasError
+from profiler.latency import cli_table
+from profiler.latency.table import LatencyTable, content_hash
 from profiler.measure import cli_profile
 from profiler.measure.devices import create_device
 from profiler.measure.devices.base import BenchmarkSettings, Measurement
@@ -36,7 +38,6 @@ from profiler.measure.sweep import (
     measurements_of,
     probe_kind,
 )
-from profiler.table import LatencyTable, content_hash
 
 REPO = Path(__file__).resolve().parents[1]
 MAINS: dict[str, Callable[[list[str]], int]] = {"profile": cli_profile.main, "table": cli_table.main,

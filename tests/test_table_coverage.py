@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from profiler.latency.table import LatencyTable
 from profiler.measure.spaces import SPACES, Extra, Resolution, Space
 from profiler.spec import ConditionKey
-from profiler.table import LatencyTable
 from search.backbones import BACKBONES, create_backbone
 from search.gates import init_psi
 from search.layer import depthwise_flags

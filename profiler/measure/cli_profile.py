@@ -187,7 +187,7 @@ def profile(args: argparse.Namespace) -> ProfileOutcome:
         info = devices[0].info()
         if len(devices) > 1:
             info["farm"] = [d.info() for d in devices]
-    from profiler.table import LatencyTable  # scikit-learn: only needed once the measurements are in
+    from profiler.latency.table import LatencyTable  # scikit-learn: only needed once the measurements are in
 
     log_path = raw_log_path(out)
     table_settings = {**settings.to_dict(), "space": space.name, "spaces": _spaces_in_log(out, space.name),

@@ -4,8 +4,8 @@ One median of a model on a busy or virtualised machine can move a lot from one m
 upwards (interference only adds time), and a freshly started machine runs its first seconds slow (how much, on this
 project's machine: docs/benchmarks.md, "Measurement noise"). Measuring every
 model in each of several passes, a pass apart, and keeping its lowest median removes both; the table is built the
-same way (profiler.measure.sweep, profiler.table.lowest_medians), so predictions and these measurements compare like
-for like.
+same way (profiler.measure.sweep, profiler.latency.table.lowest_medians), so predictions and these measurements compare
+like for like.
 """
 from __future__ import annotations
 

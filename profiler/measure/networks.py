@@ -3,9 +3,9 @@
 A table prices a network as the sum of its ops, each measured alone. Inside a network an op pays more: the other ops
 have evicted its weights from the caches, and activations bigger than a cache come from a slower one (large
 networks more than small ones; measured figures in docs/benchmarks.md, "In-network cost"). So a sweep also measures a
-few whole networks of its space (`Space.networks`) and the table fits that difference (profiler.fit.fit_network);
-benchmarks/latency_table.py draws its test networks from the same families with other seeds.
-"""
+few whole networks of its space (`Space.networks`) and the table fits that difference
+(profiler.latency.fit.fit_network); benchmarks/latency_table.py draws its test networks from the same families with
+other seeds. """
 from __future__ import annotations
 
 import hashlib

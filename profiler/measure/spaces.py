@@ -72,7 +72,7 @@ class Space:
     # ~0.6 ms here: long enough that timer noise stays far below the drift bound
     reference: ConvSpec = field(default=ConvSpec(28, 28, 64, 64, 3, 1, 1, "relu"))
     # whole calibration networks, (family, input size, count): the table fits what ops cost more inside a network
-    # from them (profiler.measure.networks, profiler.fit.NetworkModel)
+    # from them (profiler.measure.networks, profiler.latency.fit.NetworkModel)
     networks: tuple[tuple[str, int, int], ...] = ()
     extras: tuple[Extra, ...] = ()
 

@@ -4,8 +4,8 @@ appending each result to the raw log.
 One shared queue of probes in a seeded shuffled order (so slow drift spreads over all conditions instead of biasing
 the ones measured last), pass after pass: a probe's second measurement comes a whole pass (and at least
 `pass_gap_s`) after its first, so a burst of interference (another process, a VM's noisy neighbour) rarely hits
-both, and the table keeps the lowest of them (see profiler.table); one thread per device pulls a batch, builds its
-models, lets the device `prepare` them (a phone pushes them) and measures them one by one. A device that raises
+both, and the table keeps the lowest of them (see profiler.latency.table); one thread per device pulls a batch, builds
+its models, lets the device `prepare` them (a phone pushes them) and measures them one by one. A device that raises
 DeviceFault leaves the farm and its unmeasured probes go back to the queue; only when every device has failed does
 the sweep raise DeviceFault. Measurements already in the log (measurements_of) are skipped, which makes re-running
 the same command a resume, on the same devices with the same settings only (rawlog.check_resume).
@@ -86,7 +86,7 @@ def make_record(kind: str, probe: Probe, m: Measurement, device: Device, attempt
     if isinstance(probe, OpProbe):
         record["unit"], record["units"] = probe.units
     if isinstance(probe, NetProbe):
-        from profiler.tflite_reader import read_ops
+        from profiler.latency.tflite_reader import read_ops
 
         record["ops"] = [op.to_dict() for op in read_ops(model)]
     return record

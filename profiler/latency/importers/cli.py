@@ -44,7 +44,7 @@ def check_out(out: Path, force: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from profiler.importers.table_import import import_table
+    from profiler.latency.importers.table_import import import_table
 
     out = args.out or Path("device_tables") / f"{args.device}.json"
     check_out(out, args.force)

@@ -1,4 +1,4 @@
-"""`fgnas-table`: look at, compare and query latency tables. A thin layer over profiler.table and tflite_reader.
+"""`fgnas-table`: look at, compare and query latency tables. A thin layer over profiler.latency.table and tflite_reader.
 
 Subcommands live in a registry (name -> Subcommand) so that other commands (e.g. `import`) are one more entry.
 Neither torch nor tensorflow is imported here.
@@ -15,9 +15,9 @@ from pathlib import Path
 
 from profiler.cli_parser import OneLineParser
 from profiler.errors import FgnasError
-from profiler.importers import cli as import_cli
+from profiler.latency.importers import cli as import_cli
+from profiler.latency.table import FITS, LatencyTable
 from profiler.spec import ConvSpec
-from profiler.table import FITS, LatencyTable
 
 WORST_FITS = 10
 
@@ -147,9 +147,9 @@ def plot_table(table: LatencyTable, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from profiler.fit import tiled_mflops
+    from profiler.latency.fit import tiled_mflops
+    from profiler.latency.table import lowest_medians
     from profiler.measure.rawlog import read_records
-    from profiler.table import lowest_medians
 
     if table.source.get("kind") == "imported":
         raise FgnasError(f"{table.path} is an imported table: it has no measurements of single convs to plot")
@@ -282,7 +282,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from profiler.device_check import check_record, check_table_device
+    from profiler.latency.device_check import check_record, check_table_device
 
     if (args.model is None) == (args.conv is None):
         raise FgnasError("give either a MODEL.tflite or --conv HxWxCIN:COUT:kK:sS[:dw][:act], not both or neither")
@@ -291,7 +291,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     if check is not None and check.warning:
         print(f"fgnas-table: warning: {check.warning}", file=sys.stderr)
     if args.conv is not None:
-        from profiler.tflite_reader import conv_text
+        from profiler.latency.tflite_reader import conv_text
 
         try:
             spec = ConvSpec.parse(args.conv)
@@ -305,7 +305,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         else:
             print(f"{conv_text(spec)}  {p.ms:.4f} ms  ({p.fallback or 'condition ' + str(p.key)})")
         return 0
-    from profiler.tflite_reader import predict_model
+    from profiler.latency.tflite_reader import predict_model
 
     prediction = predict_model(table, args.model, args.fit)
     if args.json:

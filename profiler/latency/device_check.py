@@ -8,8 +8,8 @@ or `fgnas-check --table` trust a table, `check_table_device` compares the table'
    runtime's kernels dispatch on, runtime and version, threads; a table recorded before those fields existed is
    compared on what it has, LEGACY_HOST_FIELDS; a phone on PHONE_FIELDS);
 2. on a host whose fingerprint matches, the table's reference probe (the conv the sweep timed every few probes,
-   profiler.table.reference_probe) timed again here, the lowest of PROBE_PASSES medians pinned to one core as the
-   sweep measures, well under a second: off by more than PROBE_BOUND, the machine is not the one profiled (or it is
+   profiler.latency.table.reference_probe) timed again here, the lowest of PROBE_PASSES medians pinned to one core as
+   the sweep measures, well under a second: off by more than PROBE_BOUND, the machine is not the one profiled (or it is
    configured differently: a VM on another host, another governor).
 
 Either one failing raises OtherDeviceError (one line naming both machines and the fgnas-profile command for this one,
@@ -116,7 +116,7 @@ class DeviceCheck:
 
 
 def _conv_text(spec: ConvSpec) -> str:
-    from profiler.tflite_reader import conv_text
+    from profiler.latency.tflite_reader import conv_text
 
     return conv_text(spec)
 

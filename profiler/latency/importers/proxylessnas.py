@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from profiler.errors import FgnasError
-from profiler.importers.blocks import LutEntry, MBConv, decompose_mbconv, fully_connected, global_mean
-from profiler.importers.lut_keys import LutRecord, read_lut
+from profiler.latency.importers.blocks import LutEntry, MBConv, decompose_mbconv, fully_connected, global_mean
+from profiler.latency.importers.lut_keys import LutRecord, read_lut
 from profiler.spec import ConvSpec
 
 RESOLUTION = 224

@@ -89,7 +89,7 @@ def convert(models: list[KerasModel], directory: Path) -> list[Path]:
     return paths
 
 
-if __name__ == "__main__":  # python -m profiler.importers.reference_models DIR [full|representative]
+if __name__ == "__main__":  # python -m profiler.latency.importers.reference_models DIR [full|representative]
     import sys
 
     which = full_grid() if len(sys.argv) > 2 and sys.argv[2] == "full" else representative_grid()

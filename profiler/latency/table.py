@@ -6,7 +6,7 @@ Absent conditions fall back, in this order, and the Prediction says which fallba
 2. resolution: the nearest input size (by pixel count, within RESOLUTION_FALLBACK_RATIO) of the same kernel, stride,
    conv type and activation, its a and b applied to this conv's own (tiled) FLOPs;
 otherwise FgnasError saying what to profile. Never a silent zero. A table's `source.fallbacks` (a list) says which
-it allows; imported phone tables (profiler/importers) allow, instead of "resolution":
+it allows; imported phone tables (profiler/latency/importers) allow, instead of "resolution":
 3. fully-connected: a 1x1 conv on a 1x1 map (a classifier or squeeze-excite written as a conv) is a matrix-vector
    product, priced by the table's FULLY_CONNECTED model on its multiply-accumulates;
 4. resolution-model: a and b interpolated linearly in log(pixels) between the two nearest sizes of the same kernel,
@@ -31,7 +31,7 @@ from pathlib import Path
 from profiler.atomic import atomic_write_text
 from profiler.cost import round_up, straight_through, whole_model_ms
 from profiler.errors import FgnasError
-from profiler.fit import (
+from profiler.latency.fit import (
     ConditionModel,
     LinearFit,
     NetworkModel,
@@ -53,8 +53,8 @@ SCHEMA_PATH = Path(__file__).with_name("table_schema.json")
 CLAMP_ACTIVATIONS = ("none", "relu", "relu6")
 RESOLUTION_FALLBACK_RATIO = 4.0  # at most one stride-2 step (4x the pixels) away
 FITS = ("selected", "affine")
-# Coefficients every fit keeps at or above zero (profiler.fit, profiler.importers): a negative one gives negative or
-# absurd predictions, so a table that has one was edited or made elsewhere and is refused on load.
+# Coefficients every fit keeps at or above zero (profiler.latency.fit, profiler.latency.importers): a negative one gives
+# negative or absurd predictions, so a table that has one was edited or made elsewhere and is refused on load.
 NONNEGATIVE_CONDITION_FIELDS = ("a_ms_per_mflop", "b_ms", "misaligned_a_ms_per_mflop")
 NONNEGATIVE_OP_FIELDS = ("a_ms_per_unit", "b_ms", "c_ms_per_element")
 
@@ -210,7 +210,8 @@ def _network_samples(table: LatencyTable, records: Iterable[dict]) -> tuple[list
 def reference_probe(records: Iterable[dict]) -> dict | None:
     """The sweep's reference conv (measured first and every few probes, profiler.measure.sweep): its id, spec, how
     often it was measured and its lowest median, the speed of the machine at its best during the sweep; None when the
-    sweep measured none. profiler.device_check times it again before a table prices anything for this machine."""
+    sweep measured none. profiler.latency.device_check times it again before a table prices anything for this
+    machine."""
     records = [r for r in records if r.get("kind") == "reference"]
     if not records:
         return None
@@ -533,7 +534,7 @@ class LatencyTable:
 
     def network_ms(self, ops: Iterable[ModelOp]) -> float:
         """What `ops` cost together inside one network beyond their single-op prices and whole_model_ms
-        (profiler.fit.NetworkModel; 0 for a table without calibration networks)."""
+        (profiler.latency.fit.NetworkModel; 0 for a table without calibration networks)."""
         ops = list(ops)
         extra = self._in_network_ms(ops)
         if self.network is None:

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from profiler.errors import FgnasError
+from profiler.latency.table import LatencyTable
 from profiler.model_ops import ConvOp, ModelOp, OtherOp, whole_model_ms
 from profiler.ops import op_units
 from profiler.spec import ConvSpec
-from profiler.table import LatencyTable
 
 _FUSED_ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6", 4: "tanh"}  # ActivationFunctionType codes
 _MERGED_ACTIVATIONS = {"PRELU": "prelu", "TANH": "tanh"}

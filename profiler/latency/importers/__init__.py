@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from profiler.table import LatencyTable
+from profiler.latency.table import LatencyTable
 
 
 def import_table(format_name: str, path: Path, device: str, **companions: Path | None) -> LatencyTable:
-    """See profiler.importers.table_import.import_table (companions: transfer_from, in_network)."""
-    from profiler.importers.table_import import import_table as build
+    """See profiler.latency.importers.table_import.import_table (companions: transfer_from, in_network)."""
+    from profiler.latency.importers.table_import import import_table as build
 
     return build(format_name, path, device, **companions)

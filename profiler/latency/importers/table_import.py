@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from profiler.errors import FgnasError
-from profiler.importers import ofa, proxylessnas
-from profiler.importers.blocks import LutEntry
-from profiler.importers.joint_fit import SHARINGS, JointFit, Sharing, fit, held_out_predictions
+from profiler.latency.importers import ofa, proxylessnas
+from profiler.latency.importers.blocks import LutEntry
+from profiler.latency.importers.joint_fit import SHARINGS, JointFit, Sharing, fit, held_out_predictions
+from profiler.latency.table import SCHEMA_VERSION, LatencyTable, content_hash, sha256_file
 from profiler.spec import ConditionKey
-from profiler.table import SCHEMA_VERSION, LatencyTable, content_hash, sha256_file
 
 FIT_METHOD = ("one joint scipy.optimize.lsq_linear (bvls) fit over all entries, every parameter >= 0, rows weighted "
               "by 1/published latency (relative error); an entry's latency = sum of its ops' a * MFLOPs + b "
@@ -40,13 +40,13 @@ class ImportFormat:
     ties: Mapping[str, str]
     sharing: Sharing
     validation: str  # the held-out unit: "block" (leave one block out) or "resolution" (leave one resolution out)
-    # default measured table to transfer missing ops from (profiler.importers.transfer)
+    # default measured table to transfer missing ops from (profiler.latency.importers.transfer)
     transfer_from: Path | None = None
-    # default in-network file name, beside the lookup table (profiler.importers.in_network)
+    # default in-network file name, beside the lookup table (profiler.latency.importers.in_network)
     in_network: str | None = None
 
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+REPOSITORY = Path(__file__).resolve().parents[3]
 
 FORMATS: dict[str, ImportFormat] = {
     fmt.name: fmt
@@ -61,8 +61,8 @@ FORMATS: dict[str, ImportFormat] = {
 
 RESOLUTION_MODEL = ("a conv size the table lacks takes a and b interpolated linearly in log(pixels) between the two "
                     "nearest sizes of its kernel, stride, conv type and activation, clamped to the nearest size "
-                    "outside them (profiler.table); validated by fitting OFA Note10 at 224 px only and predicting "
-                    "its 16 other resolutions, and by leaving each interior level out of ProxylessNAS "
+                    "outside them (profiler.latency.table); validated by fitting OFA Note10 at 224 px only and "
+                    "predicting its 16 other resolutions, and by leaving each interior level out of ProxylessNAS "
                     "(benchmarks/import_tables.py)")
 
 _GROUPS: dict[str, Callable[[LutEntry], object]] = {"block": lambda e: e.key, "resolution": lambda e: e.resolution}
@@ -184,9 +184,9 @@ def import_table(format_name: str, path: Path, device: str, transfer_from: Path 
     """Read a published lookup table (a file, or for OFA a directory of per-resolution files), fit and validate it,
     and return the LatencyTable (not yet saved: call `.save(out)`).
 
-    `transfer_from`: a measured table whose ops the published one lacks are transferred (profiler.importers.transfer);
-    `in_network`: Single-Path NAS's Pixel 1 runtime model, from which the in-network factor is derived
-    (profiler.importers.in_network; ProxylessNAS only, whose blocks it matches)."""
+    `transfer_from`: a measured table whose ops the published one lacks are transferred
+    (profiler.latency.importers.transfer); `in_network`: Single-Path NAS's Pixel 1 runtime model, from which the
+    in-network factor is derived (profiler.latency.importers.in_network; ProxylessNAS only, whose blocks it matches)."""
     fmt = get_format(format_name)
     path = Path(path)
     if not path.exists():
@@ -216,21 +216,21 @@ def import_table(format_name: str, path: Path, device: str, transfer_from: Path 
             "parameters": {name: round(value, 6) for name, value in sorted(fitted.params.items())},
         },
         "validation": validation_report(fmt, entries, fitted, held_out),
-        # profiler/table.py: fused clamps cost the same; a 1x1 conv on a 1x1 map is a FULLY_CONNECTED; other sizes
-        # by the resolution model (interpolated in log pixels, clamped at the ends)
+        # profiler/latency/table.py: fused clamps cost the same; a 1x1 conv on a 1x1 map is a FULLY_CONNECTED; other
+        # sizes by the resolution model (interpolated in log pixels, clamped at the ends)
         "fallbacks": ["activation", "fully-connected", "resolution-model"],
         "resolution_model": RESOLUTION_MODEL,
     }
     ops = _op_entries(fitted, entries, held_out)
     provenance = {op: {"kind": "fitted", "text": f"fitted (slope tied to {to})"} for op, to in fmt.ties.items()}
     if transfer_from is not None:
-        from profiler.importers.transfer import transfer_ops
+        from profiler.latency.importers.transfer import transfer_ops
 
         ops, transferred, source["op_transfer"] = transfer_ops(ops, Path(transfer_from))
         provenance.update(transferred)
     source["op_provenance"] = dict(sorted(provenance.items()))
     if in_network is not None:
-        from profiler.importers.in_network import in_network_model
+        from profiler.latency.importers.in_network import in_network_model
 
         source["in_network"] = in_network_model(Path(in_network), entries)
     doc = {

@@ -11,8 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from profiler.errors import FgnasError
-from profiler.importers.blocks import LutEntry, MBConv, decompose_mbconv, elementwise, fully_connected, global_mean
-from profiler.importers.lut_keys import LutRecord, read_lut
+from profiler.latency.importers.blocks import (
+    LutEntry,
+    MBConv,
+    decompose_mbconv,
+    elementwise,
+    fully_connected,
+    global_mean,
+)
+from profiler.latency.importers.lut_keys import LutRecord, read_lut
 from profiler.spec import ConvSpec
 
 LICENSE = "Apache-2.0 (mit-han-lab/once-for-all at commit 698a5c10b434172056a565b340c46ce11df18629)"

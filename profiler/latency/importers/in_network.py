@@ -12,8 +12,8 @@ anyway, while a large one (weights + activations beyond the 1-2 MB of cache) is 
 inside a network the producer has just written its input. So the pairs are binned by their block's largest working
 set (a conv's weights + input + output, MB), in octaves from 0.1 MB chosen before looking at the ratios; the
 factor is each bin's median, and tables apply it to every op by its own working set, interpolated in log size and
-clamped at the ends (profiler.table.LatencyTable.in_network_factor). Derived from these two published tables only,
-never from the whole-model latencies the table is validated on.
+clamped at the ends (profiler.latency.table.LatencyTable.in_network_factor). Derived from these two published tables
+only, never from the whole-model latencies the table is validated on.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from profiler.errors import FgnasError
-from profiler.importers.blocks import LutEntry
+from profiler.latency.importers.blocks import LutEntry
 from profiler.model_ops import ConvOp
 
 # Single-Path NAS's MnasNet-A backbone at 224 px (nas-search/supernet_macro.py): per layer (input size, cin, cout,
@@ -95,6 +95,6 @@ def in_network_model(singlepath: Path, entries: list[LutEntry]) -> dict:
 
 
 def _sha256(path: Path) -> str:
-    from profiler.table import sha256_file
+    from profiler.latency.table import sha256_file
 
     return sha256_file(path)

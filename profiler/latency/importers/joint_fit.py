@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import lsq_linear
 
-from profiler.importers.blocks import LutEntry
+from profiler.latency.importers.blocks import LutEntry
 from profiler.spec import ConvSpec, flops
 
 # Op units are rescaled by this in the design matrix so that all columns have comparable magnitudes.

@@ -12,14 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from profiler.errors import FgnasError
-from profiler.table import LatencyTable
+from profiler.latency.table import LatencyTable
 
 REFERENCE_OP = "ADD"
 
 
 def transfer_ops(ops: dict[str, dict], other_path: Path) -> tuple[dict[str, dict], dict[str, dict], dict]:
     """(ops with the transferred ones added, source.op_provenance, a summary of the transfer) for the fitted `ops`
-    of an imported table (profiler.importers.table_import) and a measured table at `other_path`."""
+    of an imported table (profiler.latency.importers.table_import) and a measured table at `other_path`."""
     other = LatencyTable.load(other_path)
     if other.source.get("kind") != "measured":
         raise FgnasError(f"{other_path} is not a measured table: transfer ops from a table profiled on a device")
