@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from profiler.atomic import atomic_write_text
-from profiler.check import CheckOptions, measure_pairs, run_check
-from profiler.check_stats import log_ratios
-from profiler.demo_model import BASE_CHANNELS, demo_model
+from profiler.gate.check import CheckOptions, measure_pairs, run_check
+from profiler.gate.check_stats import log_ratios
+from profiler.gate.demo_model import BASE_CHANNELS, demo_model
 from profiler.measure.devices import create_device
 from profiler.measure.devices.base import BenchmarkSettings
 from profiler.measure.model_builder import DEFAULT_CACHE_DIR

@@ -91,7 +91,7 @@ class CheckModels:
 @pytest.fixture(scope="session")
 def check_models(tmp_path_factory) -> CheckModels:
     """The demo-like model, a much slower variant and the reference model, converted once per session."""
-    from profiler.demo_model import BASE_CHANNELS, demo_model
+    from profiler.gate.demo_model import BASE_CHANNELS, demo_model
     from profiler.measure.reference_model import reference_model
 
     cache = tmp_path_factory.mktemp("check-models")

@@ -261,7 +261,7 @@ def test_a_phone_table_is_not_checked_without_a_phone_and_fingerprint_only_with_
 
 def test_fgnas_check_with_another_machines_table_exits_2_and_allowed_records_the_warning(tmp_path, here, check_models,
                                                                                          monkeypatch, capsys):
-    from profiler import cli_check
+    from profiler.gate import cli_check
 
     monkeypatch.setattr(cli_check, "create_device", lambda name, **kw: create_device(name, cpu=CPU, **kw))
     table = fabricated_table(tmp_path, other_machine(here))

@@ -21,8 +21,8 @@ import pytest
 
 import synthetic_table as syn
 from helpers import console, refuses_in_one_line, set_at, snapshot, synthetic_table_file
-from profiler import cli_check
 from profiler.errors import FgnasError
+from profiler.gate import cli_check
 from profiler.latency import cli_table
 from profiler.latency.table import LatencyTable, content_hash
 from profiler.measure import cli_profile

@@ -22,9 +22,9 @@ from PIL import Image
 
 from export import cli as export_cli
 from helpers import console, refuses_in_one_line, searched_run, set_at
-from profiler import cli_check
 from profiler.adb_sim import arm64_elf_stub
 from profiler.errors import FgnasError
+from profiler.gate import cli_check
 from search import cli as search_cli
 
 MAINS: dict[str, Callable[[list[str]], int]] = {"search": search_cli.main, "export": export_cli.main,

@@ -37,7 +37,7 @@ PROBE_RETRY_GAP_S = 2.0
 HOST = "host"  # profiler.measure.devices.host.HostDevice.name
 # Fields (dotted paths into Device.info()) that decide how fast a model runs
 # What tells two x86/ARM micro-architectures apart (a model name such as "AMD EPYC" spans several); check baselines
-# compare these too (profiler.check_baseline)
+# compare these too (profiler.gate.check_baseline)
 CPU_FIELDS = ("cpu.vendor", "cpu.family", "cpu.model", "cpu.stepping", "cpu.isa")
 HOST_FIELDS = ("name", "cpu_model", *CPU_FIELDS, "runtime", "runtime_version", "threads")
 # A host table written before tables recorded `cpu` (schema 4 tables up to issue 16) has only these

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from profiler.atomic import atomic_write_text
-from profiler.check import CheckResult
+from profiler.gate.check import CheckResult
 from profiler.latency.device_check import describe
 
 SUITE = "fgnas-check"

@@ -7,10 +7,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from profiler.check import CheckOptions, run_check
-from profiler.check_stats import INTERVAL_METHODS
 from profiler.cli_parser import OneLineParser
 from profiler.errors import FgnasError
+from profiler.gate.check import CheckOptions, run_check
+from profiler.gate.check_stats import INTERVAL_METHODS
 from profiler.latency.device_check import check_table_device
 from profiler.measure.devices import (
     add_device_arguments,
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from profiler import check_report
+    from profiler.gate import check_report
 
     try:
         options = options_from(args, timing_settings(args))

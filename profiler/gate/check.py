@@ -3,7 +3,7 @@
 Relative mode measures the model and the fixed reference model interleaved in pairs, in the order A B B A A B ...
 (a slow drift during the run then weighs on both alike), after one discarded warm-up pair. Each measurement is the
 median of `settings.runs` invocations; the pairs' log ratios give the ratio and its confidence interval
-(profiler.check_stats). Only the Device interface is used, so a phone is checked exactly like this computer.
+(profiler.gate.check_stats). Only the Device interface is used, so a phone is checked exactly like this computer.
 """
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from profiler.check_baseline import Baseline, fingerprint, load_baseline, require_same_device, save_baseline
-from profiler.check_stats import (
+from profiler.errors import FgnasError
+from profiler.gate.check_baseline import Baseline, fingerprint, load_baseline, require_same_device, save_baseline
+from profiler.gate.check_stats import (
     Interval,
     change_interval,
     is_regression,
@@ -23,7 +24,6 @@ from profiler.check_stats import (
     log_ratios,
     ratio_interval,
 )
-from profiler.errors import FgnasError
 from profiler.measure.devices.base import BenchmarkSettings, Device
 from profiler.measure.model_builder import DEFAULT_CACHE_DIR
 from profiler.measure.reference_model import REFERENCE_SPEC, file_sha256, reference_model
