@@ -21,8 +21,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from profiler.adb_sim import AdbServer, SimPhone, arm64_elf_stub
-    from profiler.devices import BenchmarkSettings, create_device
-    from profiler.model_builder import build_model
+    from profiler.measure.devices import BenchmarkSettings, create_device
+    from profiler.measure.model_builder import build_model
     from profiler.spec import ConvSpec
 
     with tempfile.TemporaryDirectory() as tmp:

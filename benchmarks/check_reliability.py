@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 
 from profiler.atomic import atomic_write_text
-from profiler.check import CheckOptions, measure_pairs, run_check
-from profiler.check_stats import log_ratios
-from profiler.demo_model import BASE_CHANNELS, demo_model
-from profiler.devices import create_device
-from profiler.devices.base import BenchmarkSettings
-from profiler.model_builder import DEFAULT_CACHE_DIR
+from profiler.gate.check import CheckOptions, measure_pairs, run_check
+from profiler.gate.check_stats import log_ratios
+from profiler.gate.demo_model import BASE_CHANNELS, demo_model
+from profiler.measure.devices import create_device
+from profiler.measure.devices.base import BenchmarkSettings
+from profiler.measure.model_builder import DEFAULT_CACHE_DIR
 
 # Chosen on this machine (AMD EPYC, LiteRT 2.3.0, XNNPACK, 1 thread) for slowdowns near 5/10/15%; XNNPACK's channel
 # tiling makes latency a step function of channels, so the true slowdown is re-measured on every run.

@@ -6,8 +6,8 @@ Numbers dumped, per latency table given (--table, repeatable):
     selected and the affine fit (LatencyTable.predict), and through the differentiable latency
     (LatencyTable.latency_torch: value and d/dcin, d/dcout);
   * whole networks: the ops of the raw log's calibration networks (`--raw-log`, each op priced alone, the invoke
-    overhead once, the in-network cost) and .tflite models (`--models DIR`) through profiler.tflite_reader.predict_model
-    and export.report.price_model;
+    overhead once, the in-network cost) and .tflite models (`--models DIR`) through
+    profiler.latency.tflite_reader.predict_model and export.report.price_model;
 and once, for every backbone (search.backbones.BACKBONES) x search space (search.search_space.SEARCH_SPACES): the
 search's params, FLOPs and, per table, latency of the full network, of random gate patterns, of the smallest
 network, the soft resource, and the sum of the cost gradients (search.network.SearchNetwork); and the per-layer
@@ -92,9 +92,9 @@ def conv_numbers(table, rng: random.Random) -> dict:
 
 def network_numbers(table, raw_log: Path | None, models: Path | None) -> dict:
     from export.report import price_model
+    from profiler.latency.table import lowest_medians
+    from profiler.latency.tflite_reader import predict_model
     from profiler.model_ops import op_from_dict, whole_model_ms
-    from profiler.table import lowest_medians
-    from profiler.tflite_reader import predict_model
 
     out = {}
     if raw_log is not None:
@@ -218,7 +218,7 @@ def _arch_numbers(net, tables: dict) -> dict:
 
 
 def dump(args: argparse.Namespace) -> dict:
-    from profiler.table import LatencyTable
+    from profiler.latency.table import LatencyTable
 
     tables = {Path(p).stem: LatencyTable.load(Path(p)) for p in args.table}
     result = {"tables": {}}

@@ -2,9 +2,9 @@
 
 Each architecture is a backbone with random gates drawn from its search space (export.sampling.random_searched),
 physically pruned and converted exactly as fgnas-export does; the table prices every op of the written .tflite
-(profiler.tflite_reader via export.report.price_model) and the host device times it as the sweep does (the lowest
-median of interleaved passes, profiler.interleaved). Reports the share of models predicted within +-10% (target:
->= 80%) and the mean absolute percentage error.
+(profiler.latency.tflite_reader via export.report.price_model) and the host device times it as the sweep does (the
+lowest median of interleaved passes, profiler.measure.interleaved). Reports the share of models predicted within +-10%
+(target: >= 80%) and the mean absolute percentage error.
 
     .venv/bin/python benchmarks/export_latency.py --backbone resnet20   # the paper's CIFAR-10 backbone, 20 archs
     .venv/bin/python benchmarks/export_latency.py --backbone digits     # the demo's tiny digits network
@@ -27,11 +27,11 @@ from export.prune import prune  # noqa: E402
 from export.report import price_model  # noqa: E402
 from export.sampling import random_searched  # noqa: E402
 from export.tflite import convert_plan  # noqa: E402
-from profiler.devices import create_device  # noqa: E402
-from profiler.devices.base import BenchmarkSettings  # noqa: E402
 from profiler.errors import FgnasError  # noqa: E402
-from profiler.interleaved import lowest_of_passes  # noqa: E402
-from profiler.table import LatencyTable  # noqa: E402
+from profiler.latency.table import LatencyTable  # noqa: E402
+from profiler.measure.devices import create_device  # noqa: E402
+from profiler.measure.devices.base import BenchmarkSettings  # noqa: E402
+from profiler.measure.interleaved import lowest_of_passes  # noqa: E402
 
 
 def main() -> int:

@@ -2,12 +2,12 @@
 
 1. ProxylessNAS (Pixel 1): leave-one-block-out error of the joint fit, for each parameter sharing.
 2. once-for-all (Note10): fit on 16 resolutions, error on every block of the held-out one, for each of the 17.
-3. The resolution model (profiler.table: a, b interpolated in log pixels, clamped): OFA fitted at 224 px only, every
-   block of the 16 other resolutions predicted; ProxylessNAS with each interior level (56, 28, 14) left out, its
+3. The resolution model (profiler.latency.table: a, b interpolated in log pixels, clamped): OFA fitted at 224 px only,
+   every block of the 16 other resolutions predicted; ProxylessNAS with each interior level (56, 28, 14) left out, its
    blocks predicted by interpolating between the remaining levels.
 4. The 7 reference models (keras.applications, weights=None, classifier_activation=None, converted through
-   profiler.model_builder.convert_function) priced with device_tables/pixel1.json against their published Pixel 1
-   latencies (profiler.importers.reference_models; never fitted to them).
+   profiler.measure.model_builder.convert_function) priced with device_tables/pixel1.json against their published
+   Pixel 1 latencies (profiler.latency.importers.reference_models; never fitted to them).
 5. --coverage full|representative: every model of the grid priced without error (count of ops per provenance).
 
 Usage: taskset -c 1 nice -n 5 .venv/bin/python benchmarks/import_tables.py [--shared-data DIR] [--cache DIR]
@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from profiler.importers import ofa, proxylessnas
-from profiler.importers.joint_fit import SHARINGS, fit, held_out_predictions, relative_errors
-from profiler.importers.reference_models import PIXEL1_PUBLISHED, convert, full_grid, representative_grid
+from profiler.latency.importers import ofa, proxylessnas
+from profiler.latency.importers.joint_fit import SHARINGS, fit, held_out_predictions, relative_errors
+from profiler.latency.importers.reference_models import PIXEL1_PUBLISHED, convert, full_grid, representative_grid
+from profiler.latency.table import LatencyTable, interpolate_log_size
+from profiler.latency.tflite_reader import predict_model
 from profiler.spec import flops
-from profiler.table import LatencyTable, interpolate_log_size
-from profiler.tflite_reader import predict_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,10 +23,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from profiler.devices import create_device  # noqa: E402
-from profiler.devices.base import BenchmarkSettings  # noqa: E402
-from profiler.interleaved import lowest_of_passes  # noqa: E402
-from profiler.model_builder import build_model, convert_function, load_tensorflow  # noqa: E402
+from profiler.measure.devices import create_device  # noqa: E402
+from profiler.measure.devices.base import BenchmarkSettings  # noqa: E402
+from profiler.measure.interleaved import lowest_of_passes  # noqa: E402
+from profiler.measure.model_builder import build_model, convert_function, load_tensorflow  # noqa: E402
 from profiler.ops import OpProbe  # noqa: E402
 
 CHAIN = 11

@@ -4,12 +4,13 @@
     it was swept on, --spaces, default imagenet and cifar), and (b) whole networks of varied, pruned-looking widths
     (VGG-like and MobileNetV2-like stacks built with the TF converter, with the pools, residual ADDs, MEAN,
     FULLY_CONNECTED and SOFTMAX such networks have).
-    The networks come from the families the sweep calibrates its in-network cost on (profiler.networks), drawn
+    The networks come from the families the sweep calibrates its in-network cost on (profiler.measure.networks), drawn
     from this benchmark's seed, so none of them is one of the table's calibration networks.
 Each is measured on the host device (LiteRT, pinned, the table's threads/runs/warmup) as the sweep measures: the
-lowest median of several interleaved passes over all models, the passes a minute apart (profiler.interleaved), and
-predicted with the table's selected fit (tile-aware convs; networks with the table's in-network cost) and with the
-paper's affine fit (networks: the sum of their ops). Reports the share within +-10% and the MAPE.
+lowest median of several interleaved passes over all models, the passes a minute apart
+(profiler.measure.interleaved), and predicted with the table's selected fit (tile-aware convs; networks with the
+table's in-network cost) and with the paper's affine fit (networks: the sum of their ops). Reports the share within
++-10% and the MAPE.
 
     chrt -f 20 .venv/bin/python benchmarks/latency_table.py --table device_tables/host.json
     chrt -f 20 .venv/bin/python benchmarks/latency_table.py --table device_tables/host.json --quick --gap 0  # smoke
@@ -32,17 +33,17 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from profiler.devices import create_device  # noqa: E402
-from profiler.devices.base import BenchmarkSettings  # noqa: E402
 from profiler.errors import FgnasError  # noqa: E402
-from profiler.interleaved import lowest_of_passes  # noqa: E402
-from profiler.model_builder import build_model  # noqa: E402
-from profiler.networks import GENERATORS, NetProbe  # noqa: E402
-from profiler.rawlog import read_records  # noqa: E402
-from profiler.spaces import SPACES  # noqa: E402
+from profiler.latency.table import LatencyTable  # noqa: E402
+from profiler.latency.tflite_reader import conv_text, predict_model  # noqa: E402
+from profiler.measure.devices import create_device  # noqa: E402
+from profiler.measure.devices.base import BenchmarkSettings  # noqa: E402
+from profiler.measure.interleaved import lowest_of_passes  # noqa: E402
+from profiler.measure.model_builder import build_model  # noqa: E402
+from profiler.measure.networks import GENERATORS, NetProbe  # noqa: E402
+from profiler.measure.rawlog import read_records  # noqa: E402
+from profiler.measure.spaces import SPACES  # noqa: E402
 from profiler.spec import ConvSpec, flops  # noqa: E402
-from profiler.table import LatencyTable  # noqa: E402
-from profiler.tflite_reader import conv_text, predict_model  # noqa: E402
 
 MAX_MFLOPS = 1200.0  # as the sweep: bigger convs take seconds each and add nothing new
 WITHIN = 0.10
@@ -103,7 +104,7 @@ def random_convs(table: LatencyTable, n: int, rng: random.Random, spaces: tuple[
 
 def random_nets(table: LatencyTable, n: int, rng: random.Random, quick: bool) -> list[NetProbe]:
     """VGG-like (32 px) and MobileNetV2-like (32 px, and 224 px when the table has it) networks of the families the
-    sweep calibrates on (profiler.networks), drawn from this benchmark's seed: none is a calibration network."""
+    sweep calibrates on (profiler.measure.networks), drawn from this benchmark's seed: none is a calibration network."""
     sizes = sorted({k.h for k in table.conditions})
     big = [hw for hw in (224,) if hw in sizes and not quick]
     nets = []

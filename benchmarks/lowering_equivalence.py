@@ -2,7 +2,7 @@
 
 For random searched architectures of every backbone (export.sampling.random_searched: random operations and channels
 per layer, drawn from --space), the .tflite that fgnas-export would write (physical pruning, the SHARED layers the
-latency table picks, TF's converter) is read back op by op (profiler.tflite_reader) and compared with
+latency table picks, TF's converter) is read back op by op (profiler.latency.tflite_reader) and compared with
 profiler.lowering.lower_arch of the same arch.json: type and shapes of every op. Prints, per backbone, how many
 architectures agree exactly and, over the ones that do not, which ops only one side has and what the difference is
 worth (both op lists priced whole by the table: LatencyTable.price_model).
@@ -31,9 +31,9 @@ from export.files import atomic_write_json  # noqa: E402
 from export.prune import prune  # noqa: E402
 from export.sampling import random_searched  # noqa: E402
 from export.tflite import convert_plan  # noqa: E402
+from profiler.latency.table import LatencyTable  # noqa: E402
+from profiler.latency.tflite_reader import read_ops  # noqa: E402
 from profiler.lowering import differences, lower_arch  # noqa: E402
-from profiler.table import LatencyTable  # noqa: E402
-from profiler.tflite_reader import read_ops  # noqa: E402
 from search.backbones import BACKBONES  # noqa: E402
 
 BACKBONE_ARGS = {

@@ -22,13 +22,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from profiler.devices import create_device  # noqa: E402
-from profiler.devices.base import BenchmarkSettings  # noqa: E402
 from profiler.errors import FgnasError  # noqa: E402
-from profiler.model_builder import build_model  # noqa: E402
-from profiler.rawlog import read_records  # noqa: E402
+from profiler.latency.table import LatencyTable  # noqa: E402
+from profiler.measure.devices import create_device  # noqa: E402
+from profiler.measure.devices.base import BenchmarkSettings  # noqa: E402
+from profiler.measure.model_builder import build_model  # noqa: E402
+from profiler.measure.rawlog import read_records  # noqa: E402
 from profiler.spec import ConvSpec  # noqa: E402
-from profiler.table import LatencyTable  # noqa: E402
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> dict:

@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from profiler.table import LatencyTable
+    from profiler.latency.table import LatencyTable
     from search.backbones import create_backbone
     from search.resources import create_resource
     from search.train import SearchConfig

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from profiler.errors import FgnasError
+from profiler.latency.table import LatencyTable
 from profiler.lowering import SHARED
-from profiler.table import LatencyTable
 from search.arch import Arch, TableRef, as_arch
 from search.resources import LatencyResource
 from search.summary import assemblies

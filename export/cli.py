@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from export.tflite import QUANTIZE_MODES
 from profiler.cli_parser import OneLineParser
-from profiler.devices import add_device_arguments, add_timing_arguments, device_options, timing_settings
 from profiler.errors import FgnasError
+from profiler.measure.devices import add_device_arguments, add_timing_arguments, device_options, timing_settings
 
 if TYPE_CHECKING:
     from search.arch import Arch

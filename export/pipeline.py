@@ -21,7 +21,7 @@ from export.run import SearchedRun
 from export.tflite import convert_plan, op_inventory, run_tflite
 from export.torch_model import PrunedNetwork
 from profiler.errors import FgnasError
-from profiler.table import LatencyTable
+from profiler.latency.table import LatencyTable
 
 REPORT_VERSION = 1
 
@@ -38,7 +38,7 @@ class ExportOptions:
     timing: dict = field(default_factory=dict)  # runs/warmup/threads over the device's own default settings
     round_channels: bool = False
     device_options: dict = field(default_factory=dict)  # create_device keywords: a phone's serial, benchmark binary
-    allow_other_device: bool = False  # compare with a table of another device anyway (profiler.device_check)
+    allow_other_device: bool = False  # compare with a table of another device anyway (profiler.latency.device_check)
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class ExportResult:
     latency: LatencyReport | None
     report_path: Path
     rounding: dict | None = None
-    device_check: dict | None = None  # profiler.device_check's record of the table against the measuring device
+    device_check: dict | None = None  # profiler.latency.device_check's record of the table against the measuring device
 
 
 def _nhwc(x: torch.Tensor) -> np.ndarray:
@@ -71,12 +71,12 @@ def check_tflite(path: Path, plan: PrunedPlan) -> dict[str, int]:
 
 
 def check_device(table: LatencyTable | None, options: ExportOptions) -> dict | None:
-    """Before any work: is the table the measuring device's? (profiler.device_check; OtherDeviceError, exit 2,
+    """Before any work: is the table the measuring device's? (profiler.latency.device_check; OtherDeviceError, exit 2,
     unless options.allow_other_device). None when nothing is measured or priced against a measurement."""
     if table is None or not options.device:
         return None
-    from profiler.device_check import check_record, check_table_device
-    from profiler.devices import create_device
+    from profiler.latency.device_check import check_record, check_table_device
+    from profiler.measure.devices import create_device
 
     with create_device(options.device, **options.device_options) as device:
         return check_record(check_table_device(table, device, options.allow_other_device))
@@ -142,7 +142,7 @@ def export_run(run: SearchedRun, options: ExportOptions, log: Callable[[str], No
 
     latency, settings = None, None
     if options.device:
-        from profiler.devices import create_device
+        from profiler.measure.devices import create_device
 
         with create_device(options.device, **options.device_options) as device:
             settings = device.default_settings.overridden(**options.timing)

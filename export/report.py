@@ -2,7 +2,7 @@
 cost of splitting a layer into several operations (the layer against one conv of the same FLOPs).
 
 Each layer is converted alone (its input and skip tensors as model inputs) and timed on the device; the table prices
-the very same .tflite ops (profiler.tflite_reader), so both columns describe one graph. An op the table cannot
+the very same .tflite ops (profiler.latency.tflite_reader), so both columns describe one graph. An op the table cannot
 price is listed as unpriced, never counted as zero.
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 from export.files import atomic_write_bytes
 from export.plan import PrunedLayer, PrunedPlan
 from export.tflite import layer_model
-from profiler.devices.base import BenchmarkSettings, Device
+from profiler.latency.table import LatencyTable
+from profiler.measure.devices.base import BenchmarkSettings, Device
 from profiler.spec import ConvSpec, flops
-from profiler.table import LatencyTable
 
 MEASURE_PASSES = 3  # one median of a small model on a shared machine can be 10-40% off (docs/benchmarks.md)
 
@@ -75,7 +75,7 @@ class LatencyReport:
 def price_model(table: LatencyTable | None, path: Path) -> Priced:
     """The table's latency of a .tflite model (LatencyTable.price_model: its ops', the invoke overhead paid once, and
     what they cost more inside one network); ops it cannot price are named, not counted."""
-    from profiler.tflite_reader import op_label, read_ops
+    from profiler.latency.tflite_reader import op_label, read_ops
 
     if table is None:
         return Priced(None, ())
@@ -102,10 +102,11 @@ def latency_report(plan: PrunedPlan, model_path: Path, device: Device, settings:
                    table: LatencyTable | None, work_dir: Path, arch_predicted_ms: float | None = None,
                    progress=lambda message: None) -> LatencyReport:
     """Measure the whole model and each layer alone on `device` (the lowest median of MEASURE_PASSES interleaved
-    passes over all of them, as the sweep measures: profiler.interleaved); price the same graphs with `table`."""
-    from profiler.interleaved import lowest_of_passes
-    from profiler.model_builder import build_model
-    from profiler.tflite_reader import read_ops
+    passes over all of them, as the sweep measures: profiler.measure.interleaved); price the same graphs with
+    `table`."""
+    from profiler.latency.tflite_reader import read_ops
+    from profiler.measure.interleaved import lowest_of_passes
+    from profiler.measure.model_builder import build_model
 
     work_dir = Path(work_dir)
     paths, specs = [], []

@@ -17,8 +17,8 @@ import torch
 from export.parity import accuracy
 from export.run import SearchedRun
 from profiler.errors import FgnasError
+from profiler.latency.table import LatencyTable
 from profiler.spec import ConvSpec
-from profiler.table import LatencyTable
 from search.arch import Arch
 from search.network import SearchNetwork
 from search.resources import create_resource
@@ -26,7 +26,7 @@ from search.resources import create_resource
 
 def rounded_count(table: LatencyTable, spec: ConvSpec) -> int:
     """The op's channel count after rounding: down to a multiple of the condition's tile, or for counts up to the
-    tile of its small tile (profiler.fit.effective_channels), the first of those that is cheaper."""
+    tile of its small tile (profiler.latency.fit.effective_channels), the first of those that is cheaper."""
     model, _ = table.resolve(spec.condition)
     steps = [model.cout_tile]
     if model.cout_small_tile and spec.cout <= model.cout_tile:

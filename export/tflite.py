@@ -2,9 +2,9 @@
 `convert_function`, so exported models and profiled convs come out of the same converter path).
 
 Every tensor is NHWC from the input on, so the graph has no TRANSPOSE. Conv + bias + relu/relu6 fuse into one
-CONV_2D / DEPTHWISE_CONV_2D; PReLU is written as profiler/model_builder.py writes it (one PRELU op); tanh is TANH.
-PyTorch pads `kernel // 2` on both sides; TF's SAME pads one less in front when a stride-2 conv meets an even size,
-so those convs get an explicit PAD and VALID padding (the latency table prices a VALID conv after PAD as SAME).
+CONV_2D / DEPTHWISE_CONV_2D; PReLU is written as profiler/measure/model_builder.py writes it (one PRELU op); tanh is
+TANH. PyTorch pads `kernel // 2` on both sides; TF's SAME pads one less in front when a stride-2 conv meets an even
+size, so those convs get an explicit PAD and VALID padding (the latency table prices a VALID conv after PAD as SAME).
 A layer's post activation is applied to each run where every run is an ADD that fuses it (relu, relu6), else once
 after the concat (profiler.lowering.activation_per_run).
 TensorFlow is imported inside the functions: it costs seconds.
@@ -96,7 +96,7 @@ def _layer_fn(tf, layer: PrunedLayer) -> Callable:
 
 def plan_function(plan: PrunedPlan) -> Callable:
     """The network as a function of one NHWC float32 batch, returning logits."""
-    from profiler.model_builder import load_tensorflow
+    from profiler.measure.model_builder import load_tensorflow
 
     tf = load_tensorflow()
     layers = [(layer, _layer_fn(tf, layer)) for layer in plan.layers]
@@ -114,7 +114,7 @@ def plan_function(plan: PrunedPlan) -> Callable:
 
 def layer_model(plan: PrunedPlan, layer: PrunedLayer) -> bytes:
     """One layer alone as a .tflite model (inputs: its input tensor, then its skip tensor), to time it by itself."""
-    from profiler.model_builder import convert_function, load_tensorflow
+    from profiler.measure.model_builder import convert_function, load_tensorflow
 
     fn = _layer_fn(load_tensorflow(), layer)
     shapes = [(1, *plan.shape(layer.input))] + ([(1, *plan.shape(layer.skip))] if layer.skip else [])
@@ -129,7 +129,7 @@ def convert_plan(plan: PrunedPlan, quantize: str | None = None,
                  representative: Iterable[np.ndarray] | None = None) -> bytes:
     """A batch-1 .tflite flatbuffer: float32, or post-training quantized (`dynamic`: int8 weights; `int8`: weights
     and activations calibrated on `representative` NHWC samples, float input and output kept)."""
-    from profiler.model_builder import convert_function, load_tensorflow
+    from profiler.measure.model_builder import convert_function, load_tensorflow
 
     if quantize is None:
         return convert_function(plan_function(plan), [input_shape(plan)])

@@ -193,9 +193,9 @@ def conv_latency_ms(slope: float, intercept: float, spec: ConvSpec, cin: Count =
 # ---- ops inside a whole model ----------------------------------------------------------------------------------
 
 def in_network_ms(model: Any, weights: Count, activations: Count) -> Count:
-    """What one op costs inside a network beyond its single-op price, by a NetworkModel (profiler.fit): its float32
-    weights (values) read cold, and its activations (values read and written) beyond the model's threshold (those
-    leave the faster caches between ops)."""
+    """What one op costs inside a network beyond its single-op price, by a NetworkModel (profiler.latency.fit): its
+    float32 weights (values) read cold, and its activations (values read and written) beyond the model's threshold
+    (those leave the faster caches between ops)."""
     beyond = at_least(megabytes(activations) - model.activation_threshold_mb, 0.0)
     return model.weights_ms_per_mb * weights * FLOAT32_BYTES / 1e6 + model.activation_ms_per_mb * beyond
 

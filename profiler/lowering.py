@@ -36,7 +36,8 @@ if TYPE_CHECKING:  # the typed arch.json is the search's (search/arch.py), which
     from search.arch import Arch, ArchHead, ArchLayer
 
 SPLIT, SHARED = "split", "shared"
-_MERGED_ACTIVATION_OPS = {"prelu": "PRELU", "tanh": "TANH"}  # separate ops profiler.tflite_reader merges into the conv
+# Separate ops profiler.latency.tflite_reader merges into the conv
+_MERGED_ACTIVATION_OPS = {"prelu": "PRELU", "tanh": "TANH"}
 # A layer's post activation (after its skip add) as an op of its own; TFLite's ADD applies relu and relu6 itself.
 POST_ACTIVATION_OPS = {"relu": "RELU", "relu6": "RELU6", "prelu": "PRELU", "tanh": "TANH"}
 ADD_FUSED_ACTIVATIONS = ("relu", "relu6")
@@ -141,9 +142,9 @@ def shareable(layer: ArchLayer) -> bool:
 
 @dataclass(frozen=True)
 class Lowered:
-    """One op of the exported graph, as profiler.tflite_reader reads it back, and the activation values the search
-    counts for it when it prices what the op costs inside the network (search.resources.LatencyResource: a copy op's
-    input is taken as large as its output, a depthwise conv's input as the layer's whole input)."""
+    """One op of the exported graph, as profiler.latency.tflite_reader reads it back, and the activation values the
+    search counts for it when it prices what the op costs inside the network (search.resources.LatencyResource: a copy
+    op's input is taken as large as its output, a depthwise conv's input as the layer's whole input)."""
 
     op: ModelOp
     activations: int = field(compare=False)

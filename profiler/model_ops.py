@@ -1,6 +1,6 @@
-"""The ops of a model as plain data (what profiler.tflite_reader reads from a .tflite file), and the sizes that
-decide what an op costs inside a network beyond its single-op price (profiler.fit.NetworkModel): a conv's weights and
-the activations an op reads and writes (counted by profiler.cost)."""
+"""The ops of a model as plain data (what profiler.latency.tflite_reader reads from a .tflite file), and the sizes that
+decide what an op costs inside a network beyond its single-op price (profiler.latency.fit.NetworkModel): a conv's
+weights and the activations an op reads and writes (counted by profiler.cost)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -105,7 +105,8 @@ def op_units(op_name: str, input_shapes: list[Shape], output_shapes: list[Shape]
     """(unit name, units) of one non-conv op; FgnasError for an op the profiler does not measure."""
     if op_name not in _UNITS:
         raise FgnasError(f"op {op_name} cannot be priced: the profiler measures {', '.join(PRICED_OPS)} besides convs; "
-                         f"add it to profiler/ops.py (units) and profiler/model_builder.py (a probe), then re-profile")
+                         f"add it to profiler/ops.py (units) and profiler/measure/model_builder.py (a probe), then "
+                         f"re-profile")
     unit, count = _UNITS[op_name]
     return unit, int(count([tuple(s) for s in input_shapes], [tuple(s) for s in output_shapes]))
 
@@ -238,5 +239,5 @@ class OpProbe:
 
 # The cheapest model there is: one ADD of two 1-element tensors. Its latency is the runtime's cost of one invoke (here
 # ~0.5 us), which every single-op probe's latency contains once, but a whole model pays once for all its ops; see
-# profiler.table (invoke_overhead_ms) and profiler.tflite_reader.ModelPrediction.
+# profiler.latency.table (invoke_overhead_ms) and profiler.latency.tflite_reader.ModelPrediction.
 INVOKE_PROBE = OpProbe.for_feature_map("ADD", 1, 1, 1)

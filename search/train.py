@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from profiler.device_check import check_record, check_table_device
 from profiler.errors import FgnasError
+from profiler.latency.device_check import check_record, check_table_device
 from profiler.spec import ConditionKey
 from search.baselines import BASELINES, l1_prune, uniform_width
 from search.batchnorm import recalibrate_batchnorm
@@ -218,7 +218,7 @@ def missing_conditions_message(missing: list[ConditionKey], table_path: str, dev
 def load_table(path: str | None):
     if path is None:
         return None
-    from profiler.table import LatencyTable
+    from profiler.latency.table import LatencyTable
 
     return LatencyTable.load(Path(path))
 

@@ -69,8 +69,8 @@ def adb_env(adb_key_dir, tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def small_models(model_cache) -> list[Path]:
-    """Three tiny convs as real .tflite files (TF's converter, through profiler.model_builder)."""
-    from profiler.model_builder import build_model
+    """Three tiny convs as real .tflite files (TF's converter, through profiler.measure.model_builder)."""
+    from profiler.measure.model_builder import build_model
     from profiler.spec import ConvSpec
 
     specs = [ConvSpec(8, 8, 4, 8, 3, activation="relu"), ConvSpec(8, 8, 8, 8, 1),
@@ -91,8 +91,8 @@ class CheckModels:
 @pytest.fixture(scope="session")
 def check_models(tmp_path_factory) -> CheckModels:
     """The demo-like model, a much slower variant and the reference model, converted once per session."""
-    from profiler.demo_model import BASE_CHANNELS, demo_model
-    from profiler.reference_model import reference_model
+    from profiler.gate.demo_model import BASE_CHANNELS, demo_model
+    from profiler.measure.reference_model import reference_model
 
     cache = tmp_path_factory.mktemp("check-models")
     slower = tuple(2 * c for c in BASE_CHANNELS)

@@ -81,7 +81,7 @@ def searched_run(path: Path, seed: int = 0, extra: dict | None = None):
 def synthetic_table_file(path: Path) -> Path:
     """tests/synthetic_table.py's records fitted and saved as a latency table at `path` (its raw log beside it)."""
     import synthetic_table as syn
-    from profiler.table import LatencyTable
+    from profiler.latency.table import LatencyTable
 
     recs = syn.records()
     raw = syn.write_raw_log(path.with_suffix(".raw.jsonl"), recs)

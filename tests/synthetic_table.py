@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from profiler.fit import tiled_mflops
+from profiler.latency.fit import tiled_mflops
 from profiler.ops import OpProbe
 from profiler.spec import ConvSpec
 
@@ -73,7 +73,7 @@ def write_raw_log(path: Path, recs: list[dict]) -> Path:
 
 
 def net_record(name: str, ops: list, ms: float) -> dict:
-    """A calibration network's record (profiler.sweep.make_record): its ops as profiler.model_ops dicts."""
+    """A calibration network's record (profiler.measure.sweep.make_record): its ops as profiler.model_ops dicts."""
     return {"v": 1, "kind": "net", "id": name, "spec": {"family": "vgg", "hw": 16, "layers": [], "stem": 0, "head": 0,
                                                         "classes": 10},
             "ops": [op.to_dict() for op in ops], "m": _measurement(ms), "device": "synthetic", "serial": None,

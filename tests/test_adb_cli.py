@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from profiler.adb_sim import Faults, arm64_elf_stub
-from profiler.rawlog import read_records
+from profiler.measure.rawlog import read_records
 
 # 2 kernels x 2 conv types x 10 channel samples = 40 convs at 8x8 measured once, plus the sweep's reference probe
 SPACE = ["--space", "quick", "--resolutions", "8", "--kernels", "1,3", "--strides", "1", "--conv-types",
@@ -33,8 +33,8 @@ def run_cli(tmp_path, model_cache):
     env.update(HOME=str(home), FGNAS_ADB_RETRIES="2", FGNAS_ADB_BACKOFF_S="0.05", TF_CPP_MIN_LOG_LEVEL="3")
 
     def run(*args: str, binary_flag: bool = True) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "profiler.cli_profile", *args, "--out", str(tmp_path / "tables" / "pixel1.json"),
-               "--cache-dir", str(model_cache)]
+        cmd = [sys.executable, "-m", "profiler.measure.cli_profile", *args,
+               "--out", str(tmp_path / "tables" / "pixel1.json"), "--cache-dir", str(model_cache)]
         if binary_flag:
             cmd += ["--benchmark-binary", str(binary)]
         return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 
 from profiler.adb_sim import Faults
-from profiler.devices import BenchmarkSettings, create_device
-from profiler.devices.adb import remote_model_path
-from profiler.devices.device_profile import Cooldown
 from profiler.errors import DeviceFault, FgnasError
+from profiler.measure.devices import BenchmarkSettings, create_device
+from profiler.measure.devices.adb import remote_model_path
+from profiler.measure.devices.device_profile import Cooldown
 
 FAST = BenchmarkSettings(threads=1, runs=5, warmup=2, timeout_s=30)
 

@@ -4,11 +4,12 @@ import sys
 
 import pytest
 
-from profiler.benchmark_output import parse_benchmark_output
-from profiler.devices import create_device
-from profiler.devices.adb import measurement_from_output, split_status, temps_by_name
-from profiler.devices.device_profile import big_core_mask, load_profile, profile_names
-from profiler.devices.phone_readings import (
+from profiler.errors import FgnasError
+from profiler.measure.benchmark_output import parse_benchmark_output
+from profiler.measure.devices import create_device
+from profiler.measure.devices.adb import measurement_from_output, split_status, temps_by_name
+from profiler.measure.devices.device_profile import big_core_mask, load_profile, profile_names
+from profiler.measure.devices.phone_readings import (
     ThermalReading,
     cpu_values,
     max_freqs_khz,
@@ -17,7 +18,6 @@ from profiler.devices.phone_readings import (
     sysfs_temp_c,
     thermal_readings,
 )
-from profiler.errors import FgnasError
 
 
 def test_every_issue_profile_exists():

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from profiler.benchmark_output import BenchmarkOutputError, RunStats, parse_benchmark_output, parse_run_stats
+from profiler.measure.benchmark_output import BenchmarkOutputError, RunStats, parse_benchmark_output, parse_run_stats
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmark_model"
 

@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 
 from profiler.adb_sim import Faults
-from profiler.check import CheckOptions, measure_pairs, run_check
-from profiler.check_baseline import load_baseline
-from profiler.cli_check import main, parse_duration_ms, parse_fraction
-from profiler.devices import create_device
-from profiler.devices.base import BenchmarkSettings, Device
 from profiler.errors import DeviceFault, FgnasError
+from profiler.gate.check import CheckOptions, measure_pairs, run_check
+from profiler.gate.check_baseline import load_baseline
+from profiler.gate.cli_check import main, parse_duration_ms, parse_fraction
+from profiler.measure.devices import create_device
+from profiler.measure.devices.base import BenchmarkSettings, Device
 
 FAST = BenchmarkSettings(runs=10, warmup=2, timeout_s=60)
 

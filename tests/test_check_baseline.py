@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from profiler.check_baseline import (
+from profiler.errors import FgnasError
+from profiler.gate.check_baseline import (
     Baseline,
     fingerprint,
     fingerprint_mismatches,
@@ -11,8 +12,7 @@ from profiler.check_baseline import (
     require_same_device,
     save_baseline,
 )
-from profiler.errors import FgnasError
-from profiler.reference_model import REFERENCE_SPEC
+from profiler.measure.reference_model import REFERENCE_SPEC
 
 CPU = {"vendor": "AuthenticAMD", "family": 26, "model": 2, "stepping": 1, "isa": ["avx2", "avx512_bf16"],
        "cache_kib": {"l2": 1024}}

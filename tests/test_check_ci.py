@@ -3,7 +3,7 @@
 tests/fixtures/check/demo-host-baseline.json was recorded with
     fgnas-check DEMO.tflite --device host --baseline tests/fixtures/check/demo-host-baseline.json --update-baseline \
         --pairs 40
-where DEMO.tflite is profiler.demo_model.demo_model() (the same bytes on every machine with the same TensorFlow).
+where DEMO.tflite is profiler.gate.demo_model.demo_model() (the same bytes on every machine with the same TensorFlow).
 Relative mode compares model/reference ratios, so a loaded or slower-clocked runner of the same kind still passes;
 a runner of another kind (CPU family/model/stepping or ISA flags, LiteRT version) is refused by the gate, and this test
 then says how to re-record the baseline for it. Even on one kind of 2-core VM the ratio of a byte-identical model moved
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from profiler.check_baseline import fingerprint, fingerprint_mismatches, load_baseline
-from profiler.cli_check import main
-from profiler.devices import create_device
-from profiler.devices.base import BenchmarkSettings
+from profiler.gate.check_baseline import fingerprint, fingerprint_mismatches, load_baseline
+from profiler.gate.cli_check import main
+from profiler.measure.devices import create_device
+from profiler.measure.devices.base import BenchmarkSettings
 
 BASELINE = Path(__file__).parent / "fixtures" / "check" / "demo-host-baseline.json"
 

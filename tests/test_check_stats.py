@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from profiler.check_stats import (
+from profiler.errors import FgnasError
+from profiler.gate.check_stats import (
     Interval,
     bootstrap_difference_interval,
     bootstrap_interval,
@@ -18,7 +19,6 @@ from profiler.check_stats import (
     t_difference_interval,
     t_interval,
 )
-from profiler.errors import FgnasError
 
 T_975_DF4 = 2.7764451051977987  # Student's t 97.5% quantile, 4 degrees of freedom (tables: 2.776)
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from profiler.cli_profile import build_parser, main, make_space
-from profiler.devices import register_device
-from profiler.devices.base import BenchmarkSettings, Device, Measurement
 from profiler.errors import DeviceFault
-from profiler.model_builder import build_model
-from profiler.rawlog import read_records
-from profiler.sweep import PASSES, measurements_of
-from profiler.table import LatencyTable
+from profiler.latency.table import LatencyTable
+from profiler.measure.cli_profile import build_parser, main, make_space
+from profiler.measure.devices import register_device
+from profiler.measure.devices.base import BenchmarkSettings, Device, Measurement
+from profiler.measure.model_builder import build_model
+from profiler.measure.rawlog import read_records
+from profiler.measure.sweep import PASSES, measurements_of
 
 TINY = ["--device", "host", "--space", "quick", "--resolutions", "4", "--kernels", "1,3", "--strides", "1",
         "--samples-per-condition", "3", "--ops", "ADD,MEAN", "--networks", "1", "--warmup", "2",
@@ -42,8 +42,8 @@ def tiny_models(model_cache):
 
 def _cli(argv: list[str], cwd: Path) -> subprocess.Popen:
     # faulthandler: a CLI that hangs is made to print every thread's stack (SIGABRT) before the test fails
-    return subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "profiler.cli_profile", *argv], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "profiler.measure.cli_profile", *argv],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _finish(proc: subprocess.Popen, timeout_s: float) -> str:
@@ -67,7 +67,7 @@ def _workers_of(parent_pid: int, wait_s: float = 5.0) -> list[int]:
                 args = (proc / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"profiler.devices.host" in args and args[-2:-1] == [str(parent_pid).encode()]:
+            if b"profiler.measure.devices.host" in args and args[-2:-1] == [str(parent_pid).encode()]:
                 alive.append(int(proc.name))
         if not alive or time.time() > deadline:
             return alive

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import synthetic_table as syn
-from profiler.table import LatencyTable
+from profiler.latency.table import LatencyTable
 from search.cli import main
 
 REPO = Path(__file__).resolve().parents[1]

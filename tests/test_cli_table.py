@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 import synthetic_table as syn
-from profiler.cli_table import SUBCOMMANDS, main
-from profiler.table import LatencyTable, content_hash
+from profiler.latency.cli_table import SUBCOMMANDS, main
+from profiler.latency.table import LatencyTable, content_hash
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,7 +111,7 @@ def test_newer_schema_is_refused_by_the_cli(table_path, capsys):
 
 
 def test_console_script_imports_neither_torch_nor_tensorflow_and_exits_2(tmp_path):
-    code = ("import sys; from profiler.cli_table import main; rc = main(['show', sys.argv[1]]); "
+    code = ("import sys; from profiler.latency.cli_table import main; rc = main(['show', sys.argv[1]]); "
             "heavy = [m for m in ('torch', 'tensorflow') if m in sys.modules]; print(heavy); sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "absent.json")], capture_output=True,
                           text=True, cwd=REPO)

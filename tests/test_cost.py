@@ -24,7 +24,7 @@ from profiler.cost import (
     tensor_values,
     whole_model_ms,
 )
-from profiler.fit import NetworkModel
+from profiler.latency.fit import NetworkModel
 from profiler.spec import ConvSpec
 
 

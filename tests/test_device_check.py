@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import synthetic_table as syn
-from profiler import device_check
-from profiler.device_check import (
+from profiler.latency import device_check
+from profiler.latency.device_check import (
     HOST_FIELDS,
     LEGACY_HOST_FIELDS,
     OtherDeviceError,
@@ -22,12 +22,12 @@ from profiler.device_check import (
     compare_fingerprints,
     recorded_probe,
 )
-from profiler.devices import create_device
-from profiler.devices.host import HostDevice, parse_cache_sizes, parse_cpuinfo
+from profiler.latency.table import LatencyTable
+from profiler.measure.devices import create_device
+from profiler.measure.devices.host import HostDevice, parse_cache_sizes, parse_cpuinfo
+from profiler.measure.reference_model import REFERENCE_SPEC
 from profiler.ops import OpProbe
-from profiler.reference_model import REFERENCE_SPEC
 from profiler.spec import ConvSpec
-from profiler.table import LatencyTable
 
 PROBE_MS = 0.25
 CPU = 1  # never core 0
@@ -165,7 +165,7 @@ def test_fingerprints_differ_on_family_and_isa_flags_and_say_which(here):
 
 def test_another_machines_table_is_refused_by_predict_with_both_machines_and_the_profile_command(tmp_path, here,
                                                                                                     capsys):
-    from profiler.cli_table import main
+    from profiler.latency.cli_table import main
 
     table = fabricated_table(tmp_path, other_machine(here))
     assert main(["predict", str(table), "--conv", "16x16x50:33:k3:s1:relu"]) == 2
@@ -188,7 +188,7 @@ def test_a_slow_probe_is_timed_again_and_the_lowest_kept():
 
 
 def test_a_2x_reference_probe_difference_is_refused(tmp_path, here, monkeypatch, capsys):
-    from profiler.cli_table import main
+    from profiler.latency.cli_table import main
 
     monkeypatch.setattr(device_check, "PROBE_RETRY_GAP_S", 0.0)
 
@@ -203,7 +203,7 @@ def test_a_2x_reference_probe_difference_is_refused(tmp_path, here, monkeypatch,
 
 
 def test_allow_other_device_proceeds_and_predict_json_carries_the_warning(tmp_path, here, capsys):
-    from profiler.cli_table import main
+    from profiler.latency.cli_table import main
 
     table = fabricated_table(tmp_path, other_machine(here))
     assert main(["predict", str(table), "--conv", "16x16x50:33:k3:s1:relu", "--json", "--allow-other-device"]) == 0
@@ -227,7 +227,7 @@ def test_the_same_machine_passes_with_its_reference_probe_timed_for_real(tmp_pat
     assert time.monotonic() - started < 5  # a worker start and 5 x 12 runs of a 0.2-0.6 ms conv
     assert check.same_device and check.warning is None and "reference_probe" in check.compared
     assert abs(check.probe.ratio - 1) <= 0.25
-    from profiler.cli_table import main
+    from profiler.latency.cli_table import main
 
     assert main(["predict", str(table), "--conv", "16x16x50:33:k3:s1:relu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["device_check"]["same_device"] is True
@@ -261,7 +261,7 @@ def test_a_phone_table_is_not_checked_without_a_phone_and_fingerprint_only_with_
 
 def test_fgnas_check_with_another_machines_table_exits_2_and_allowed_records_the_warning(tmp_path, here, check_models,
                                                                                          monkeypatch, capsys):
-    from profiler import cli_check
+    from profiler.gate import cli_check
 
     monkeypatch.setattr(cli_check, "create_device", lambda name, **kw: create_device(name, cpu=CPU, **kw))
     table = fabricated_table(tmp_path, other_machine(here))

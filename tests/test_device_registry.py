@@ -2,7 +2,8 @@ import argparse
 
 import pytest
 
-from profiler.devices import (
+from profiler.errors import FgnasError
+from profiler.measure.devices import (
     add_device_arguments,
     add_timing_arguments,
     create_device,
@@ -10,8 +11,7 @@ from profiler.devices import (
     device_options,
     timing_settings,
 )
-from profiler.devices.base import BenchmarkSettings
-from profiler.errors import FgnasError
+from profiler.measure.devices.base import BenchmarkSettings
 
 
 def _parse(argv, **kwargs):

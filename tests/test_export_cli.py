@@ -7,7 +7,7 @@ import torch
 from export.assembly import SearchTableChanged
 from export.cli import _table, build_parser, main
 from helpers import searched_run, synthetic_table_file
-from profiler.table import LatencyTable
+from profiler.latency.table import LatencyTable
 
 
 def _fails_with_one_line(capsys, argv, match):

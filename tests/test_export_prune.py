@@ -152,7 +152,7 @@ def test_shared_layers_compute_every_alive_channel_per_operation_and_add_them_at
 def test_without_a_table_export_assembles_with_the_searchs_own_table_while_its_content_is_unchanged(tmp_path):
     from export.assembly import assembly_table
     from helpers import synthetic_table_file
-    from profiler.table import LatencyTable
+    from profiler.latency.table import LatencyTable
 
     path = synthetic_table_file(tmp_path / "t.json")
     table = LatencyTable.load(path)

@@ -12,9 +12,9 @@ from export.rounding import round_run, rounded_count
 from export.run import SearchedRun
 from export.sampling import random_searched
 from export.torch_model import PrunedNetwork
+from profiler.latency.table import LatencyTable
 from profiler.ops import OpProbe
 from profiler.spec import ConvSpec
-from profiler.table import LatencyTable
 from search.arch import Arch
 
 

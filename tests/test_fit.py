@@ -4,7 +4,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import LeaveOneOut
 
 from profiler.cost import conv_weights, megabytes
-from profiler.fit import (
+from profiler.latency.fit import (
     MIN_NETWORKS,
     NO_KNEE,
     ConditionModel,

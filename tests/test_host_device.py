@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from profiler.devices import create_device, device_names
-from profiler.devices.base import BenchmarkSettings
 from profiler.errors import DeviceFault, FgnasError
-from profiler.model_builder import build_model
+from profiler.measure.devices import create_device, device_names
+from profiler.measure.devices.base import BenchmarkSettings
+from profiler.measure.model_builder import build_model
 from profiler.spec import ConvSpec
 
 FAST = BenchmarkSettings(runs=5, warmup=1, timeout_s=30)
@@ -90,5 +90,5 @@ def test_unknown_device_names_the_choices():
 
 
 def test_host_device_does_not_import_tensorflow():
-    code = "import sys, profiler.devices.host; assert 'tensorflow' not in sys.modules"
+    code = "import sys, profiler.measure.devices.host; assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

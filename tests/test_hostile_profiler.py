@@ -21,14 +21,23 @@ import pytest
 
 import synthetic_table as syn
 from helpers import console, refuses_in_one_line, set_at, snapshot, synthetic_table_file
-from profiler import cli_check, cli_profile, cli_table
-from profiler.devices import create_device
-from profiler.devices.base import BenchmarkSettings, Measurement
 from profiler.errors import FgnasError
-from profiler.rawlog import RawLog, check_resume, read_records
-from profiler.reference_model import REFERENCE_SPEC
-from profiler.sweep import PASSES, device_identity, make_record, measurement_settings, measurements_of, probe_kind
-from profiler.table import LatencyTable, content_hash
+from profiler.gate import cli_check
+from profiler.latency import cli_table
+from profiler.latency.table import LatencyTable, content_hash
+from profiler.measure import cli_profile
+from profiler.measure.devices import create_device
+from profiler.measure.devices.base import BenchmarkSettings, Measurement
+from profiler.measure.rawlog import RawLog, check_resume, read_records
+from profiler.measure.reference_model import REFERENCE_SPEC
+from profiler.measure.sweep import (
+    PASSES,
+    device_identity,
+    make_record,
+    measurement_settings,
+    measurements_of,
+    probe_kind,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MAINS: dict[str, Callable[[list[str]], int]] = {"profile": cli_profile.main, "table": cli_table.main,
@@ -308,7 +317,7 @@ def test_two_concurrent_sweeps_the_second_exits_2_and_the_lock_dies_with_the_fir
     ws.mkdir()
     _finished_log(ws, host_identity)
     log = (ws / "t.raw.jsonl").read_bytes()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from profiler.rawlog import RawLog; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from profiler.measure.rawlog import RawLog; "
                                "log = RawLog(sys.argv[1]); print('locked', flush=True); time.sleep(600)",
                                str(ws / "t.raw.jsonl")], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:

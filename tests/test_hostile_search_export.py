@@ -22,9 +22,9 @@ from PIL import Image
 
 from export import cli as export_cli
 from helpers import console, refuses_in_one_line, searched_run, set_at
-from profiler import cli_check
 from profiler.adb_sim import arm64_elf_stub
 from profiler.errors import FgnasError
+from profiler.gate import cli_check
 from search import cli as search_cli
 
 MAINS: dict[str, Callable[[list[str]], int]] = {"search": search_cli.main, "export": export_cli.main,
@@ -285,8 +285,8 @@ def test_dashed_values_attach_only_to_flags_that_take_one():
 
 def test_a_model_that_is_not_tflite_is_the_users_file_and_not_to_be_deleted(tmp_path):
     """Only a model of the tool's own cache (model_builder's hash-named files) is 'deleted so that it is rebuilt'."""
-    from profiler.devices import create_device
-    from profiler.devices.base import BenchmarkSettings
+    from profiler.measure.devices import create_device
+    from profiler.measure.devices.base import BenchmarkSettings
 
     user = tmp_path / "my_model.tflite"
     cached = tmp_path / "0123456789abcdef.b1-tf2.21.0.tflite"

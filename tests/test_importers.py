@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from profiler.errors import FgnasError
-from profiler.importers import import_table
-from profiler.importers.blocks import LutEntry, MBConv, decompose_mbconv, make_divisible, se_channels
-from profiler.importers.joint_fit import SHARINGS, fit, held_out_predictions, level, relative_errors
-from profiler.importers.lut_keys import parse_key, read_lut
+from profiler.latency.importers import import_table
+from profiler.latency.importers.blocks import LutEntry, MBConv, decompose_mbconv, make_divisible, se_channels
+from profiler.latency.importers.joint_fit import SHARINGS, fit, held_out_predictions, level, relative_errors
+from profiler.latency.importers.lut_keys import parse_key, read_lut
+from profiler.latency.table import LatencyTable, sha256_file
 from profiler.spec import ConditionKey, ConvSpec, flops
-from profiler.table import LatencyTable, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 LATENCY = Path(os.environ.get("FGNAS_SHARED_DATA", ROOT.parent / "shared" / "data")) / "latency"

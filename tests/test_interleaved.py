@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from profiler.devices.base import BenchmarkSettings, Device, Measurement
-from profiler.interleaved import lowest_of_passes
+from profiler.measure.devices.base import BenchmarkSettings, Device, Measurement
+from profiler.measure.interleaved import lowest_of_passes
 
 
 class Scripted(Device):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from profiler.channel_order import SKIP
+from profiler.latency.table import LatencyTable
 from profiler.lowering import (
     MergeOps,
     activation_per_run,
@@ -17,7 +18,6 @@ from profiler.lowering import (
 )
 from profiler.model_ops import ConvOp, OtherOp
 from profiler.spec import ConvSpec
-from profiler.table import LatencyTable
 from search.layer import LayerNode
 from search.network import HeadSpec, SearchNetwork
 from search.operations import OpSpec
@@ -240,7 +240,7 @@ def test_the_search_prices_exactly_the_ops_lower_arch_lists(backbone, space, max
 def _exported_ops(net: SearchNetwork, arch: dict, tmp_path, shared=frozenset()):
     from export.prune import prune
     from export.tflite import convert_plan
-    from profiler.tflite_reader import read_ops
+    from profiler.latency.tflite_reader import read_ops
 
     path = tmp_path / "model.tflite"
     path.write_bytes(convert_plan(prune(arch, net.state_dict(), shared)))

@@ -3,7 +3,7 @@ import pytest
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 
-from profiler.model_builder import build_model, model_path
+from profiler.measure.model_builder import build_model, model_path
 from profiler.ops import PRICED_OPS, OpProbe
 from profiler.spec import ConvSpec
 

@@ -2,9 +2,9 @@
 MobileNetV3Large/Small at the widths Keras offers, input sizes 96..224, with and without softmax); no latency is
 asserted here (benchmarks/import_tables.py compares with the published figures).
 
-The suite converts the representative grid (profiler.importers.reference_models.representative_grid: 8 models, each
-family's narrowest width at 96 px with softmax and widest at 160 px without), once per session; the full grid of 130
-models is priced by `benchmarks/import_tables.py --coverage full`.
+The suite converts the representative grid (profiler.latency.importers.reference_models.representative_grid: 8 models,
+each family's narrowest width at 96 px with softmax and widest at 160 px without), once per session; the full grid of
+130 models is priced by `benchmarks/import_tables.py --coverage full`.
 """
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from profiler.importers.reference_models import KerasModel, convert, representative_grid
+from profiler.latency.importers.reference_models import KerasModel, convert, representative_grid
+from profiler.latency.table import LatencyTable
+from profiler.latency.tflite_reader import predict_model, read_ops
 from profiler.model_ops import ConvOp
-from profiler.table import LatencyTable
-from profiler.tflite_reader import predict_model, read_ops
 
 ROOT = Path(__file__).resolve().parents[1]
 PIXEL1 = ROOT / "device_tables" / "pixel1.json"

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from profiler.errors import FgnasError
-from profiler.rawlog import RawLog, raw_log_path, read_records
+from profiler.measure.rawlog import RawLog, raw_log_path, read_records
 
 
 def _record(i: int) -> dict:

@@ -4,10 +4,10 @@ import torch.nn.functional as F
 
 from profiler.channel_order import LayerChannels, layer_runs
 from profiler.errors import FgnasError
-from profiler.fit import ConditionModel, LinearFit, OpModel
+from profiler.latency.fit import ConditionModel, LinearFit, OpModel
+from profiler.latency.table import LatencyTable
 from profiler.lowering import SHARED, SPLIT, MergeOps, pad_elements
 from profiler.spec import ConditionKey, ConvSpec, flops, params
-from profiler.table import LatencyTable
 from search.backbones import create_backbone
 from search.layer import LayerNode, Pool
 from search.network import HeadSpec, SearchNetwork
@@ -97,7 +97,7 @@ def _table(network: dict | None = None) -> LatencyTable:
 
 
 def test_latency_adds_the_tables_in_network_cost_as_the_table_prices_it():
-    from profiler.fit import NetworkModel
+    from profiler.latency.fit import NetworkModel
     from profiler.model_ops import ConvOp, OtherOp
 
     network = NetworkModel(20.0, 50.0, 0.0001, 8, 0.1, 0.01, 0.02)  # per MB; 4x4 maps are a few hundred bytes

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from profiler.devices import BenchmarkSettings, create_device
-from profiler.devices.adb import remote_model_path, shell_command
 from profiler.errors import FgnasError
+from profiler.measure.devices import BenchmarkSettings, create_device
+from profiler.measure.devices.adb import remote_model_path, shell_command
 from search.cli import main as search_main
 from search.data import load_data
 from search.rundir import RunDir

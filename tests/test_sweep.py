@@ -3,15 +3,22 @@ from pathlib import Path
 
 import pytest
 
-from profiler.devices import create_device
-from profiler.devices.base import BenchmarkSettings, Device, Measurement
 from profiler.errors import DeviceFault
-from profiler.model_builder import build_model
+from profiler.measure.devices import create_device
+from profiler.measure.devices.base import BenchmarkSettings, Device, Measurement
+from profiler.measure.model_builder import build_model
+from profiler.measure.rawlog import RECORD_VERSION, RawLog, read_records
+from profiler.measure.spaces import SMALL_MAX, Resolution, Space
+from profiler.measure.sweep import (
+    SweepOptions,
+    drift_summary,
+    measure_stable,
+    pending_by_pass,
+    probe_from_record,
+    run_sweep,
+)
 from profiler.ops import OpProbe
-from profiler.rawlog import RECORD_VERSION, RawLog, read_records
-from profiler.spaces import SMALL_MAX, Resolution, Space
 from profiler.spec import ConvSpec
-from profiler.sweep import SweepOptions, drift_summary, measure_stable, pending_by_pass, probe_from_record, run_sweep
 
 SETTINGS = BenchmarkSettings(runs=3, warmup=1, timeout_s=30)
 PROBES = [ConvSpec(4, 4, c, c + 1, k, 1, 1, "relu") for c in (4, 8, 12) for k in (1, 3)] + [
@@ -123,8 +130,8 @@ def test_a_pass_starts_at_least_the_pass_gap_after_the_one_before(tmp_path, mode
 def test_calibration_networks_get_network_passes_measurements_spread_over_the_passes(tmp_path):
     import random
 
-    from profiler.networks import vgg_net
-    from profiler.sweep import NETWORK_MEASUREMENTS
+    from profiler.measure.networks import vgg_net
+    from profiler.measure.sweep import NETWORK_MEASUREMENTS
 
     net = vgg_net(random.Random(0), 32)
     by_pass = pending_by_pass([*PROBES[:3], net], tmp_path / "none.raw.jsonl", passes=2)
@@ -268,7 +275,7 @@ def test_every_probe_of_a_depthwise_only_space_is_a_depthwise_conv():
 
 
 def test_copy_ops_get_small_channel_probes_and_other_ops_do_not():
-    from profiler.spaces import get_space
+    from profiler.measure.spaces import get_space
 
     probes = get_space("quick").op_probes()
     for op in ("SPLIT_V", "CONCATENATION", "STRIDED_SLICE", "PAD"):
@@ -278,16 +285,16 @@ def test_copy_ops_get_small_channel_probes_and_other_ops_do_not():
 
 
 def test_a_space_that_measures_ops_measures_the_invoke_probe_once():
+    from profiler.measure.spaces import get_space
     from profiler.ops import INVOKE_PROBE
-    from profiler.spaces import get_space
 
     assert get_space("quick").op_probes().count(INVOKE_PROBE) == 1
     assert get_space("quick").with_overrides(ops=()).op_probes() == []
 
 
 def test_quick_space_covers_the_demo_networks_conditions_and_ops():
+    from profiler.measure.spaces import get_space
     from profiler.ops import PRICED_OPS
-    from profiler.spaces import get_space
     from profiler.spec import ConditionKey
 
     space = get_space("quick")
@@ -301,7 +308,7 @@ def test_quick_space_covers_the_demo_networks_conditions_and_ops():
 
 
 def test_imagenet_stem_is_a_normal_conv_on_the_rgb_image_only():
-    from profiler.spaces import get_space
+    from profiler.measure.spaces import get_space
 
     stem = [p for p in get_space("imagenet").conv_probes() if p.h == 224]
     assert stem and all(p.cin == 3 and p.conv_type == "normal" for p in stem)

@@ -5,15 +5,15 @@ import torch
 
 import synthetic_table as syn
 from profiler.errors import FgnasError
-from profiler.fit import tiled_mflops
-from profiler.spec import ConditionKey, ConvSpec
-from profiler.table import (
+from profiler.latency.fit import tiled_mflops
+from profiler.latency.table import (
     SCHEMA_VERSION,
     LatencyTable,
     content_hash,
     lowest_medians,
     sha256_file,
 )
+from profiler.spec import ConditionKey, ConvSpec
 
 
 @pytest.fixture()

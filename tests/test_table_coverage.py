@@ -1,6 +1,6 @@
 """Every registered backbone x search space (at the backbone's default input size) can be priced by the committed
 host table, and the sweep spaces that profile that table cover them, so a new backbone or search space fails here
-until `profiler/spaces.py` measures what it needs (issue 13).
+until `profiler/measure/spaces.py` measures what it needs (issue 13).
 
 Exact conditions, as `fgnas-search` demands them (search.train: `missing_conditions` without fallbacks).
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from profiler.spaces import SPACES, Extra, Resolution, Space
+from profiler.latency.table import LatencyTable
+from profiler.measure.spaces import SPACES, Extra, Resolution, Space
 from profiler.spec import ConditionKey
-from profiler.table import LatencyTable
 from search.backbones import BACKBONES, create_backbone
 from search.gates import init_psi
 from search.layer import depthwise_flags

@@ -6,10 +6,10 @@ import pytest
 
 import synthetic_table as syn
 from profiler.errors import FgnasError
+from profiler.latency.table import LatencyTable
+from profiler.latency.tflite_reader import ConvOp, OtherOp, conv_text, predict_model, read_ops, whole_model_ms
 from profiler.ops import INVOKE_PROBE, OpProbe
 from profiler.spec import ConvSpec
-from profiler.table import LatencyTable
-from profiler.tflite_reader import ConvOp, OtherOp, conv_text, predict_model, read_ops, whole_model_ms
 
 pytestmark = pytest.mark.slow  # imports TensorFlow once to convert the test network
 
@@ -43,7 +43,7 @@ def _network():
 
 @pytest.fixture(scope="module")
 def net_path(tmp_path_factory):
-    from profiler.model_builder import convert_function
+    from profiler.measure.model_builder import convert_function
 
     path = tmp_path_factory.mktemp("net") / "net.tflite"
     path.write_bytes(convert_function(_network(), [(1, 32, 32, 3)]))
@@ -106,7 +106,7 @@ def test_a_whole_model_pays_the_invoke_overhead_once(net_path, tmp_path):
 
 
 def test_a_whole_model_pays_what_its_ops_cost_more_inside_a_network(net_path, tmp_path):
-    from profiler.fit import NetworkModel
+    from profiler.latency.fit import NetworkModel
 
     without = predict_model(_table_for_net(tmp_path), net_path)
     doc = _table_for_net(tmp_path).doc
@@ -145,7 +145,7 @@ def test_not_a_tflite_file_is_a_clear_error(tmp_path):
 
 
 def test_cli_predicts_a_model_op_by_op(net_path, tmp_path, capsys):
-    from profiler.cli_table import main
+    from profiler.latency.cli_table import main
 
     table = _table_for_net(tmp_path).save(tmp_path / "net.json")
     assert main(["predict", str(table), str(net_path), "--json"]) == 0

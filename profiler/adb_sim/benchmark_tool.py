@@ -1,6 +1,6 @@
 """What `benchmark_model` does on the simulated phone: parse its flags, time the model with the host's LiteRT runtime
 the way the tool's Run loop does (at least N runs and at least S seconds, capped by max_secs), and print the result in
-one of the formats the tool has printed (see profiler.benchmark_output for the variants)."""
+one of the formats the tool has printed (see profiler.measure.benchmark_output for the variants)."""
 from __future__ import annotations
 
 import math
