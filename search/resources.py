@@ -149,7 +149,7 @@ class LatencyResource(Resource):
     (ADD, MEAN, FULLY_CONNECTED, MAX_POOL_2D) through the table's per-op models on their element / MAC counts.
 
     Every op's table price comes from a one-op model and so contains one invoke's overhead, which the network pays
-    once (profiler.tflite_reader.whole_model_ms): each op here is its price less that overhead (never below zero),
+    once (profiler.cost.whole_model_ms): each op here is its price less that overhead (never below zero),
     and `base` adds it back once. Inside a network an op also pays for its weights and big activations coming from
     slower caches (the table's NetworkModel, LatencyTable.network_ms): each op here adds that on the sizes
     profiler.model_ops counts (a conv's weights; every input and output)."""

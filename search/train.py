@@ -101,7 +101,7 @@ class SearchConfig:
     pretrained: str | None = None
     bn_calibration_images: int = 512  # training images that re-estimate BN statistics before each evaluation
     baseline: str | None = None  # uniform | l1 (search/baselines.py) instead of the search
-    allow_other_device: bool = False  # price with a host table of another machine (profiler.device_check)
+    allow_other_device: bool = False  # price with a host table of another machine (profiler.latency.device_check)
 
     # What must match for --resume to continue a run (the rest, e.g. epochs or device, may change).
     IDENTITY = ("target", "backbone", "search_space", "data", "width", "seed", "train_subset", "lr", "batch_size",
@@ -464,7 +464,7 @@ class _Run:
     optimizer_states: list | None
     log: Callable[[str], None]
     progress: bool
-    device_check: dict | None = None  # profiler.device_check's record of the table against this machine
+    device_check: dict | None = None  # profiler.latency.device_check's record of the table against this machine
 
     def checkpoint(self, optimizers: list[Checkpointed], scaler: torch.amp.GradScaler) -> None:
         self.rundir.save_checkpoint({
