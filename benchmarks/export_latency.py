@@ -36,7 +36,7 @@ from profiler.measure.interleaved import lowest_of_passes  # noqa: E402
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--table", type=Path, default=REPO / "device_tables" / "host.json")
+    p.add_argument("--table", type=Path, default=REPO / "device_tables" / "host-amd-f26m2s1.json")
     p.add_argument("--device", default="host")
     p.add_argument("--count", type=int, default=20)
     p.add_argument("--backbone", default="digits")

@@ -12,8 +12,9 @@ lowest median of several interleaved passes over all models, the passes a minute
 table's in-network cost) and with the paper's affine fit (networks: the sum of their ops). Reports the share within
 +-10% and the MAPE.
 
-    chrt -f 20 .venv/bin/python benchmarks/latency_table.py --table device_tables/host.json
-    chrt -f 20 .venv/bin/python benchmarks/latency_table.py --table device_tables/host.json --quick --gap 0  # smoke
+    chrt -f 20 .venv/bin/python benchmarks/latency_table.py --table device_tables/host-amd-f26m2s1.json
+    chrt -f 20 .venv/bin/python benchmarks/latency_table.py --table device_tables/host-amd-f26m2s1.json \
+        --quick --gap 0  # smoke
 
 Writes OUT/latency_table_<device>.json (every row) and .md (the summary, also printed).
 """
@@ -237,7 +238,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--table", type=Path, default=REPO / "device_tables" / "host.json")
+    parser.add_argument("--table", type=Path, default=REPO / "device_tables" / "host-amd-f26m2s1.json")
     parser.add_argument("--spaces", type=lambda t: tuple(t.split(",")),
                         help="the spaces the table was swept on, whose channel ranges the random convs use "
                              "(default: the table's settings.spaces)")

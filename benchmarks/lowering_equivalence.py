@@ -71,7 +71,7 @@ def main() -> int:
     p.add_argument("--count", type=int, default=20, help="architectures per backbone")
     p.add_argument("--max-ops", type=int, default=2, help="operations kept per layer, at most")
     p.add_argument("--backbone", action="append", help="default: every registered backbone")
-    p.add_argument("--table", type=Path, default=REPO / "device_tables" / "host.json",
+    p.add_argument("--table", type=Path, default=REPO / "device_tables" / "host-amd-f26m2s1.json",
                    help="picks the SHARED layers, as export does ('none': every layer SPLIT)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args()

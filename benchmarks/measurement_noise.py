@@ -5,7 +5,7 @@ machine that was idle), then compares two independent estimates of each conv's l
 (passes 1 and 2), and the lowest of K medians (the odd passes) against the lowest of the other K (the even passes).
 Also reports how much slower each pass ran than each conv's best, which shows a slow start.
 
-    chrt -f 20 .venv/bin/python benchmarks/measurement_noise.py --table device_tables/host.json
+    chrt -f 20 .venv/bin/python benchmarks/measurement_noise.py --table device_tables/host-amd-f26m2s1.json
 
 Writes OUT/measurement_noise_<device>.json and prints the summary.
 """
@@ -39,7 +39,7 @@ def agreement(a: np.ndarray, b: np.ndarray) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--table", type=Path, default=REPO / "device_tables" / "host.json")
+    p.add_argument("--table", type=Path, default=REPO / "device_tables" / "host-amd-f26m2s1.json")
     p.add_argument("--convs", type=int, default=60)
     p.add_argument("--k", type=int, default=3, help="passes per estimate (2K passes in all)")
     p.add_argument("--runs", type=int, default=30)

@@ -111,6 +111,18 @@ def test_sigkill_at_random_moments_then_resume_logs_every_configuration_once_per
     assert f"measured {len(ids) - counts[-1]}" in out
 
 
+def test_without_out_the_table_is_named_after_this_machine(tmp_path, tiny_models, monkeypatch):
+    from profiler.measure.devices.base import identity_name
+    from profiler.measure.devices.host import HostDevice
+
+    monkeypatch.chdir(tmp_path)
+    assert main([*TINY, "--runs", "3", "--cache-dir", str(tiny_models)]) == 0
+    with HostDevice() as host:
+        expected = tmp_path / "device_tables" / f"{identity_name(host.info())}.json"
+    assert [p.name for p in (tmp_path / "device_tables").glob("*.json")] == [expected.name]
+    assert expected.name.startswith("host-") and LatencyTable.load(expected).raw_log_file is not None
+
+
 def test_same_command_again_resumes_and_finishes_at_once(tmp_path, tiny_models, capsys):
     argv = [*TINY, "--runs", "3", "--out", str(tmp_path / "host.json"), "--cache-dir", str(tiny_models)]
     assert main(argv) == 0

@@ -1,8 +1,8 @@
 """Issue 16: a host latency table is checked against this machine before it prices anything this machine runs.
 
 Tables here are fabricated from synthetic measurements and this machine's own fingerprint (changed where a test wants
-another machine): nothing assumes that device_tables/host.json is this machine's. Every probe timing and measurement
-runs pinned to core 1 (the table's recorded affinity, or `cpu=1`): core 0 is the latency tables' own.
+another machine): nothing assumes that the shipped device_tables/host-*.json is this machine's. Every probe timing and
+measurement runs pinned to core 1 (the table's recorded affinity, or `cpu=1`): core 0 is the latency tables' own.
 """
 import copy
 import json
@@ -337,3 +337,15 @@ def test_the_reference_probe_runs_on_the_tables_core_only_where_this_process_may
     monkeypatch.setattr("os.sched_getaffinity", lambda _pid: allowed)
     device = device_check._host_for({"device": {"affinity": recorded}})
     assert device.cpu == expected
+
+
+def test_a_table_is_named_after_the_device_identity_that_tells_machines_apart():
+    from profiler.measure.devices.base import identity_name
+
+    zen5 = {"name": "host", "cpu_model": "AMD EPYC",
+            "cpu": {"vendor": "AuthenticAMD", "family": 26, "model": 2, "stepping": 1}}
+    zen3 = {**zen5, "cpu": {**zen5["cpu"], "family": 25, "model": 1}}
+    assert identity_name(zen5) == "host-amd-f26m2s1"
+    assert identity_name(zen3) == "host-amd-f25m1s1"  # the same model name, another micro-architecture
+    assert identity_name({"name": "host", "cpu_model": "Intel(R) Xeon(R) @ 2.2GHz"}) == "host-intel-r-xeon-r-2.2ghz"
+    assert identity_name({"name": "pixel1", "model": "Pixel"}) == "pixel1-pixel"

@@ -79,7 +79,7 @@ def test_export_takes_the_searchs_table_only_while_its_content_hash_matches(tmp_
 @pytest.mark.slow
 def test_a_finished_run_exports_with_parity_accuracy_and_measured_latency(tmp_path, capsys):
     rd = searched_run(tmp_path / "run")
-    # the table (device_tables/host.json by default) only prices: it need not be this machine's (issue 16)
+    # the table (device_tables/host-amd-f26m2s1.json by default) only prices: it need not be this machine's (issue 16)
     assert main([str(rd.path), "--device", "host", "--runs", "3", "--warmup", "1", "--eval-samples", "100",
                  "--parity-samples", "16", "--quantize", "dynamic", "--allow-other-device"]) == 0
     out = capsys.readouterr().out

@@ -24,7 +24,7 @@ from search.operations import OpSpec
 from search.resources import create_resource
 
 ON, OFF = [0.5, -0.5], [-0.5, 0.5]
-TABLE = Path(__file__).resolve().parents[1] / "device_tables" / "host.json"
+TABLE = Path(__file__).resolve().parents[1] / "device_tables" / "host-amd-f26m2s1.json"
 # Reduced widths and input sizes, as benchmarks/lowering_equivalence.py uses: the rules do not depend on them.
 SMALL = {"resnet20": {"width": 0.25, "input_size": 16}, "mobilenetv2_cifar": {"width": 0.25, "input_size": 16},
          "vgg16": {"width": 0.0625}}

@@ -24,7 +24,7 @@ from search.layer import depthwise_flags
 from search.resources import create_resource
 from search.search_space import SEARCH_SPACES
 
-TABLE = Path(__file__).resolve().parents[1] / "device_tables" / "host.json"
+TABLE = Path(__file__).resolve().parents[1] / "device_tables" / "host-amd-f26m2s1.json"
 # The sweeps the committed host table is built from (docs/benchmarks.md): fgnas-profile --space cifar, then imagenet.
 PROFILED_SPACES = ("cifar", "imagenet")
 CIFAR_MAX_SIZE = 32

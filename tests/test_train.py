@@ -107,7 +107,7 @@ def test_operation_types_counts_distinct_producer_sets():
 
 def test_missing_conditions_message_lists_them_and_the_profile_command():
     missing = [ConditionKey(32, 32, 5, 1, "normal", "relu"), ConditionKey(16, 16, 3, 2, "depthwise", "relu")]
-    msg = missing_conditions_message(missing, "device_tables/host.json", "host")
+    msg = missing_conditions_message(missing, "device_tables/host-amd-f26m2s1.json", "host")
     assert "32x32:k5:s1:normal:relu" in msg and "16x16:k3:s2:depthwise:relu" in msg
     assert "fgnas-profile --device host --space cifar --kernels 3,5 --strides 1,2 --conv-types depthwise,normal" in msg
     assert "\n" not in msg

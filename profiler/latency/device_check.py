@@ -18,14 +18,13 @@ Everything here but `time_reference_probe` and `check_table_device` is a pure fu
 """
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from profiler.errors import FgnasError
-from profiler.measure.devices.base import BenchmarkSettings, Device
+from profiler.measure.devices.base import BenchmarkSettings, Device, identity_name
 from profiler.spec import ConvSpec
 
 PROBE_BOUND = 0.25  # |here / table - 1| of the reference probe beyond which a table is another machine's
@@ -44,9 +43,6 @@ HOST_FIELDS = ("name", "cpu_model", *CPU_FIELDS, "runtime", "runtime_version", "
 LEGACY_HOST_FIELDS = ("name", "cpu_model", "logical_cpus", "runtime", "runtime_version", "threads")
 PHONE_FIELDS = ("name", "manufacturer", "model", "soc", "platform", "hardware", "abi", "android_release", "sdk",
                 "benchmark_tool.sha256")
-_VENDORS = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}
-
-
 class OtherDeviceError(FgnasError):
     """The table was profiled on another machine (or one that now runs at another speed). Exit code 2."""
 
@@ -201,19 +197,6 @@ def describe(info: dict) -> str:
         parts.append(f"{info['threads']} thread{'s' if info['threads'] != 1 else ''}")
     shown = ", ".join(str(p) for p in parts if p)
     return f"{info.get('name', 'device')} ({shown})" if shown else str(info.get("name", "device"))
-
-
-def identity_name(info: dict) -> str:
-    """A table file name for this device: host-amd-f26m2s1, pixel1-pixel, ..."""
-    cpu = info.get("cpu") if isinstance(info.get("cpu"), dict) else {}
-    if cpu.get("family") is not None:
-        vendor = _VENDORS.get(cpu.get("vendor"), str(cpu.get("vendor", "")))
-        tail = f"{vendor}-f{cpu.get('family')}m{cpu.get('model')}s{cpu.get('stepping')}"
-    else:
-        tail = str(info.get("cpu_model") or info.get("model") or "")
-    tail = re.sub(r"[^a-z0-9.]+", "-", tail.lower()).strip("-")
-    name = str(info.get("name", "device"))
-    return f"{name}-{tail}" if tail else name
 
 
 def profile_command(table_path: str, here: dict, settings: dict | None = None) -> str:

@@ -20,6 +20,7 @@ from profiler.measure.devices import (
     device_options,
     timing_settings,
 )
+from profiler.measure.devices.base import identity_name
 from profiler.measure.model_builder import DEFAULT_CACHE_DIR
 from profiler.measure.rawlog import RAW_LOG_SUFFIX, RESUME_ADVICE, RawLog, raw_log_path, read_records
 from profiler.measure.spaces import SPACES, Space, get_space
@@ -75,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pass-gap", type=float, default=PASS_GAP_S,
                    help=f"least seconds from one pass's start to the next's, so a slow spell of the machine does not "
                         f"catch every pass of a probe (default {PASS_GAP_S:g})")
-    p.add_argument("--out", type=Path, help="table path (default device_tables/DEVICE.json)")
+    p.add_argument("--out", type=Path, help="table path (default device_tables/IDENTITY.json, the device's name and "
+                                             "CPU, e.g. host-amd-f26m2s1.json)")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="where generated models are cached")
     p.add_argument("--seed", type=int, default=0, help="channel sampling and measurement order")
     return p
@@ -97,6 +99,12 @@ def make_space(args: argparse.Namespace) -> Space:
                                 activations=args.activations, samples_per_condition=args.samples_per_condition,
                                 small_samples=args.small_samples,
                                 resolutions=resolutions, ops=ops)
+
+
+def default_table_path(info: dict) -> Path:
+    """Where a table of the device `info` describes goes when --out is not given: named after its identity, so that a
+    table never passes for another machine's by its file name."""
+    return Path("device_tables") / f"{identity_name(info)}.json"
 
 
 def _check_writable(directory: Path) -> None:
@@ -165,16 +173,22 @@ def profile(args: argparse.Namespace) -> ProfileOutcome:
     space = make_space(args)
     timing_settings(args)
     _check_numbers(args)
-    out = args.out or Path("device_tables") / f"{args.device}.json"
-    _check_out(out)
-    _check_writable(out.parent)
     options = device_options(args)
     with ExitStack() as stack:
-        # The log's lock first: a second sweep on this --out stops before it connects to (and loads) a device.
+        def connect() -> list:
+            return [stack.enter_context(create_device(args.device, **options, **({"serial": s} if s else {})))
+                    for s in (args.serial or [None])]
+
+        # Without --out the table is named after the device (device_tables/host-amd-f26m2s1.json), which only the
+        # device can say; with --out the log's lock comes first, so that a second sweep on it stops before it
+        # connects to (and loads) a device.
+        devices = None if args.out else connect()
+        out = args.out or default_table_path(devices[0].info())
+        _check_out(out)
+        _check_writable(out.parent)
         log = stack.enter_context(RawLog(raw_log_path(out)))
         try:
-            devices = [stack.enter_context(create_device(args.device, **options, **({"serial": s} if s else {})))
-                       for s in (args.serial or [None])]
+            devices = devices or connect()
             settings = timing_settings(args, devices[0].default_settings)
             _check_table_settings(out, read_records(log.path), measurement_settings(settings))
         except BaseException:

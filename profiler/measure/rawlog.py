@@ -37,7 +37,7 @@ RESUME_ADVICE = "resume with the same settings, or a new --out"
 
 
 def raw_log_path(table_path: Path) -> Path:
-    """`device_tables/host.json` -> `device_tables/host.raw.jsonl`."""
+    """`device_tables/host-amd-f26m2s1.json` -> `device_tables/host.raw.jsonl`."""
     table_path = Path(table_path)
     return table_path.with_name(f"{table_path.stem}{RAW_LOG_SUFFIX}")
 

@@ -13,8 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", required=True, help="name of the device the table describes, e.g. pixel1")
     p.add_argument("--out", type=Path, help="where to write the table (default device_tables/DEVICE.json)")
     p.add_argument("--transfer-ops", type=Path, metavar="TABLE",
-                   help="a measured table (e.g. device_tables/host.json) whose ops the published table lacks "
-                        "(SOFTMAX, MUL, HARD_SWISH, ...) are transferred, scaled by the two tables' ADD ratio")
+                   help="a measured table (e.g. device_tables/host-amd-f26m2s1.json) whose ops the published table "
+                        "lacks (SOFTMAX, MUL, HARD_SWISH, ...) are transferred, scaled by the two tables' ADD ratio")
     p.add_argument("--in-network", type=Path, metavar="FILE",
                    help="Single-Path NAS pixel1_runtime_model.json: derive what blocks cost inside a whole network "
                         "relative to alone (--format proxylessnas)")

@@ -53,7 +53,8 @@ FORMATS: dict[str, ImportFormat] = {
     for fmt in (
         ImportFormat("proxylessnas", proxylessnas.read_entries, proxylessnas.LICENSE, proxylessnas.CITATION,
                      proxylessnas.DEVICE, proxylessnas.OP_TIES, SHARINGS["dw-per-stride"], "block",
-                     REPOSITORY / "device_tables" / "host.json", "singlepath_nas_pixel1_runtime_model.json"),
+                     REPOSITORY / "device_tables" / "host-amd-f26m2s1.json",
+                     "singlepath_nas_pixel1_runtime_model.json"),
         ImportFormat("ofa", ofa.read_entries, ofa.LICENSE, ofa.CITATION, ofa.DEVICE, ofa.OP_TIES,
                      SHARINGS["dw-per-stride"], "resolution"),
     )

@@ -1,6 +1,7 @@
 """The Device interface: every place we can run a .tflite model (this computer, a phone over ADB) implements it."""
 from __future__ import annotations
 
+import re
 import statistics
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, replace
@@ -93,3 +94,20 @@ class Device(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_VENDORS = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}
+
+
+def identity_name(info: dict) -> str:
+    """A device's name as `Device.info()` describes it, the file name of its latency table: host-amd-f26m2s1 (CPU
+    vendor, family, model, stepping: the model name "AMD EPYC" covers several micro-architectures), pixel1-pixel."""
+    cpu = info.get("cpu") if isinstance(info.get("cpu"), dict) else {}
+    if cpu.get("family") is not None:
+        vendor = _VENDORS.get(cpu.get("vendor"), str(cpu.get("vendor", "")))
+        tail = f"{vendor}-f{cpu.get('family')}m{cpu.get('model')}s{cpu.get('stepping')}"
+    else:
+        tail = str(info.get("cpu_model") or info.get("model") or "")
+    tail = re.sub(r"[^a-z0-9.]+", "-", tail.lower()).strip("-")
+    name = str(info.get("name", "device"))
+    return f"{name}-{tail}" if tail else name
