@@ -25,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="FGNAS: pretrain a backbone, search per-channel gated operations until the target is met, "
                     "fine-tune, and write arch.json, weights, metrics and plots into a run directory.",
         argument_default=argparse.SUPPRESS,  # only flags given on the command line override a resumed run's config
-        epilog="example: fgnas-search --latency-table device_tables/host.json --target 5ms --backbone resnet20 "
-               "--data cifar10:../shared/data/cifar10")
+        epilog="example: fgnas-search --latency-table device_tables/host-amd-f26m2s1.json --target 5ms "
+               "--backbone resnet20 --data cifar10:../shared/data/cifar10")
     d = SearchConfig(target="")
     p.add_argument("--target", help="53ms, 150MFLOPs, 1.2GFLOPs, 2.7Mparams, or 60%%latency (share of the unpruned "
                                     "network)")
@@ -62,10 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--price", choices=PRICES, help="slope (default): a gate costs the resource's slope; steps: what "
                                                    "switching it changes in the hard resource, so that a channel "
                                                    "opening an output tile pays for the tile (channel search spaces)")
-    p.add_argument("--value", choices=VALUES, help="relative (default): a channel is worth the loss its removal adds "
-                                                   "(Fisher information) over its layer's mean, so a residual block's "
-                                                   "inner convs are not emptied for the stream; fisher: the loss "
-                                                   "itself")
+    p.add_argument("--value", choices=VALUES, help="fisher (default): a channel is worth the loss its removal adds "
+                                                   "(Fisher information); relative: that over its layer's mean, so a "
+                                                   "residual block's inner convs are not emptied for the stream (but "
+                                                   "the dearest layers fall to their floor)")
     p.add_argument("--baseline", choices=BASELINES, help="instead of searching, meet the target the simple way: "
                                                          "uniform (the widest width multiplier, trained from scratch "
                                                          "for every epoch) or l1 (prune the pretrained backbone "

@@ -184,7 +184,7 @@ class GateMover:
     floor."""
 
     def __init__(self, net, floors: dict[str, int], gate_lr: float, max_off_share: float,
-                 value: str = "relative") -> None:
+                 value: str = "fisher") -> None:
         self.net = net
         self.floors = floors
         self.gate_lr = gate_lr

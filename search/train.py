@@ -92,7 +92,7 @@ class SearchConfig:
     # the default: it prices a multi-operation layer's gates across its operations, where removing a few channels of
     # each empties no tile (the digits demo's kernels search stalled at 0.26 of 0.18 ms and fell back)
     price: str = "slope"
-    value: str = "relative"  # relative | fisher (search/dynamics.VALUES)
+    value: str = "fisher"  # fisher | relative (search/dynamics.VALUES)
     seed: int = 0
     device: str = "cpu"
     precision: str = "auto"  # search/precision.py

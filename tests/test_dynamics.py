@@ -176,12 +176,12 @@ def test_relative_values_put_layers_of_any_fisher_scale_on_one_footing():
     assert torch.equal(relative.fisher["stream"], relative.fisher["inner"])
 
 
-def test_value_is_relative_by_default_and_old_runs_read_as_fisher(tmp_path):
+def test_value_is_fisher_by_default_and_old_runs_read_as_fisher(tmp_path):
     from profiler.errors import FgnasError
     from search.rundir import RunDir
     from search.train import SearchConfig
 
-    assert SearchConfig(target="50%flops").value == "relative"
+    assert SearchConfig(target="50%flops").value == "fisher"
     with pytest.raises(FgnasError, match="--value 'l2': use fisher or relative"):
         SearchConfig(target="50%flops", value="l2")
     run = RunDir(tmp_path)
