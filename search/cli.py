@@ -12,6 +12,7 @@ from profiler.errors import FgnasError
 from search.baselines import BASELINES
 from search.dynamics import VALUES
 from search.precision import PRECISIONS
+from search.pretrained import LAYOUTS
 from search.summary import format_summary
 from search.train import PRICES, STREAMS, SearchConfig, run_search
 
@@ -76,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "bfloat16, fp16 on CUDA, else fp32")
     p.add_argument("--train-subset", type=int, help="train on a seeded random subset of N images")
     p.add_argument("--val-subset", type=int, help="validate on a seeded random subset of N images")
-    p.add_argument("--pretrained", help="checkpoint to start from instead of pretraining")
+    published = ", ".join(sorted({backbone for backbone, _ in LAYOUTS}))
+    p.add_argument("--pretrained", help=f"weights to start from instead of pretraining: a checkpoint or model.pt of "
+                                        f"this tool, or a torchvision state dict (.pth) for {published}")
     p.add_argument("--bn-calibration-images", type=int,
                    help=f"training images that re-estimate BatchNorm statistics before each evaluation "
                         f"(default {d.bn_calibration_images})")

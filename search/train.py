@@ -38,6 +38,7 @@ from search.dynamics import (
     step_costs,
 )
 from search.precision import Precision, resolve_precision
+from search.pretrained import load_pretrained
 from search.resources import Resource, create_resource
 from search.sliced import NetShapedOptimizer, SlicedNetwork, write_back
 from search.summary import layer_rows, method_line
@@ -578,9 +579,9 @@ def _prepare(config: SearchConfig, run_dir: str | Path, resume: bool, log: Calla
         optimizer_states = ckpt["optimizers"]
         log(f"resuming {rundir.path} at {state.phase} epoch {state.epoch + 1} (step {state.step})")
     elif config.pretrained:
-        net.load_state_dict(_read_pretrained(config.pretrained), strict=False)
+        loaded = load_pretrained(net, _read_pretrained(config.pretrained), f"--pretrained {config.pretrained}")
         state.phase = "search"
-        log(f"weights from {config.pretrained}: skipping pretraining")
+        log(f"weights from {config.pretrained} ({loaded}): skipping pretraining")
     if config.streams == "tied":
         net.tie_streams()
     return _Run(config, rundir, target, resource, resources, table, data, net, device, precision, floors,
@@ -589,14 +590,17 @@ def _prepare(config: SearchConfig, run_dir: str | Path, resume: bool, log: Calla
 
 def _read_pretrained(path: str) -> dict:
     """A state_dict, or a checkpoint/run file holding one under "model"; read with weights_only (a crafted file must
-    not run code)."""
+    not run code). search/pretrained.py maps it onto the network."""
     from search.rundir import load_torch_file
 
+    if path.endswith(".safetensors"):
+        raise FgnasError(f"--pretrained {path}: .safetensors files are not read (the safetensors package is not a "
+                         f"dependency); save the state dict with torch.save")
     blob = load_torch_file(path, f"--pretrained {path}")
     weights = blob.get("model", blob) if isinstance(blob, dict) else None
     if not isinstance(weights, dict):
         raise FgnasError(f"--pretrained {path} holds no state_dict")
-    return {k: v for k, v in weights.items() if not k.endswith(".psi")}
+    return weights
 
 
 def _next_phase(run: _Run, phase: str) -> None:

@@ -20,6 +20,8 @@ BACKBONES = [
     ("vgg16", {"search_space": "table2", "width": 0.0625}),
     ("mobilenetv2_cifar", {"search_space": "k=3,5,9;act=relu6,tanh", "width": 0.25}),
     ("mobilenetv2", {"search_space": "kernels35", "width": 0.25, "input_size": 64}),
+    ("vgg19", {"search_space": "channels", "width": 0.125}),
+    ("resnet18", {"search_space": "kernels", "width": 0.125, "reduce_skip": True}),
 ]
 
 

@@ -22,6 +22,10 @@ CASES = [
     ("resnet20", 1, {"search_space": "k=5,7,9;act=relu,prelu,tanh", "width": 0.25, "input_size": 16}),
     ("vgg16", 2, {"search_space": "k=1,3,9;conv=normal,depthwise;act=relu,tanh", "width": 0.0625}),
     ("mobilenetv2_cifar", 3, {"search_space": "k=3,5,7;act=relu6,prelu", "width": 0.25, "input_size": 16}),
+    # the paper's Table 6 searches these two by channels only: VGG-19 without a pool after its last stage (the head
+    # averages the 2x2 map), ResNet-18 with its three projection shortcuts
+    ("vgg19", 4, {"search_space": "channels", "width": 0.125}),
+    ("resnet18", 5, {"search_space": "channels", "width": 0.125}),
 ]
 
 
