@@ -1,7 +1,7 @@
 """The closing summary of a pipeline run (`make demo`): what the search promised, what export and the device delivered.
 
-Reads the run directory only (arch.json, export/export_report.json and the fgnas-check JSON), so it can be printed
-again at any time: `python -m export.summary RUN_DIR --check CHECK.json`.
+Reads the run directory only (arch.json as the typed search.arch.Arch, export/export_report.json and the fgnas-check
+JSON), so it can be printed again at any time: `python -m export.summary RUN_DIR --check CHECK.json`.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from profiler.cli_parser import OneLineParser
 from profiler.errors import FgnasError
+from search.arch import load_arch
 from search.summary import method_line
 from search.targets import format_resource
 
@@ -23,7 +24,7 @@ class PipelineSummary:
     tflite_accuracy: float | None
     params: int
     flops: float
-    predicted_ms: float
+    predicted_ms: float | None
     measured_ms: float | None
     budget_ms: float | None
     check_status: str | None
@@ -33,6 +34,7 @@ class PipelineSummary:
         def pct(value: float | None) -> str:
             return "-" if value is None else f"{100 * value:.2f}%"
 
+        predicted = "-" if self.predicted_ms is None else f"{self.predicted_ms:.3f} ms"
         measured = "-" if self.measured_ms is None else f"{self.measured_ms:.3f} ms"
         budget = "-" if self.budget_ms is None else f"{self.budget_ms:.3f} ms"
         return [
@@ -41,7 +43,7 @@ class PipelineSummary:
             f"{pct(self.tflite_accuracy)} (exported TFLite)",
             f"params            {format_resource('params', self.params)}",
             f"FLOPs             {format_resource('flops', self.flops)}",
-            f"latency           predicted {self.predicted_ms:.3f} ms (table)   measured {measured} (device)",
+            f"latency           predicted {predicted} (table)   measured {measured} (device)",
             f"budget check      {budget}: {self.check_status or 'not run'}",
             f"architecture      {self.method}",
         ]
@@ -57,22 +59,23 @@ def _read_json(path: Path, what: str) -> dict:
 
 
 def summarize(run_dir: Path, check_json: Path | None = None) -> PipelineSummary:
-    arch = _read_json(run_dir / "arch.json", "fgnas-search")
+    arch = load_arch(run_dir / "arch.json")
     report = _read_json(run_dir / "export" / "export_report.json", "fgnas-export")
     check = _read_json(check_json, "fgnas-check --json") if check_json else None
     budget = next((c for c in check["checks"] if c["name"] == "budget"), None) if check else None
-    predicted = arch["predicted"]
+    target, search = arch.target or {}, dict(arch.search or {})
     return PipelineSummary(
-        target=f"{arch['target']['text']} = {format_resource(arch['target']['resource'], arch['target']['value'])}",
-        val_accuracy=arch.get("search", {}).get("val_accuracy"),
+        target=(f"{target.get('text', '-')} = {format_resource(target['resource'], target['value'])}"
+                if "resource" in target else "-"),
+        val_accuracy=search.get("val_accuracy"),
         tflite_accuracy=(report.get("accuracy") or {}).get("tflite"),
-        params=predicted["params"],
-        flops=predicted["flops"],
-        predicted_ms=predicted["latency_ms"],
+        params=arch.predicted.params,
+        flops=arch.predicted.flops,
+        predicted_ms=arch.predicted.latency_ms,
         measured_ms=budget["latency_ms"]["estimate"] if budget else None,
         budget_ms=budget["budget_ms"] if budget else None,
         check_status=check["status"] if check else None,
-        method=method_line(arch.get("search", {})),
+        method=method_line(search),
     )
 
 
