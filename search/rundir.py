@@ -164,22 +164,23 @@ class RunDir:
 
         columns = [("params", "params"), ("flops", "FLOPs"), ("latency_ms", "predicted latency (ms)")]
         columns = [(k, label) for k, label in columns if any(getattr(r, k) is not None for r in rows)]
-        fig, axes = plt.subplots(len(columns), 1, figsize=(7, 2.4 * len(columns)), sharex=True, squeeze=False)
-        x = list(range(1, len(rows) + 1))
-        target_column = {"params": "params", "flops": "flops", "latency": "latency_ms"}[target.resource]
-        for ax, (key, label) in zip(axes[:, 0], columns):
-            ax.plot(x, [getattr(r, key) for r in rows], marker="o", ms=3)
-            if key == target_column:
-                ax.axhline(target.value, color="red", ls="--", label=f"target {target}")
-                ax.legend(loc="upper right")
-            for phase, color in (("search", "#fff2cc"), ("finetune", "#e2f0d9")):
-                idx = [i for i, r in zip(x, rows) if r.phase == phase]
-                if idx:
-                    ax.axvspan(min(idx) - 0.5, max(idx) + 0.5, color=color, zorder=0)
-            ax.set_ylabel(label)
-        axes[-1, 0].set_xlabel("epoch (pretrain, search: yellow, fine-tune: green)")
-        fig.tight_layout()
-        written.append(self._save(fig, plots / "resource.png"))
+        if columns:  # a run with no epochs (--pretrained, no search or fine-tune epochs) has no history to plot
+            fig, axes = plt.subplots(len(columns), 1, figsize=(7, 2.4 * len(columns)), sharex=True, squeeze=False)
+            x = list(range(1, len(rows) + 1))
+            target_column = {"params": "params", "flops": "flops", "latency": "latency_ms"}[target.resource]
+            for ax, (key, label) in zip(axes[:, 0], columns):
+                ax.plot(x, [getattr(r, key) for r in rows], marker="o", ms=3)
+                if key == target_column:
+                    ax.axhline(target.value, color="red", ls="--", label=f"target {target}")
+                    ax.legend(loc="upper right")
+                for phase, color in (("search", "#fff2cc"), ("finetune", "#e2f0d9")):
+                    idx = [i for i, r in zip(x, rows) if r.phase == phase]
+                    if idx:
+                        ax.axvspan(min(idx) - 0.5, max(idx) + 0.5, color=color, zorder=0)
+                ax.set_ylabel(label)
+            axes[-1, 0].set_xlabel("epoch (pretrain, search: yellow, fine-tune: green)")
+            fig.tight_layout()
+            written.append(self._save(fig, plots / "resource.png"))
 
         layers = arch["layers"]
         names = [layer["name"] for layer in layers]
@@ -210,7 +211,7 @@ class RunDir:
 
         # How each layer's width moved, epoch by epoch (metrics.csv's widths column): where the search cut, and when.
         per_epoch = [_widths(r.widths) for r in rows]
-        if all(per_epoch):
+        if per_epoch and all(per_epoch):
             grid = [[epoch.get(name, 0) / layer["cout"] for epoch in per_epoch] for name, layer in zip(names, layers)]
             fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(rows) + 2), max(3, 0.25 * len(layers) + 1)))
             image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")

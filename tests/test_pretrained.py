@@ -189,3 +189,15 @@ def test_a_search_starts_from_torchvision_weights_and_says_what_it_mapped(tmp_pa
     assert code == 0, out
     assert (f"weights from {path} ({len(mobilenet_v2) - 2} tensors from torchvision's mobilenet_v2; classifier not "
             f"mapped (1000 classes in the file, 3 here)): skipping pretraining") in out
+
+
+def test_a_run_of_no_epochs_from_pretrained_weights_finishes_without_plots_of_a_history(tmp_path, capsys):
+    net = create_backbone("digits")
+    path = tmp_path / "digits.pt"
+    torch.save(net.state_dict(), path)
+    code = search_main(["--backbone", "digits", "--data", "digits", "--pretrained", str(path),
+                        "--out", str(tmp_path / "r"), *TINY])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert (tmp_path / "r" / "arch.json").exists() and not (tmp_path / "r" / "plots" / "resource.png").exists()
+    assert (tmp_path / "r" / "plots" / "channels.png").exists()
